@@ -1,0 +1,27 @@
+"""c2c_hf: Cache-to-Cache communication between two frozen causal LMs, the HuggingFace way.
+
+Importing this package registers `C2CConfig` and `C2CForCausalLM` with `AutoConfig`, `AutoModel` and
+`AutoModelForCausalLM`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .cache import C2CCache
+from .configuration_c2c import C2CConfig, build_layer_map, kv_shape
+from .modeling_c2c import C2CForCausalLM, C2CFuser, C2CPreTrainedModel
+
+AutoConfig.register(C2CConfig.model_type, C2CConfig, exist_ok=True)
+AutoModel.register(C2CConfig, C2CForCausalLM, exist_ok=True)
+AutoModelForCausalLM.register(C2CConfig, C2CForCausalLM, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "C2CCache",
+    "C2CConfig",
+    "C2CForCausalLM",
+    "C2CFuser",
+    "C2CPreTrainedModel",
+    "build_layer_map",
+    "kv_shape",
+]

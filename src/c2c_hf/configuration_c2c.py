@@ -1,0 +1,160 @@
+"""Configuration of a Cache-to-Cache (C2C) model: a receiver, a sharer and the fuser between them."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+LAYER_MAP_STRATEGIES = ("terminal", "proportional")
+TOKEN_ALIGNMENT_STRATEGIES = ("longest", "first")
+
+
+def kv_shape(config: PreTrainedConfig) -> tuple[int, int, int]:
+    """`(num_layers, num_kv_heads, head_dim)` of the KV cache a causal LM with this config stores."""
+    num_heads = config.num_attention_heads
+    num_kv_heads = getattr(config, "num_key_value_heads", None) or num_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // num_heads
+    return config.num_hidden_layers, num_kv_heads, head_dim
+
+
+def build_layer_map(strategy: str | list[int], receiver_layers: int, sharer_layers: int) -> list[int]:
+    """Sharer layer paired with each receiver layer.
+
+    - `"terminal"` (paper default): align the deepest layers, receiver layer t of T takes sharer layer
+      `clamp(S - T + t, 0, S - 1)`.
+    - `"proportional"`: spread the receiver's depth over the sharer's, first to first and last to last.
+    - an explicit list of `receiver_layers` sharer-layer indices.
+    """
+    T, S = receiver_layers, sharer_layers
+    if isinstance(strategy, (list, tuple)):
+        layer_map = [int(s) for s in strategy]
+        if len(layer_map) != T:
+            raise ValueError(
+                f"layer_map has {len(layer_map)} entries but the receiver has {T} layers: give one sharer layer per "
+                "receiver layer, or a strategy name ('terminal', 'proportional')."
+            )
+        bad = [s for s in layer_map if not 0 <= s < S]
+        if bad:
+            raise ValueError(f"layer_map entries {bad} are out of range: the sharer has {S} layers (valid: 0..{S - 1}).")
+        return layer_map
+    if strategy == "terminal":
+        return [min(max(S - T + t, 0), S - 1) for t in range(T)]
+    if strategy == "proportional":
+        return [S - 1] if T == 1 else [round(t * (S - 1) / (T - 1)) for t in range(T)]
+    raise ValueError(
+        f"Unknown layer_map strategy {strategy!r}: use one of {LAYER_MAP_STRATEGIES} or an explicit list of sharer layers."
+    )
+
+
+class C2CConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`C2CForCausalLM`]: a frozen receiver (`text_config`, the model that answers), a frozen sharer
+    (`sharer_config`) and a trained fuser that projects the sharer's KV cache into the receiver's and fuses it.
+
+    Args:
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the receiver causal LM (named `text_config` so that `generate` takes special tokens and the
+            cache layout from it). Defaults to a full-size Qwen3 config.
+        sharer_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the sharer causal LM. Defaults to a full-size Qwen2 config.
+        receiver_name_or_path / sharer_name_or_path (`str`, *optional*):
+            Hub ids or local paths the bases are loaded from by `from_pretrained`; the checkpoint never holds them.
+        receiver_revision / sharer_revision (`str`, *optional*):
+            Revisions of those repos.
+        layer_map (`str` or `list[int]`, defaults to `"terminal"`):
+            Sharer layer fused into each receiver layer: `"terminal"`, `"proportional"` or an explicit list.
+        fuser_hidden_size (`int`, defaults to 1024):
+            Width of the fuser's MLP (the paper's default; the main size/cost lever).
+        fuser_intermediate_size (`int`, *optional*):
+            Inner width of the fuser's residual blocks; defaults to `fuser_hidden_size`.
+        fuser_num_blocks (`int`, defaults to 3):
+            Residual MLP blocks per K or V branch: one shared, one on the dynamic-weight head, the rest on the
+            projection path (so at least 2).
+        fuser_dropout (`float`, defaults to 0.1):
+            Dropout inside the residual blocks during training.
+        gate_init_logit (`float`, defaults to 1.0):
+            Initial gate logit of every layer (K and V). Positive means open: a fresh fuser is on, at inference and
+            (with probability `sigmoid(logit)`) in training.
+        gate_temperature_start / gate_temperature_end (`float`, defaults to 1.0 / 0.001):
+            Temperature of the relaxed (logistic-noise) gate, annealed from start to end over training.
+        token_alignment (`str`, defaults to `"longest"`):
+            How a receiver token is mapped to one sharer token when the tokenizers differ: `"longest"` or `"first"`.
+    """
+
+    model_type = "c2c"
+    _auto_class = "AutoConfig"  # saved checkpoints carry this file, for `trust_remote_code=True` without c2c_hf
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3"),
+        "sharer_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    sharer_config: dict | PreTrainedConfig | None = None
+    receiver_name_or_path: str | None = None
+    receiver_revision: str | None = None
+    sharer_name_or_path: str | None = None
+    sharer_revision: str | None = None
+    layer_map: str | list[int] = "terminal"
+    fuser_hidden_size: int = 1024
+    fuser_intermediate_size: int | None = None
+    fuser_num_blocks: int = 3
+    fuser_dropout: float = 0.1
+    gate_init_logit: float = 1.0
+    gate_temperature_start: float = 1.0
+    gate_temperature_end: float = 0.001
+    token_alignment: str = "longest"
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.fuser_intermediate_size is None:
+            self.fuser_intermediate_size = self.fuser_hidden_size
+        for name in ("fuser_hidden_size", "fuser_intermediate_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.fuser_num_blocks, int) or self.fuser_num_blocks < 2:
+            raise ValueError(
+                f"fuser_num_blocks must be an integer >= 2 (one shared block and one weight-head block), "
+                f"got {self.fuser_num_blocks!r}."
+            )
+        if not 0.0 <= self.fuser_dropout < 1.0:
+            raise ValueError(f"fuser_dropout must be in [0, 1), got {self.fuser_dropout!r}.")
+        for name in ("gate_temperature_start", "gate_temperature_end"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")
+        if self.token_alignment not in TOKEN_ALIGNMENT_STRATEGIES:
+            raise ValueError(
+                f"Unknown token_alignment {self.token_alignment!r}: use one of {TOKEN_ALIGNMENT_STRATEGIES}."
+            )
+        self.resolved_layer_map()  # validates an explicit map or a strategy name against both depths
+
+    @property
+    def receiver_kv_shape(self) -> tuple[int, int, int]:
+        """`(num_layers, num_kv_heads, head_dim)` of the receiver."""
+        return kv_shape(self.text_config)
+
+    @property
+    def sharer_kv_shape(self) -> tuple[int, int, int]:
+        """`(num_layers, num_kv_heads, head_dim)` of the sharer."""
+        return kv_shape(self.sharer_config)
+
+    def resolved_layer_map(self) -> list[int]:
+        """The sharer layer index for each receiver layer."""
+        return build_layer_map(self.layer_map, self.receiver_kv_shape[0], self.sharer_kv_shape[0])
+
+    @classmethod
+    def from_base_configs(
+        cls, receiver_config: PreTrainedConfig, sharer_config: PreTrainedConfig, **kwargs
+    ) -> "C2CConfig":
+        """Build a config from the two bases' configs; their `_name_or_path` becomes the id they are loaded from."""
+        kwargs.setdefault("receiver_name_or_path", receiver_config.name_or_path or None)
+        kwargs.setdefault("sharer_name_or_path", sharer_config.name_or_path or None)
+        return cls(
+            text_config=receiver_config.get_text_config(decoder=True),
+            sharer_config=sharer_config.get_text_config(decoder=True),
+            **kwargs,
+        )
+
+
+__all__ = ["C2CConfig", "build_layer_map", "kv_shape"]

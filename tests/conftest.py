@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny random bases (built once per session) and a factory for C2C models over them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import build, receiver_config, sharer_configs  # noqa: E402
+
+from c2c_hf import C2CForCausalLM  # noqa: E402
+
+SHARERS = tuple(sharer_configs())
+FUSER_KWARGS = dict(fuser_hidden_size=32, fuser_intermediate_size=48, fuser_dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def receiver():
+    return build(receiver_config(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def sharers():
+    return {name: build(config, seed=1 + i) for i, (name, config) in enumerate(sharer_configs().items())}
+
+
+@pytest.fixture
+def make_c2c(receiver, sharers):
+    """`make_c2c(sharer_name, **config_kwargs)`: a C2C model in eval mode with a seeded fuser (gates open)."""
+
+    def make(sharer_name: str = "qwen2", seed: int = 0, **config_kwargs) -> C2CForCausalLM:
+        torch.manual_seed(seed)
+        model = C2CForCausalLM.from_base_models(receiver, sharers[sharer_name], **{**FUSER_KWARGS, **config_kwargs})
+        # A visible fuser: larger output weights than the init, so that fusion changes logits clearly.
+        with torch.no_grad():
+            for layer in model.fuser.layers:
+                for branch in (layer.key, layer.value):
+                    branch.out_proj.weight.normal_(std=0.5)
+        return model.eval()
+
+    return make
+
+
+def set_gates(model: C2CForCausalLM, logit: float) -> None:
+    with torch.no_grad():
+        for layer in model.fuser.layers:
+            layer.key.gate_logit.fill_(logit)
+            layer.value.gate_logit.fill_(logit)
+
+
+def left_pad(prompts: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad 1-D id tensors into `(ids, attention_mask)`, each `(B, max_len)`."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :] = prompt
+        mask[row, width - len(prompt) :] = 1
+    return ids, mask

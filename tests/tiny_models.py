@@ -1,0 +1,42 @@
+"""Tiny random causal LMs with different architectures, depths and KV shapes, built from configs."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
+
+VOCAB = 96
+
+
+def receiver_config() -> Qwen3Config:
+    """Qwen3-shaped receiver: 4 layers, 2 KV heads x 16."""
+    return Qwen3Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+
+
+def sharer_configs() -> dict:
+    """Sharers of other families, depths and KV shapes than the receiver."""
+    return {
+        "qwen2": Qwen2Config(
+            vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=1, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        ),  # 1 KV head x 12
+        "llama": LlamaConfig(
+            vocab_size=VOCAB, hidden_size=96, intermediate_size=160, num_hidden_layers=6, num_attention_heads=3,
+            num_key_value_heads=3, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        ),  # 3 KV heads x 32
+        "gemma3": Gemma3TextConfig(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=5, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=40, sliding_window=6, max_position_embeddings=256,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        ),  # 1 KV head x 40, sliding window 6
+    }
+
+
+def build(config, seed: int):
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
