@@ -5,8 +5,9 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .alignment import STRATEGIES as TOKEN_ALIGNMENT_STRATEGIES
+
 LAYER_MAP_STRATEGIES = ("terminal", "proportional")
-TOKEN_ALIGNMENT_STRATEGIES = ("longest", "first")
 
 
 def kv_shape(config: PreTrainedConfig) -> tuple[int, int, int]:
@@ -77,8 +78,12 @@ class C2CConfig(PreTrainedConfig):
             (with probability `sigmoid(logit)`) in training.
         gate_temperature_start / gate_temperature_end (`float`, defaults to 1.0 / 0.001):
             Temperature of the relaxed (logistic-noise) gate, annealed from start to end over training.
-        token_alignment (`str`, defaults to `"longest"`):
-            How a receiver token is mapped to one sharer token when the tokenizers differ: `"longest"` or `"first"`.
+        token_alignment (`str`, *optional*):
+            `None` when the sharer reads the receiver's token ids (same tokenizer). Otherwise the strategy
+            (`"longest"` or `"first"`) of the stored receiver-to-sharer token map (`fuser.token_map`), which turns
+            receiver ids into sharer ids inside `forward` / `generate`.
+        token_alignment_coverage (`float`, *optional*):
+            Share of receiver tokens that map to exactly one sharer token (reported, not used).
     """
 
     model_type = "c2c"
@@ -102,7 +107,8 @@ class C2CConfig(PreTrainedConfig):
     gate_init_logit: float = 1.0
     gate_temperature_start: float = 1.0
     gate_temperature_end: float = 0.001
-    token_alignment: str = "longest"
+    token_alignment: str | None = None
+    token_alignment_coverage: float | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -123,9 +129,10 @@ class C2CConfig(PreTrainedConfig):
         for name in ("gate_temperature_start", "gate_temperature_end"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")
-        if self.token_alignment not in TOKEN_ALIGNMENT_STRATEGIES:
+        if self.token_alignment is not None and self.token_alignment not in TOKEN_ALIGNMENT_STRATEGIES:
             raise ValueError(
-                f"Unknown token_alignment {self.token_alignment!r}: use one of {TOKEN_ALIGNMENT_STRATEGIES}."
+                f"Unknown token_alignment {self.token_alignment!r}: use one of {TOKEN_ALIGNMENT_STRATEGIES}, or None "
+                "for a pair that shares a tokenizer."
             )
         self.resolved_layer_map()  # validates an explicit map or a strategy name against both depths
 
@@ -142,6 +149,11 @@ class C2CConfig(PreTrainedConfig):
     def resolved_layer_map(self) -> list[int]:
         """The sharer layer index for each receiver layer."""
         return build_layer_map(self.layer_map, self.receiver_kv_shape[0], self.sharer_kv_shape[0])
+
+    def gate_temperature_at(self, progress: float) -> float:
+        """Gate temperature after a fraction `progress` of training: exponential from start to end."""
+        progress = min(max(progress, 0.0), 1.0)
+        return self.gate_temperature_start * (self.gate_temperature_end / self.gate_temperature_start) ** progress
 
     @classmethod
     def from_base_configs(

@@ -15,12 +15,23 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, Cache, DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    Cache,
+    DynamicCache,
+    GenerationMixin,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
+from .alignment import TokenMap, build_token_map
 from .cache import C2CCache
 from .configuration_c2c import C2CConfig, kv_shape
+
+logger = logging.get_logger(__name__)
 
 # Keyword arguments of `from_pretrained` that are forwarded to the receiver and sharer loads.
 BASE_LOAD_KWARGS = (
@@ -134,6 +145,8 @@ class C2CFuser(nn.Module):
         _, sharer_heads, sharer_head_dim = config.sharer_kv_shape
         self.layer_map = config.resolved_layer_map()
         self.gate_temperature = config.gate_temperature_start
+        if config.token_alignment is not None:  # receiver id -> sharer id, for pairs with different tokenizers
+            self.register_buffer("token_map", torch.zeros(config.text_config.vocab_size, dtype=torch.long))
         self.layers = nn.ModuleList(
             C2CLayerFuser((sharer_heads, sharer_head_dim), (receiver_heads, receiver_head_dim), config)
             for _ in range(receiver_layers)
@@ -148,7 +161,10 @@ class C2CFuser(nn.Module):
         receiver_values: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused `(keys, values)` of receiver layer `receiver_idx`, each `(B, H_r, N, D_r)`."""
-        return self.layers[receiver_idx](sharer_keys, sharer_values, receiver_keys, receiver_values, self.gate_temperature)
+        with torch.autocast(device_type=receiver_keys.device.type, enabled=False):  # fp32 fuser under bf16 autocast
+            return self.layers[receiver_idx](
+                sharer_keys, sharer_values, receiver_keys, receiver_values, self.gate_temperature
+            )
 
     def gate_logits(self) -> torch.Tensor:
         """`(num_receiver_layers, 2)` gate logits, columns K and V."""
@@ -219,15 +235,57 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------ construction and loading
 
     @classmethod
-    def from_base_models(cls, receiver: PreTrainedModel, sharer: PreTrainedModel, **config_kwargs) -> "C2CForCausalLM":
-        """A C2C model over two already-loaded causal LMs, with a fresh fuser (`config_kwargs` go to `C2CConfig`)."""
+    def from_base_models(
+        cls,
+        receiver: PreTrainedModel,
+        sharer: PreTrainedModel,
+        receiver_tokenizer: PreTrainedTokenizerBase | None = None,
+        sharer_tokenizer: PreTrainedTokenizerBase | None = None,
+        token_alignment: str | None = "longest",
+        **config_kwargs,
+    ) -> "C2CForCausalLM":
+        """A C2C model over two already-loaded causal LMs, with a fresh fuser (`config_kwargs` go to `C2CConfig`).
+
+        With both tokenizers given and different vocabularies, a receiver-to-sharer token map is built with the
+        `token_alignment` strategy (`"longest"` / `"first"`) and stored in the model; `token_alignment=None` refuses
+        such a pair. Without tokenizers (or with identical vocabularies) the sharer reads the receiver's ids.
+        """
+        token_map = None
+        if receiver_tokenizer is not None and sharer_tokenizer is not None:
+            token_map = cls._token_map_for(receiver_tokenizer, sharer_tokenizer, token_alignment, receiver.config)
         config = C2CConfig.from_base_configs(
-            copy.deepcopy(receiver.config), copy.deepcopy(sharer.config), **config_kwargs
+            copy.deepcopy(receiver.config),
+            copy.deepcopy(sharer.config),
+            token_alignment=None if token_map is None else token_map.strategy,
+            token_alignment_coverage=None if token_map is None else token_map.coverage,
+            **config_kwargs,
         )
         model = cls(config, receiver=receiver, sharer=sharer)
+        if token_map is not None:
+            table = token_map.to_tensor()  # (len(receiver_tokenizer),); ids past it never occur in text
+            model.fuser.token_map.zero_()[: len(table)] = table
         if receiver.generation_config is not None:
             model.generation_config = copy.deepcopy(receiver.generation_config)
         return model
+
+    @staticmethod
+    def _token_map_for(receiver_tokenizer, sharer_tokenizer, strategy: str | None, receiver_config) -> TokenMap | None:
+        """The token map a pair needs, or None when the tokenizers share a vocabulary."""
+        if receiver_tokenizer.get_vocab() == sharer_tokenizer.get_vocab():
+            return None
+        if strategy is None:
+            raise ValueError(
+                "The receiver and sharer tokenizers differ but token alignment is off (token_alignment=None): "
+                "use token_alignment='longest' or 'first' so that the sharer gets one token per receiver token."
+            )
+        if len(receiver_tokenizer) > receiver_config.get_text_config(decoder=True).vocab_size:
+            raise ValueError(
+                f"The receiver tokenizer has {len(receiver_tokenizer)} tokens but the receiver's embedding only "
+                f"{receiver_config.get_text_config(decoder=True).vocab_size}: this tokenizer does not belong to it."
+            )
+        token_map = build_token_map(receiver_tokenizer, sharer_tokenizer, strategy=strategy)
+        logger.info("C2C token alignment: %s", token_map.summary())
+        return token_map
 
     def attach_bases(self, receiver: PreTrainedModel, sharer: PreTrainedModel) -> None:
         """Attach frozen bases, checking that their KV shapes are the ones this fuser was built for."""
@@ -321,6 +379,28 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         }
         return super().save_pretrained(save_directory, *args, state_dict=fuser_state, **kwargs)
 
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):
+        """Load a C2C state dict (a checkpoint's: fuser tensors only; base tensors may be present too).
+
+        Every fuser tensor must be present with this model's shape, else a `ValueError` says what differs (a
+        checkpoint of another pair or fuser size). Base tensors absent from the state dict are not reported missing:
+        C2C checkpoints never hold them.
+        """
+        own = self.state_dict()
+        mismatched = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+        missing = [k for k in own if k.startswith("fuser.") and k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if mismatched or missing or unexpected:
+            raise ValueError(
+                "This state dict does not fit this C2C model (receiver KV shape "
+                f"{self.config.receiver_kv_shape}, sharer {self.config.sharer_kv_shape}, fuser hidden "
+                f"{self.config.fuser_hidden_size}): shape mismatches (state dict vs model) {mismatched[:5]}, missing "
+                f"fuser tensors {missing[:5]}, unexpected tensors {unexpected[:5]}. Was it saved for another pair?"
+            )
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        result.missing_keys[:] = [k for k in result.missing_keys if k.startswith("fuser.")]
+        return result
+
     # ------------------------------------------------------------------ training behaviour
 
     def train(self, mode: bool = True) -> "C2CForCausalLM":
@@ -353,6 +433,8 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         sharer_attention_mask: torch.Tensor | None,
     ) -> tuple[torch.LongTensor, torch.Tensor | None]:
         """The sharer's token ids and mask, position-aligned with the receiver's `input_ids`."""
+        if sharer_input_ids is None and hasattr(self.fuser, "token_map"):
+            return self.fuser.token_map[input_ids], attention_mask  # (B, L) sharer ids, one per receiver token
         if sharer_input_ids is None:
             receiver_vocab = self.config.text_config.vocab_size
             sharer_vocab = self.config.sharer_config.vocab_size

@@ -1,0 +1,251 @@
+"""Token alignment between tokenizers trained here: byte-level BPE vs SentencePiece-style BPE with byte fallback."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from c2c_hf.alignment import TokenMap, build_token_map
+
+REAL_MODELS = Path.home() / ".cache" / "c2c-real-models"
+CHAT_MARKERS = ["<|im_start|>", "<|im_end|>"]
+
+
+def corpus(n: int = 400, seed: int = 0) -> list[str]:
+    """English-like sentences with a few non-ASCII words, so byte-level vocabularies hold partial UTF-8 bytes."""
+    rng = random.Random(seed)
+    adj = "quick lazy bright dark naïve old young happy quiet busy".split()
+    noun = "cat dog house garden river mountain café teacher student price morning evening city".split()
+    verb = "runs jumps sleeps walks reads sings looks waits costs".split()
+    prep = "over under near behind into through".split()
+    lines = []
+    for _ in range(n):
+        line = f"The {rng.choice(adj)} {rng.choice(noun)} {rng.choice(verb)} {rng.choice(prep)} the {rng.choice(noun)}"
+        if rng.random() < 0.3:
+            line += f" and {rng.choice(['it', 'she', 'he'])} {rng.choice(verb)} for {rng.randint(1, 99)} €"
+        lines.append(line + rng.choice(".!?"))
+    return lines
+
+
+def wrap(tokenizer: Tokenizer, bos: str, eos: str) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token="<pad>", unk_token="<unk>",
+        extra_special_tokens=CHAT_MARKERS,
+    )
+
+
+def byte_level(vocab_size: int) -> PreTrainedTokenizerFast:
+    """GPT-2/SmolLM2-style byte-level BPE (all 256 bytes in the alphabet, 'Ġ' marks a space)."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>", "<pad>", *CHAT_MARKERS]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus(), trainer)
+    return wrap(tok, "<s>", "</s>")
+
+
+def sentencepiece_style(vocab_size: int, llama_decoder: bool = False) -> PreTrainedTokenizerFast:
+    """Gemma-style BPE with '▁' spaces and <0xNN> byte fallback; `llama_decoder` drops the first token's space."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first" if llama_decoder else "never")
+    space = decoders.Metaspace(prepend_scheme="first") if llama_decoder else decoders.Replace("▁", " ")
+    tok.decoder = decoders.Sequence([space, decoders.ByteFallback(), decoders.Fuse()])
+    # Other special-token order and bos/eos strings than the byte-level one, so role mapping is not string mapping.
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<|im_end|>", *(f"<0x{b:02X}>" for b in range(256)), "<|im_start|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    return wrap(tok, "<bos>", "<eos>")
+
+
+@pytest.fixture(scope="module")
+def toks() -> SimpleNamespace:
+    return SimpleNamespace(
+        bl=byte_level(300),  # receiver in most tests
+        sp=sentencepiece_style(500),  # sharer in most tests
+        bl2=byte_level(340),  # same byte scheme as `bl`, other vocabulary
+        llama=sentencepiece_style(500, llama_decoder=True),
+    )
+
+
+@pytest.fixture(scope="module")
+def maps(toks) -> dict[str, TokenMap]:
+    return {
+        "bl->sp": build_token_map(toks.bl, toks.sp),
+        "sp->bl": build_token_map(toks.sp, toks.bl),
+        "sp->bl first": build_token_map(toks.sp, toks.bl, strategy="first"),
+    }
+
+
+def encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_length_and_apply_keeps_shapes(toks, maps):
+    for key, (rec, sh) in {"bl->sp": (toks.bl, toks.sp), "sp->bl": (toks.sp, toks.bl)}.items():
+        tm = maps[key]
+        assert len(tm.receiver_to_sharer) == len(rec) == len(tm)
+        assert all(0 <= i < len(sh) for i in tm.receiver_to_sharer)
+        table = tm.to_tensor()  # [receiver vocab]
+        assert table.dtype == torch.long and table.shape == (len(rec),)
+        gen = torch.Generator().manual_seed(0)
+        for shape in [(1,), (5,), (3, 1), (4, 17), (2, 64)]:
+            ids = torch.randint(0, len(rec), shape, generator=gen)  # [*shape]
+            out = tm.apply(ids)
+            assert out.shape == ids.shape and out.dtype == torch.long
+            assert torch.equal(out, table[ids])
+        assert torch.equal(tm.apply(ids.to(torch.int32)), tm.apply(ids))
+        text_ids = torch.tensor([rec.encode("The naïve cat costs 12 € !")])  # [1, T]
+        assert tm.apply(text_ids).shape == text_ids.shape
+
+
+def test_deterministic(toks, maps):
+    again = build_token_map(toks.bl, toks.sp)
+    assert again == maps["bl->sp"]
+    assert again.to_dict() == maps["bl->sp"].to_dict()
+
+
+def test_identity_for_identical_vocabularies(toks):
+    clone = wrap(Tokenizer.from_str(toks.bl.backend_tokenizer.to_str()), "<s>", "</s>")
+    for sharer in (toks.bl, clone):
+        tm = build_token_map(toks.bl, sharer)
+        assert tm.is_identity and tm.coverage == 1.0
+        assert tm.receiver_to_sharer == list(range(len(toks.bl)))
+    assert not build_token_map(toks.bl, toks.bl2).is_identity
+
+
+def test_special_tokens_by_role_and_string(toks, maps):
+    rec, sh, tm = toks.bl, toks.sp, maps["bl->sp"]
+    for role in ("bos", "eos", "pad", "unk"):
+        rid, sid = getattr(rec, f"{role}_token_id"), getattr(sh, f"{role}_token_id")
+        assert tm.receiver_to_sharer[rid] == sid, role
+    assert rec.bos_token != sh.bos_token and rec.bos_token_id != sh.bos_token_id  # role, not string
+    for marker in CHAT_MARKERS:
+        rid, sid = rec.convert_tokens_to_ids(marker), sh.convert_tokens_to_ids(marker)
+        assert rid != sid and tm.receiver_to_sharer[rid] == sid, marker
+    assert tm.counts["role"] == 4 and tm.counts["string"] == len(CHAT_MARKERS)
+
+
+def test_longest_versus_first(toks, maps):
+    rec, sh = toks.sp, toks.bl
+    longest, first = maps["sp->bl"].receiver_to_sharer, maps["sp->bl first"].receiver_to_sharer
+    assert maps["sp->bl first"].strategy == "first"
+    several = {}
+    for rid in range(len(rec)):
+        text = rec.convert_tokens_to_string([rec.convert_ids_to_tokens(rid)])
+        pieces = encode(sh, text)
+        if len(pieces) > 1 and "\ufffd" not in text and rid not in rec.all_special_ids:
+            several[rid] = pieces
+    assert several
+    for rid, pieces in several.items():
+        lengths = [len(sh.convert_tokens_to_string([sh.convert_ids_to_tokens(p)])) for p in pieces]
+        assert first[rid] == pieces[0]
+        assert longest[rid] == pieces[lengths.index(max(lengths))]  # longest decoded string, first on ties
+    differ = [rid for rid in several if longest[rid] != first[rid]]
+    assert differ
+    for rid in differ[:5]:
+        print(f"{rec.convert_ids_to_tokens(rid)!r}: pieces {sh.convert_ids_to_tokens(several[rid])},"
+              f" longest {sh.convert_ids_to_tokens(longest[rid])!r}, first {sh.convert_ids_to_tokens(first[rid])!r}")
+
+
+def independent_coverage(rec: PreTrainedTokenizerFast, sh: PreTrainedTokenizerFast) -> float:
+    """Share of receiver ids mapped by role/string or whose decoded text re-encodes to exactly one sharer token."""
+    special = {
+        getattr(rec, f"{r}_token_id") for r in ("bos", "eos", "pad", "unk")
+        if getattr(rec, f"{r}_token_id") is not None and getattr(sh, f"{r}_token_id") is not None
+    }
+    special |= {i for i in rec.added_tokens_decoder if rec.convert_ids_to_tokens(i) in sh.get_vocab()}
+    single = sum(
+        len(encode(sh, rec.convert_tokens_to_string([rec.convert_ids_to_tokens(i)]))) == 1
+        for i in range(len(rec)) if i not in special
+    )
+    return (len(special) + single) / len(rec)
+
+
+@pytest.mark.parametrize("key", ["bl->sp", "sp->bl"])
+def test_coverage_matches_independent_count(toks, maps, key):
+    rec, sh = (toks.bl, toks.sp) if key == "bl->sp" else (toks.sp, toks.bl)
+    tm = maps[key]
+    print(f"{key}: {tm.summary()}")
+    assert 0 < tm.coverage <= 1
+    assert math.isclose(tm.coverage, independent_coverage(rec, sh))
+    assert sum(tm.counts.values()) == len(rec)
+
+
+def test_byte_pieces(toks, maps):
+    # A lone byte-fallback piece decodes to U+FFFD: nothing to re-encode, so it falls back to the sharer's unk.
+    byte_id = toks.sp.convert_tokens_to_ids("<0xC3>")
+    assert toks.sp.convert_tokens_to_string(["<0xC3>"]) == "\ufffd"
+    assert maps["sp->bl"].receiver_to_sharer[byte_id] == toks.bl.unk_token_id
+    assert byte_id in maps["sp->bl"].fallback_ids
+    # The same for a partial UTF-8 byte of a byte-level vocabulary ('Ã' is byte 0xC3) ...
+    partial = toks.bl.convert_tokens_to_ids("Ã")
+    assert maps["bl->sp"].receiver_to_sharer[partial] == toks.sp.unk_token_id
+    assert maps["bl->sp"].counts["lossy"] > 0  # merges such as 'fÃ' keep their decodable part
+    # ... unless the sharer has the same byte piece (same byte-level scheme).
+    tm = build_token_map(toks.bl, toks.bl2)
+    assert toks.bl2.convert_ids_to_tokens(tm.receiver_to_sharer[partial]) == "Ã"
+    assert tm.counts["string"] > 128 and not tm.fallback_ids
+    print(f"bl->bl2: {tm.summary()}")
+
+
+def test_leading_space_survives_first_token_decoders(toks):
+    rec, sh = toks.llama, toks.bl
+    assert rec.convert_tokens_to_string(["▁the"]) == "the"  # Metaspace decoder drops the first token's space
+    tm = build_token_map(rec, sh)
+    assert encode(sh, "the") != encode(sh, " the")  # so a lost space would pick another sharer token
+    for piece, expected in [("▁the", "Ġthe"), ("▁", "Ġ")]:
+        assert sh.convert_ids_to_tokens(tm.receiver_to_sharer[rec.convert_tokens_to_ids(piece)]) == expected
+
+
+def test_dict_round_trip_and_errors(toks, maps):
+    tm = maps["bl->sp"]
+    back = TokenMap.from_dict(json.loads(json.dumps(tm.to_dict())))
+    assert back == tm and back.summary() == tm.summary()
+    ids = torch.arange(len(toks.bl)).view(2, -1)
+    assert torch.equal(back.apply(ids), tm.apply(ids))
+    n = len(tm)
+    with pytest.raises(ValueError, match=f"token id {n} "):
+        tm.apply(torch.tensor([[0, 1, n]]))
+    with pytest.raises(ValueError, match="token id -1 "):
+        tm.apply(torch.tensor([-1, 0]))
+    with pytest.raises(ValueError, match="strategy"):
+        build_token_map(toks.bl, toks.sp, strategy="shortest")
+
+
+@pytest.mark.parametrize("sharer", ["qwen2.5-coder-0.5b-instruct", "gemma-3-270m"])
+def test_real_tokenizers(sharer):
+    folders = [REAL_MODELS / "smollm2-135m-instruct", REAL_MODELS / sharer]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)}: these folders are built by ../shared/tools/get-real-models")
+    rec, sh = (AutoTokenizer.from_pretrained(f) for f in folders)
+    start = time.perf_counter()
+    tm = build_token_map(rec, sh)
+    elapsed = time.perf_counter() - start
+    print(f"smollm2 -> {sharer}: {tm.summary()} in {elapsed:.1f} s")
+    assert len(tm) == len(rec) and all(0 <= i < len(sh) for i in tm.receiver_to_sharer)
+    assert 0.3 < tm.coverage <= 1 and elapsed < 60
+    role_ids = {}  # receiver id -> sharer id by role, first role wins
+    for role in ("bos", "eos", "pad", "unk"):
+        rid, sid = getattr(rec, f"{role}_token_id"), getattr(sh, f"{role}_token_id")
+        if rid is not None and sid is not None:
+            role_ids.setdefault(rid, sid)
+    for rid, sid in role_ids.items():
+        assert tm.receiver_to_sharer[rid] == sid
+    for marker in CHAT_MARKERS:  # ChatML markers: by string unless the receiver uses them as bos/eos
+        rid = rec.convert_tokens_to_ids(marker)
+        if marker in sh.get_vocab() and rid not in role_ids:
+            assert tm.receiver_to_sharer[rid] == sh.convert_tokens_to_ids(marker)
