@@ -40,3 +40,29 @@ def sharer_configs() -> dict:
 def build(config, seed: int):
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config).eval()
+
+
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # pad/bos/eos ids 0/1/2, as in the tiny configs
+ROLES = ["<|user|>", "<|assistant|>"]  # chat-template markers: atomic, but decoded (not special)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def word_tokenizer(words: list[str]):
+    """A word-level tokenizer over `SPECIALS + ROLES + words` (ids < VOCAB) with a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = SPECIALS + ROLES + list(words)
+    assert len(tokens) == len(set(tokens)) <= VOCAB
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens(SPECIALS)
+    backend.add_tokens(ROLES)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        chat_template=CHAT_TEMPLATE,
+    )

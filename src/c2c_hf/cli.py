@@ -1,0 +1,29 @@
+"""`c2c-hf` command line: one sub-command per job, each parsed by its own module with `HfArgumentParser`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# sub-command -> (module, one-line description); each module exposes `main(argv: list[str]) -> None`.
+COMMANDS = {
+    "train": ("c2c_hf.train_cli", "train a fuser with the stock Trainer on a receiver/sharer pair"),
+    "eval": ("c2c_hf.evaluation", "compare receiver, sharer, text-to-text, routing and C2C on benchmarks"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:<8} {description}" for name, (_, description) in COMMANDS.items()]
+        print("usage: c2c-hf <command> [options]   (c2c-hf <command> --help for its options)\n\ncommands:")
+        print("\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            raise SystemExit(f"c2c-hf: unknown command {argv[0]!r}")
+        return
+    module_name, _ = COMMANDS[argv[0]]
+    importlib.import_module(module_name).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Training data for C2C: chat / instruction / multiple-choice datasets -> prompt + response features, and a collator.
+
+A training example is a prompt (everything before the final assistant turn, rendered with the receiver's chat
+template including the generation prompt) followed by the response (the final assistant turn). The model fuses the
+KV of prompt positions `[0, P-1)`, then runs the last prompt token and the response on the fused cache; only the
+response is supervised. `build_features` writes `input_ids`, `labels` and `fuse_length` (= prompt tokens - 1);
+`C2CDataCollator` left-pads prompts and right-pads responses so one split (`fuse_length`) serves a whole batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import string
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import datasets
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .benchmarks import MCItem, format_prompt
+
+IGNORE_INDEX = -100
+OVERFLOW_MODES = ("drop", "truncate")
+# Accepted column sets, by format name (a dataset may carry other columns too; they are removed).
+FORMATS = {
+    "chat": ("messages",),
+    "instruction": ("instruction", "output"),
+    "multiple_choice": ("question", "choices", "answer"),
+}
+LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+_KEPT, _TRUNCATED, _DROPPED = 0, 1, 2  # per-example status written by the tokenizing map
+_FEATURES = datasets.Features(
+    {
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "labels": datasets.List(datasets.Value("int32")),
+        "fuse_length": datasets.Value("int32"),
+        "_status": datasets.Value("int8"),
+    }
+)
+
+
+@dataclass
+class FeatureStats:
+    """What `build_features` did: examples in, examples kept, dropped for length, truncated to fit."""
+
+    total: int
+    kept: int
+    dropped_too_long: int
+    truncated: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kept}/{self.total} examples kept ({self.dropped_too_long} dropped as too long, "
+            f"{self.truncated} truncated)"
+        )
+
+
+def detect_format(column_names: Sequence[str]) -> str:
+    """The format name (a key of `FORMATS`) whose columns the dataset has; `ValueError` if none matches."""
+    for name, required in FORMATS.items():
+        if all(column in column_names for column in required):
+            return name
+    accepted = "; ".join(f"{name}: {', '.join(columns)}" for name, columns in FORMATS.items())
+    raise ValueError(
+        f"Cannot tell the dataset format from its columns {sorted(column_names)}. Accepted column sets: {accepted} "
+        "(instruction datasets may add an optional 'input' column)."
+    )
+
+
+def _answer_index(answer: Any, num_choices: int, index: int) -> int:
+    letters = string.ascii_uppercase[:num_choices]
+    if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < num_choices:
+        return answer
+    if isinstance(answer, str) and answer.strip() in set(letters):
+        return letters.index(answer.strip())
+    raise ValueError(
+        f"Example {index}: answer {answer!r} is neither an index in [0, {num_choices}) nor a letter in "
+        f"{letters[0]}..{letters[-1]} for its {num_choices} choices."
+    )
+
+
+def _conversation(row: Mapping[str, Any], fmt: str, index: int, system_prompt: str | None) -> list[dict[str, Any]]:
+    """The example as chat messages whose last message is the (non-empty) assistant response."""
+    if fmt == "chat":
+        messages = [dict(message) for message in row["messages"] or []]
+        if not messages or messages[-1].get("role") != "assistant":
+            last = messages[-1].get("role") if messages else None
+            raise ValueError(f"Example {index}: the last message must be the assistant's, got role {last!r}.")
+    elif fmt == "instruction":
+        user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+    else:
+        choices = tuple(row["choices"])
+        if not 2 <= len(choices) <= len(string.ascii_uppercase):
+            raise ValueError(f"Example {index}: a multiple-choice example needs 2 to 26 choices, got {len(choices)}.")
+        item = MCItem("train", str(index), row["question"], choices, _answer_index(row["answer"], len(choices), index))
+        messages = [
+            {"role": "user", "content": format_prompt(item)},  # the prompt the evaluation harness asks with
+            {"role": "assistant", "content": item.letters[item.gold]},
+        ]
+    response = messages[-1].get("content")
+    if not isinstance(response, str) or not response.strip():
+        raise ValueError(f"Example {index}: the final assistant response is empty ({response!r}).")
+    if system_prompt is not None and not any(message.get("role") == "system" for message in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]], index: int) -> tuple[str, str]:
+    """`(prompt_text, response_text)`: the history with the generation prompt, and what the final turn adds to it."""
+    prompt_text = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise ValueError(
+            f"Example {index}: the chat template renders the conversation without its final assistant turn "
+            "(with the generation prompt) differently from the start of the full conversation, so the prompt / "
+            f"response boundary is undefined.\nprompt: {prompt_text!r}\nfull:   {full_text!r}"
+        )
+    return prompt_text, full_text[len(prompt_text) :]
+
+
+def _tokenize_batch(
+    batch: dict[str, list[Any]],
+    indices: list[int],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    fmt: str,
+    system_prompt: str | None,
+    max_length: int,
+    overflow: str,
+) -> dict[str, list[Any]]:
+    rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+    texts = [_render(tokenizer, _conversation(row, fmt, i, system_prompt), i) for row, i in zip(rows, indices)]
+    prompt_ids = tokenizer([prompt for prompt, _ in texts], add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer([response for _, response in texts], add_special_tokens=False)["input_ids"]
+    out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "fuse_length": [], "_status": []}
+    for index, prompt, response in zip(indices, prompt_ids, response_ids):
+        if len(prompt) < 2:
+            raise ValueError(
+                f"Example {index}: the prompt has {len(prompt)} token(s); C2C needs at least 2 (the fused prefix and "
+                "the last prompt token)."
+            )
+        status = _KEPT
+        if len(prompt) + len(response) > max_length:
+            room = max_length - len(prompt)
+            if overflow == "truncate" and room >= 1:
+                response, status = response[:room], _TRUNCATED
+            else:
+                prompt, response, status = [], [], _DROPPED
+        out["input_ids"].append(prompt + response)
+        out["labels"].append([IGNORE_INDEX] * len(prompt) + response)
+        out["fuse_length"].append(len(prompt) - 1)
+        out["_status"].append(status)
+    return out
+
+
+def build_features(
+    dataset: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int = 2048,
+    overflow: str = "drop",
+    system_prompt: str | None = None,
+    num_proc: int | None = None,
+) -> tuple[datasets.Dataset, FeatureStats]:
+    """Tokenize a chat, instruction or multiple-choice dataset into C2C training features.
+
+    Returns a dataset with exactly `input_ids` (prompt + response ids), `labels` (-100 on the prompt, the response
+    ids on the response: only the final assistant turn is supervised) and `fuse_length` (prompt tokens - 1), and
+    the `FeatureStats`. Examples longer than `max_length` are dropped (`overflow="drop"`) or have their response
+    cut from the right (`"truncate"`; dropped when not even one response token fits). `system_prompt` is
+    prepended to conversations that have no system message.
+    """
+    if overflow not in OVERFLOW_MODES:
+        raise ValueError(f"overflow must be one of {OVERFLOW_MODES}, got {overflow!r}.")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 (a fused token and the last prompt token), got {max_length}.")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"The tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}) has no chat "
+            "template: set `tokenizer.chat_template` (for example, the receiver's) before building features."
+        )
+    fmt = detect_format(dataset.column_names)
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty.")
+    tokenized = dataset.map(
+        functools.partial(
+            _tokenize_batch,
+            tokenizer=tokenizer,
+            fmt=fmt,
+            system_prompt=system_prompt,
+            max_length=max_length,
+            overflow=overflow,
+        ),
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        features=_FEATURES,
+        num_proc=num_proc,
+        desc="Tokenizing for C2C",
+    )
+    counts = Counter(tokenized["_status"])
+    stats = FeatureStats(
+        total=len(dataset),
+        kept=len(dataset) - counts[_DROPPED],
+        dropped_too_long=counts[_DROPPED],
+        truncated=counts[_TRUNCATED],
+    )
+    if counts[_DROPPED]:
+        tokenized = tokenized.filter(
+            lambda statuses: [status != _DROPPED for status in statuses],
+            batched=True,
+            input_columns="_status",
+            num_proc=num_proc,
+            desc="Dropping too-long examples",
+        )
+    return tokenized.remove_columns("_status"), stats
+
+
+@dataclass
+class C2CDataCollator:
+    """Batches `build_features` examples for prefill-then-fuse: prompts left-padded, responses right-padded.
+
+    With P the longest prompt and R the longest response, every row's response starts at column P, so
+    `fuse_length` is P-1 for all rows and `logits_to_keep = R+1` keeps logits for the last prompt token and the
+    response only.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor | int]:
+        if not features:
+            raise ValueError("C2CDataCollator got an empty batch.")
+        examples = []  # (input_ids (L,), labels (L,), prompt length)
+        for row, feature in enumerate(features):
+            for key in ("input_ids", "labels", "fuse_length"):
+                if key not in feature:
+                    raise ValueError(
+                        f"Feature {row} has no {key!r} (keys: {sorted(feature)}): build features with build_features."
+                    )
+            ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)  # (L,)
+            labels = torch.as_tensor(feature["labels"], dtype=torch.long)  # (L,)
+            fuse_length = int(feature["fuse_length"])
+            if labels.shape != ids.shape:
+                raise ValueError(
+                    f"Feature {row}: labels {tuple(labels.shape)} and input_ids {tuple(ids.shape)} differ in shape."
+                )
+            supervised = (labels != IGNORE_INDEX).nonzero()
+            first = int(supervised[0]) if len(supervised) else None
+            if first != fuse_length + 1:
+                raise ValueError(
+                    f"Feature {row}: fuse_length={fuse_length} but the first supervised label is at position {first}; "
+                    "the response must start right after the prompt (fuse_length + 1)."
+                )
+            examples.append((ids, labels, fuse_length + 1))
+        prompt_width = max(prompt for _, _, prompt in examples)  # P
+        response_width = max(len(ids) - prompt for ids, _, prompt in examples)  # R
+        shape = (len(examples), prompt_width + response_width)
+        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)  # (B, P+R)
+        attention_mask = torch.zeros(shape, dtype=torch.long)  # (B, P+R)
+        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)  # (B, P+R)
+        for row, (ids, row_labels, prompt) in enumerate(examples):
+            span = slice(prompt_width - prompt, prompt_width - prompt + len(ids))
+            input_ids[row, span] = ids
+            attention_mask[row, span] = 1
+            labels[row, span] = row_labels
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "fuse_length": torch.full((len(examples),), prompt_width - 1, dtype=torch.long),  # (B,)
+            "logits_to_keep": response_width + 1,
+        }
+
+
+def load_dataset_any(
+    name_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
+    split: str = "train",
+    config_name: str | None = None,
+) -> datasets.Dataset:
+    """Load local data files (.json, .jsonl, .csv, .parquet) or a Hub dataset (or local dataset folder) by name.
+
+    Local files form one "train" split (`split` may slice it, e.g. "train[:1000]"); all files must share a
+    builder. Anything without one of those extensions goes to `datasets.load_dataset(name, config_name, split=split)`.
+    """
+    paths = [name_or_paths] if isinstance(name_or_paths, (str, os.PathLike)) else list(name_or_paths)
+    if not paths:
+        raise ValueError("load_dataset_any got no dataset name or paths.")
+    builders = {LOCAL_BUILDERS.get(Path(path).suffix.lower()) for path in paths}
+    if builders == {None} and len(paths) == 1:
+        name = os.fspath(paths[0])
+        if Path(name).is_file():
+            raise ValueError(f"Unsupported data file {name!r}: use one of {sorted(LOCAL_BUILDERS)}.")
+        return datasets.load_dataset(name, config_name, split=split)
+    if len(builders) != 1 or None in builders:
+        raise ValueError(
+            f"Cannot load {[os.fspath(p) for p in paths]} together: give either one Hub dataset name or local files "
+            f"of one kind ({sorted(LOCAL_BUILDERS)})."
+        )
+    files = [str(Path(path).expanduser()) for path in paths]
+    for file in files:
+        if not Path(file).is_file():
+            raise FileNotFoundError(f"Data file not found: {file}")
+    return datasets.load_dataset(builders.pop(), data_files={"train": files}, split=split)

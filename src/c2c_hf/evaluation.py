@@ -1,0 +1,703 @@
+"""The paper's comparison on multiple-choice benchmarks: receiver, sharer, text-to-text, routing and C2C.
+
+Every method answers a batch of `MCItem`s through one interface (`Method.answer`) and is timed by one harness
+(`timed_predictions`): wall clock around each batch under `torch.no_grad`, divided evenly among its items, so
+latencies are comparable across methods at a given batch size (the paper uses 1). Two scoring modes (`Scoring`):
+
+- `"generate"` (the paper's protocol): greedy decoding of up to `max_new_tokens`; the answer letter is found by
+  `extract_choice`;
+- `"logits"`: the choice letter whose token has the largest logit at the answer position (no decoding).
+
+Every prompt goes through one builder, `LM.render`: `format_prompt(item)` (T2T: preceded by the sharer's hint) as a
+user message in the answering model's chat template. C2C answers from the receiver's prompt, the sharer running
+inside the model. `write_report` writes `results.json`, `results.md` and `accuracy_latency.png`;
+`c2c-hf eval --help` runs it all from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import math
+import string
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .benchmarks import BENCHMARKS, MCItem, extract_choice, format_prompt, load_benchmark
+from .modeling_c2c import C2CForCausalLM, position_ids_from_mask
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("receiver", "sharer", "t2t", "routing", "c2c")
+MODES = ("generate", "logits")
+# Extra chat-template variables: answer directly (Qwen3-style templates otherwise open a thinking block;
+# templates that do not know the variable ignore it).
+CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
+HINT_INSTRUCTION = (
+    "Read the multiple-choice question below and write a short hint: the background knowledge and reasoning "
+    "that help to answer it. Do not state which letter is correct."
+)
+# `--receiver/--sharer` baselines never run the fuser; a minimal placeholder fuser keeps the wrapper cheap.
+PLACEHOLDER_FUSER = {"fuser_hidden_size": 8, "fuser_num_blocks": 2}
+Z_95 = 1.959963984540054
+
+
+# --------------------------------------------------------------------------- models and prompts
+
+
+@dataclass
+class LM:
+    """A model that answers (a base LM, or the C2C model) with the tokenizer its prompts are written in."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+    def render(self, user_text: str) -> str:
+        """The prompt: `user_text` as a user message in the chat template with generation prompt, or as is."""
+        if not self.tokenizer.chat_template:
+            return user_text
+        messages = [{"role": "user", "content": user_text}]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **CHAT_TEMPLATE_KWARGS
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @functools.cached_property
+    def pad_token_id(self) -> int:
+        tokenizer = self.tokenizer
+        return next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+
+    @functools.cached_property
+    def eos_token_ids(self) -> list[int]:
+        """End-of-sequence ids: the generation config's and the tokenizer's."""
+        configured = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        ids = set(configured if isinstance(configured, list) else [configured]) | {self.tokenizer.eos_token_id}
+        return sorted(i for i in ids if i is not None)
+
+    @functools.cached_property
+    def letter_token_ids(self) -> list[list[int]]:
+        """For each letter A..Z, the tokens that spell it as the next token: the letter alone or after a space."""
+        candidates = []
+        for letter in string.ascii_uppercase:
+            spellings = [self.tokenizer.encode(text, add_special_tokens=False) for text in (letter, " " + letter)]
+            single = sorted({ids[0] for ids in spellings if len(ids) == 1})
+            candidates.append(single or [spellings[0][0]])
+        return candidates
+
+    def encode(self, user_texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded `(input_ids, attention_mask)`, each `(B, L)`, of the rendered prompts."""
+        templated = bool(self.tokenizer.chat_template)  # the template writes its own special tokens
+        rows = self.tokenizer([self.render(t) for t in user_texts], add_special_tokens=not templated)["input_ids"]
+        width = max(len(row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def generate(self, user_texts: Sequence[str], max_new_tokens: int) -> list[tuple[str, int]]:
+        """Greedy continuations: `(text, generated tokens including the end-of-sequence token)` per prompt."""
+        ids, mask = self.encode(user_texts)
+        output = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_ids,
+        )
+        results = []
+        for row in output[:, ids.shape[1] :].tolist():
+            length = next((i + 1 for i, token in enumerate(row) if token in self.eos_token_ids), len(row))
+            results.append((self.tokenizer.decode(row[:length], skip_special_tokens=True).strip(), length))
+        return results
+
+    def choice_scores(self, user_texts: Sequence[str], num_choices: Sequence[int]) -> list[torch.Tensor]:
+        """Per prompt, the `(num_choices,)` logits of the choice letters at the answer position (the last prompt
+        token); a letter's logit is the largest over its spellings (`letter_token_ids`)."""
+        ids, mask = self.encode(user_texts)
+        logits = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask, ids.shape[1]),
+            logits_to_keep=1,
+            use_cache=False,
+        ).logits[:, -1].float().cpu()
+        return [
+            torch.stack([logits[row, candidates].max() for candidates in self.letter_token_ids[:n]])
+            for row, n in enumerate(num_choices)
+        ]
+
+
+def hint_request(item: MCItem) -> str:
+    """The sharer's T2T task: the question and its choices (the shared prompt minus its answer instruction)."""
+    question_and_choices = format_prompt(item).rsplit("\n\n", 1)[0]
+    return f"{HINT_INSTRUCTION}\n\n{question_and_choices}"
+
+
+def hinted_prompt(item: MCItem, hint: str) -> str:
+    """The receiver's T2T question: the sharer's hint, then the shared prompt."""
+    return f"Hint: {hint}\n\n{format_prompt(item)}"
+
+
+# --------------------------------------------------------------------------- predictions and scoring
+
+
+@dataclass
+class Prediction:
+    """One answer: the chosen choice index (None if no letter was found), the output text and its token count.
+
+    `latency` (seconds) is set by the harness; `details` holds method-specific records (T2T hint, routing route).
+    """
+
+    item: MCItem
+    predicted: int | None
+    text: str
+    tokens: int
+    details: dict[str, Any] = field(default_factory=dict)
+    latency: float = 0.0
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.item.gold
+
+    def to_dict(self) -> dict[str, Any]:
+        letters = self.item.letters
+        return {
+            "id": self.item.id,
+            "gold": letters[self.item.gold],
+            "predicted": None if self.predicted is None else letters[self.predicted],
+            "correct": self.correct,
+            "text": self.text,
+            "tokens": self.tokens,
+            "latency": self.latency,
+            **self.details,
+        }
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How an answer is read: `"generate"` (greedy, up to `max_new_tokens`) or `"logits"` (letter logits)."""
+
+    mode: str = "generate"
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown scoring mode {self.mode!r}: use one of {MODES}.")
+
+
+def prediction_from_scores(item: MCItem, scores: torch.Tensor) -> Prediction:
+    """Logits mode: the letter with the largest logit (no tokens generated)."""
+    choice = int(scores.argmax())
+    return Prediction(item, choice, item.letters[choice], 0)
+
+
+def respond(lm: LM, items: Sequence[MCItem], user_texts: Sequence[str], scoring: Scoring) -> list[Prediction]:
+    """`lm`'s answers to `user_texts` (one per item), read as `scoring` says."""
+    if scoring.mode == "logits":
+        scores = lm.choice_scores(user_texts, [len(item.choices) for item in items])
+        return [prediction_from_scores(item, s) for item, s in zip(items, scores)]
+    outputs = lm.generate(user_texts, scoring.max_new_tokens)
+    return [
+        Prediction(item, extract_choice(text, len(item.choices), item.choices), text, tokens)
+        for item, (text, tokens) in zip(items, outputs)
+    ]
+
+
+def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default); `(0, 1)` for `n == 0`."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # The bounds are exactly 0 / 1 at 0 / n correct (no rounding residue).
+    return (0.0 if correct == 0 else center - half), (1.0 if correct == n else center + half)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+class Method(ABC):
+    """A way to answer multiple-choice questions; `answer` handles one batch and is timed by the harness."""
+
+    name: str
+
+    @abstractmethod
+    def answer(self, items: list[MCItem]) -> list[Prediction]:
+        """One prediction per item, in order."""
+
+
+class Direct(Method):
+    """One model answers the shared prompt: the receiver, the sharer, or C2C (receiver prompt, sharer inside)."""
+
+    def __init__(self, name: str, lm: LM, scoring: Scoring):
+        self.name, self.lm, self.scoring = name, lm, scoring
+
+    def answer(self, items: list[MCItem]) -> list[Prediction]:
+        return respond(self.lm, items, [format_prompt(item) for item in items], self.scoring)
+
+
+class TextToText(Method):
+    """T2T: the sharer writes a hint (greedy, at most `hint_tokens`), which the receiver reads before the question.
+
+    Records per item the hint, its token count and the exact receiver prompt.
+    """
+
+    name = "t2t"
+
+    def __init__(self, receiver: LM, sharer: LM, scoring: Scoring, hint_tokens: int = 256):
+        self.receiver, self.sharer, self.scoring, self.hint_tokens = receiver, sharer, scoring, hint_tokens
+
+    def answer(self, items: list[MCItem]) -> list[Prediction]:
+        hints = self.sharer.generate([hint_request(item) for item in items], self.hint_tokens)
+        questions = [hinted_prompt(item, hint) for item, (hint, _) in zip(items, hints)]
+        predictions = respond(self.receiver, items, questions, self.scoring)
+        for prediction, (hint, hint_tokens), question in zip(predictions, hints, questions):
+            receiver_prompt = self.receiver.render(question)
+            prediction.details.update(hint=hint, hint_tokens=hint_tokens, receiver_prompt=receiver_prompt)
+        return predictions
+
+
+def confidence_features(scores: torch.Tensor) -> list[float]:
+    """`[max letter probability, letter entropy / log(num choices)]` of one model on one question."""
+    probabilities = scores.softmax(-1)
+    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum() / math.log(len(scores))
+    return [float(probabilities.max()), float(entropy)]
+
+
+class Router:
+    """Query-level router: a logistic regression on both models' confidence that picks the model to ask.
+
+    Features of a question (`Routing.features`): `[p_r, h_r, p_s, h_s]`, each model's maximum choice-letter
+    probability `p` and normalised letter entropy `h` at the answer position of its own prompt. `fit` standardises
+    them and trains `P(sharer right | features)` (torch, L2-regularised, LBFGS) on questions where exactly one of the
+    two models is right (labels: the sharer is the right one). `route` sends a question to the sharer when that
+    probability exceeds 1/2; unfitted, it sends it to the more confident model (`p_s > p_r`).
+    """
+
+    def __init__(self, l2: float = 1e-2):
+        self.l2 = l2
+        self.params: torch.Tensor | None = None  # weights then bias, over standardised features
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def fit(self, features: torch.Tensor, sharer_right: torch.Tensor) -> Router:
+        """Fit on `(N, 4)` features and `(N,)` booleans: True where the sharer (not the receiver) is right."""
+        features = features.float()
+        self.mean = features.mean(0)
+        std = features.std(0, unbiased=False)
+        self.std = torch.where(std > 1e-6, std, torch.ones_like(std))
+        x, y = (features - self.mean) / self.std, sharer_right.float()
+        params = torch.zeros(x.shape[1] + 1, requires_grad=True)
+        optimizer = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(x @ params[:-1] + params[-1], y) + self.l2 * params.square().sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(closure)
+        self.params = params.detach()
+        return self
+
+    def sharer_probability(self, features: torch.Tensor) -> torch.Tensor:
+        """`(N,)` fitted probability that the sharer is the right model to ask."""
+        if self.params is None:
+            raise ValueError("The router is not fitted: call fit() first.")
+        x = (features.float() - self.mean) / self.std
+        return torch.sigmoid(x @ self.params[:-1] + self.params[-1])
+
+    def route(self, features: torch.Tensor) -> torch.Tensor:
+        """`(N,)` booleans: True sends the question to the sharer."""
+        if self.params is None:
+            return features[:, 2] > features[:, 0]
+        return self.sharer_probability(features) > 0.5
+
+
+class Routing(Method):
+    """Query-level routing between the receiver and the sharer (see `Router`); records each question's route.
+
+    Its latency includes the routing features (one forward pass of each model). In logits mode the chosen model's
+    letter logits from those passes are the answer; in generate mode the chosen model then generates.
+    """
+
+    name = "routing"
+
+    def __init__(self, receiver: LM, sharer: LM, scoring: Scoring, router: Router | None = None):
+        self.receiver, self.sharer, self.scoring = receiver, sharer, scoring
+        self.router = router if router is not None else Router()
+
+    def features(self, items: Sequence[MCItem]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """`(N, 4)` router features, and the receiver's and the sharer's letter logits per item."""
+        questions, num_choices = [format_prompt(item) for item in items], [len(item.choices) for item in items]
+        receiver_scores = self.receiver.choice_scores(questions, num_choices)
+        sharer_scores = self.sharer.choice_scores(questions, num_choices)
+        rows = [confidence_features(r) + confidence_features(s) for r, s in zip(receiver_scores, sharer_scores)]
+        return torch.tensor(rows), receiver_scores, sharer_scores
+
+    @torch.no_grad()
+    def fit(self, items: Sequence[MCItem], batch_size: int = 1) -> int:
+        """Fit the router on `items` (each model judged by its letter logits); returns the informative items used
+        (those where exactly one model is right). With none, the router stays unfitted (routes by confidence)."""
+        features, labels = [], []
+        for start in tqdm(range(0, len(items), batch_size), desc="routing fit", unit="batch"):
+            batch = items[start : start + batch_size]
+            x, receiver_scores, sharer_scores = self.features(batch)
+            receiver_right = torch.tensor([int(s.argmax()) == item.gold for s, item in zip(receiver_scores, batch)])
+            sharer_right = torch.tensor([int(s.argmax()) == item.gold for s, item in zip(sharer_scores, batch)])
+            informative = receiver_right != sharer_right
+            features.append(x[informative])
+            labels.append(sharer_right[informative])
+        x, y = torch.cat(features), torch.cat(labels)
+        if len(y) == 0:
+            logger.warning("No routing-fit question has exactly one model right: routing by confidence.")
+            return 0
+        self.router.fit(x, y)
+        return len(y)
+
+    def answer(self, items: list[MCItem]) -> list[Prediction]:
+        x, receiver_scores, sharer_scores = self.features(items)
+        to_sharer = self.router.route(x).tolist()
+        if self.scoring.mode == "logits":
+            chosen = [s if sharer else r for r, s, sharer in zip(receiver_scores, sharer_scores, to_sharer)]
+            predictions = [prediction_from_scores(item, scores) for item, scores in zip(items, chosen)]
+        else:  # each model generates for the questions routed to it
+            by_row = {}
+            for lm, sharer in ((self.receiver, False), (self.sharer, True)):
+                group = [(i, item) for i, (item, choice) in enumerate(zip(items, to_sharer)) if choice == sharer]
+                if group:
+                    rows, questions = zip(*group)
+                    answers = respond(lm, questions, [format_prompt(item) for item in questions], self.scoring)
+                    by_row.update(zip(rows, answers))
+            predictions = [by_row[i] for i in range(len(items))]
+        for prediction, sharer in zip(predictions, to_sharer):
+            prediction.details["route"] = "sharer" if sharer else "receiver"
+        return predictions
+
+
+def build_methods(
+    model: C2CForCausalLM,
+    receiver_tokenizer: PreTrainedTokenizerBase,
+    sharer_tokenizer: PreTrainedTokenizerBase,
+    names: Sequence[str] = METHODS,
+    scoring: Scoring | None = None,
+    hint_tokens: int = 256,
+) -> list[Method]:
+    """The named methods over a C2C model's receiver and sharer (and the model itself for `"c2c"`)."""
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown methods {unknown}: choose from {METHODS}.")
+    scoring = scoring or Scoring()
+    receiver, sharer = LM(model.receiver, receiver_tokenizer), LM(model.sharer, sharer_tokenizer)
+    factories = {
+        "receiver": lambda: Direct("receiver", receiver, scoring),
+        "sharer": lambda: Direct("sharer", sharer, scoring),
+        "t2t": lambda: TextToText(receiver, sharer, scoring, hint_tokens),
+        "routing": lambda: Routing(receiver, sharer, scoring),
+        "c2c": lambda: Direct("c2c", LM(model, receiver_tokenizer), scoring),
+    }
+    return [factories[name]() for name in names]
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed_predictions(
+    method: Method, items: Sequence[MCItem], batch_size: int = 1, desc: str | None = None
+) -> list[Prediction]:
+    """`method`'s predictions on `items` in batches; each item's latency is its batch's wall clock / batch size."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    predictions = []
+    for start in tqdm(range(0, len(items), batch_size), desc=desc or method.name, unit="batch"):
+        batch = list(items[start : start + batch_size])
+        _synchronize()
+        began = time.perf_counter()
+        with torch.no_grad():
+            answers = method.answer(batch)
+        _synchronize()
+        latency = (time.perf_counter() - began) / len(batch)
+        for prediction in answers:
+            prediction.latency = latency
+        predictions += answers
+    return predictions
+
+
+def evaluate(
+    methods: Sequence[Method], benchmarks: Mapping[str, Sequence[MCItem]], batch_size: int = 1
+) -> dict[str, dict[str, list[Prediction]]]:
+    """Predictions per method, then per benchmark."""
+    return {
+        method.name: {
+            name: timed_predictions(method, items, batch_size, desc=f"{method.name}/{name}")
+            for name, items in benchmarks.items()
+        }
+        for method in methods
+    }
+
+
+def summarize(predictions: Sequence[Prediction]) -> dict[str, Any]:
+    """Accuracy with its 95% Wilson interval, latency median / p90 (seconds per question), mean generated tokens."""
+    n, correct = len(predictions), sum(p.correct for p in predictions)
+    latencies = np.array([p.latency for p in predictions], dtype=float)
+    summary = {
+        "accuracy": correct / n if n else 0.0,
+        "ci95": list(wilson_interval(correct, n)),
+        "n": n,
+        "correct": correct,
+        "latency_median_s": float(np.median(latencies)) if n else 0.0,
+        "latency_p90_s": float(np.percentile(latencies, 90)) if n else 0.0,
+        "mean_generated_tokens": float(np.mean([p.tokens for p in predictions])) if n else 0.0,
+    }
+    hint_tokens = [p.details["hint_tokens"] for p in predictions if "hint_tokens" in p.details]
+    if hint_tokens:
+        summary["mean_hint_tokens"] = float(np.mean(hint_tokens))
+    return summary
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_report(
+    results: Mapping[str, Mapping[str, Sequence[Prediction]]], output_dir: str | Path, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write `results.json`, `results.md` and `accuracy_latency.png` to `output_dir`; returns the JSON content."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "config": dict(config),
+        "results": {
+            method: {
+                benchmark: {**summarize(predictions), "predictions": [p.to_dict() for p in predictions]}
+                for benchmark, predictions in by_benchmark.items()
+            }
+            for method, by_benchmark in results.items()
+        },
+    }
+    (output_dir / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (output_dir / "results.md").write_text(markdown_table(report), encoding="utf-8")
+    plot_accuracy_latency(report, output_dir / "accuracy_latency.png")
+    return report
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    """Method x benchmark table: accuracy (%) [95% Wilson interval] and median latency per question."""
+    results = report["results"]
+    benchmarks = list(dict.fromkeys(b for by_benchmark in results.values() for b in by_benchmark))
+    config = report["config"]
+    lines = [
+        "# C2C evaluation",
+        "",
+        f"Accuracy (%) [95% Wilson interval] · median latency per question (s); mode `{config.get('mode')}`, "
+        f"batch size {config.get('batch_size')}.",
+        "",
+        "| method | " + " | ".join(benchmarks) + " |",
+        "|---" * (len(benchmarks) + 1) + "|",
+    ]
+    for method, by_benchmark in results.items():
+        cells = []
+        for benchmark in benchmarks:
+            s = by_benchmark.get(benchmark)
+            if s is None:
+                cells.append("-")
+                continue
+            low, high = (100 * bound for bound in s["ci95"])
+            accuracy, latency = 100 * s["accuracy"], s["latency_median_s"]
+            cells.append(f"{accuracy:.1f} [{low:.1f}, {high:.1f}] · {latency:.3f} s (n={s['n']})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy_latency(report: Mapping[str, Any], path: str | Path) -> None:
+    """Accuracy vs median latency, one labelled point (with its Wilson interval) per method and benchmark."""
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg; no pyplot state
+
+    figure = Figure(figsize=(7, 5))
+    axes = figure.add_subplot()
+    colors = {method: f"C{i}" for i, method in enumerate(report["results"])}
+    for method, by_benchmark in report["results"].items():
+        for benchmark, s in by_benchmark.items():
+            x, y = s["latency_median_s"], 100 * s["accuracy"]
+            low, high = (100 * v for v in s["ci95"])
+            axes.errorbar(x, y, yerr=[[y - low], [high - y]], fmt="o", color=colors[method], capsize=3)
+            axes.annotate(f"{method} · {benchmark}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    axes.set_xlabel("median latency per question (s)")
+    axes.set_ylabel("accuracy (%)")
+    config = report["config"]
+    axes.set_title(f"Accuracy vs latency (mode {config.get('mode')}, batch size {config.get('batch_size')})")
+    axes.grid(alpha=0.3)
+    figure.savefig(path, dpi=150, bbox_inches="tight")
+
+
+# --------------------------------------------------------------------------- loading and CLI
+
+
+def load_models(
+    model: str | None = None,
+    receiver: str | None = None,
+    sharer: str | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+) -> tuple[C2CForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerBase]:
+    """A C2C model (from a checkpoint, or `receiver` + `sharer` with an untrained placeholder fuser) in eval mode on
+    `device`, with the tokenizers of the bases its config names (one object when both name the same repo)."""
+    load_kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+    if model is not None:
+        c2c = AutoModelForCausalLM.from_pretrained(model, **load_kwargs)
+        if not isinstance(c2c, C2CForCausalLM):
+            raise ValueError(f"{model} is not a C2C checkpoint (it loads as {type(c2c).__name__}).")
+    elif receiver is not None and sharer is not None:
+        bases = [AutoModelForCausalLM.from_pretrained(name, **load_kwargs) for name in (receiver, sharer)]
+        c2c = C2CForCausalLM.from_base_models(*bases, **PLACEHOLDER_FUSER)
+    else:
+        raise ValueError("Give a C2C checkpoint (model=...) or both receiver=... and sharer=....")
+    config = c2c.config
+    receiver_id = (config.receiver_name_or_path, config.receiver_revision)
+    sharer_id = (config.sharer_name_or_path, config.sharer_revision)
+    for role, (name, _) in (("receiver", receiver_id), ("sharer", sharer_id)):
+        if not name:
+            raise ValueError(f"The C2C config names no {role} (`{role}_name_or_path`), so its tokenizer is unknown.")
+    load_tokenizer = functools.cache(lambda name, revision: AutoTokenizer.from_pretrained(name, revision=revision))
+    receiver_tokenizer, sharer_tokenizer = load_tokenizer(*receiver_id), load_tokenizer(*sharer_id)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return c2c.to(device).eval(), receiver_tokenizer, sharer_tokenizer
+
+
+def _parse_paths(pairs: Sequence[str]) -> dict[str, str]:
+    paths = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or name not in BENCHMARKS:
+            raise ValueError(f"--benchmark-paths takes name=path with a name in {BENCHMARKS}, got {pair!r}.")
+        paths[name] = path
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="c2c-hf eval",
+        description="Compare receiver, sharer, text-to-text (t2t), query-level routing and C2C on multiple-choice "
+        "benchmarks: accuracy with 95% Wilson intervals and latency per question.",
+    )
+    models = parser.add_argument_group("models (a C2C checkpoint, or --receiver and --sharer for the baselines only)")
+    models.add_argument("--model", help="C2C checkpoint directory or Hub id; bases and tokenizers come from its config")
+    models.add_argument("--receiver", help="receiver id/path (without --model: baselines, no c2c)")
+    models.add_argument("--sharer", help="sharer id/path (without --model: baselines, no c2c)")
+    models.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "auto"))
+    models.add_argument("--device", help="default: cuda if available, else cpu")
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--benchmarks", nargs="+", choices=BENCHMARKS, default=["arc_challenge", "openbookqa", "mmlu_redux", "ceval"]
+    )
+    data.add_argument(
+        "--benchmark-paths", nargs="*", default=[], metavar="NAME=PATH", help="local files (default: the Hub)"
+    )
+    data.add_argument("--limit", type=int, help="evaluate a deterministic subset of this many items per benchmark")
+    data.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    run = parser.add_argument_group("evaluation")
+    run.add_argument("--methods", nargs="+", choices=METHODS, help="default: all (without c2c when no --model)")
+    run.add_argument("--mode", default="generate", choices=MODES)
+    run.add_argument("--max-new-tokens", type=int, default=64)
+    run.add_argument("--hint-tokens", type=int, default=256, help="token budget of the sharer's t2t hint")
+    run.add_argument("--batch-size", type=int, default=1, help="questions per batch (left padding); the paper uses 1")
+    run.add_argument("--routing-fit-benchmark", choices=BENCHMARKS, help="fit the router on this benchmark's items "
+                     "(items also evaluated are excluded); without it the router routes by confidence")
+    run.add_argument("--routing-fit-split", help="Hub split of the routing-fit benchmark")
+    run.add_argument("--routing-fit-limit", type=int, default=200, help="at most this many routing-fit items")
+    run.add_argument("--output", required=True, help="output directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`c2c-hf eval ...`: load, evaluate every method on every benchmark, write the report, print the table."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model is None and (args.receiver is None or args.sharer is None):
+        parser.error("give --model (a C2C checkpoint) or both --receiver and --sharer")
+    if args.model is not None and (args.receiver or args.sharer):
+        parser.error("--receiver/--sharer come from the --model checkpoint's config; give one or the other")
+    methods = args.methods or [m for m in METHODS if m != "c2c" or args.model]
+    if "c2c" in methods and args.model is None:
+        parser.error(
+            "method c2c needs a trained fuser: pass --model <C2C checkpoint> (an untrained fuser is meaningless)"
+        )
+    try:
+        paths = _parse_paths(args.benchmark_paths)
+    except ValueError as error:
+        parser.error(str(error))
+
+    benchmarks = {
+        name: load_benchmark(name, paths.get(name), limit=args.limit, seed=args.seed) for name in args.benchmarks
+    }
+    model, receiver_tokenizer, sharer_tokenizer = load_models(
+        args.model, args.receiver, args.sharer, args.dtype, args.device
+    )
+    scoring = Scoring(args.mode, args.max_new_tokens)
+    built = build_methods(model, receiver_tokenizer, sharer_tokenizer, methods, scoring, args.hint_tokens)
+    config = {
+        **vars(args), "methods": methods, "device": str(model.device), "latency": "wall clock per batch / batch size"
+    }
+    routing = next((m for m in built if isinstance(m, Routing)), None)
+    if routing is not None and args.routing_fit_benchmark:
+        evaluated = {item.id for items in benchmarks.values() for item in items}
+        fit_name = args.routing_fit_benchmark
+        pool = load_benchmark(fit_name, paths.get(fit_name), split=args.routing_fit_split)
+        fit_items = [item for item in pool if item.id not in evaluated][: args.routing_fit_limit]
+        config["routing_fit"] = {"items": len(fit_items), "informative": routing.fit(fit_items, args.batch_size)}
+
+    results = evaluate(built, benchmarks, args.batch_size)
+    print(markdown_table(write_report(results, args.output, config)))
+
+
+__all__ = [
+    "LM",
+    "METHODS",
+    "Direct",
+    "Method",
+    "Prediction",
+    "Router",
+    "Routing",
+    "Scoring",
+    "TextToText",
+    "build_methods",
+    "confidence_features",
+    "evaluate",
+    "hint_request",
+    "hinted_prompt",
+    "load_models",
+    "main",
+    "markdown_table",
+    "plot_accuracy_latency",
+    "respond",
+    "summarize",
+    "timed_predictions",
+    "wilson_interval",
+    "write_report",
+]

@@ -1,0 +1,114 @@
+"""`c2c-hf train`: train a fuser for a receiver/sharer pair on a chat, instruction or multiple-choice dataset.
+
+    c2c-hf train --receiver ID_OR_DIR --sharer ID_OR_DIR --dataset ID_OR_FILES --output_dir DIR [TrainingArguments]
+
+Every `transformers.TrainingArguments` flag works (`--max_steps`, `--learning_rate`, `--bf16`, `--save_steps`,
+`--resume_from_checkpoint`, ...). Multi-process: `torchrun --nproc_per_node N -m c2c_hf.cli train ...` or
+`accelerate launch -m c2c_hf.cli train ...`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from .data import C2CDataCollator, build_features, load_dataset_any
+from .modeling_c2c import C2CForCausalLM
+from .training import check_resume_checkpoint, make_trainer
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """The pair and the fuser."""
+
+    receiver: str = field(metadata={"help": "Receiver causal LM (Hub id or local folder): the model that answers."})
+    sharer: str = field(metadata={"help": "Sharer causal LM (Hub id or local folder) whose cache is fused."})
+    receiver_revision: str | None = field(default=None, metadata={"help": "Revision of the receiver repo."})
+    sharer_revision: str | None = field(default=None, metadata={"help": "Revision of the sharer repo."})
+    base_dtype: str = field(default="float32", metadata={"help": "dtype of the frozen bases (the fuser is fp32)."})
+    layer_map: str = field(default="terminal", metadata={"help": "terminal, proportional, or comma-separated layers."})
+    fuser_hidden_size: int = field(default=1024, metadata={"help": "Fuser MLP width (paper: 1024)."})
+    fuser_intermediate_size: int | None = field(default=None, metadata={"help": "Block inner width (default: hidden)."})
+    fuser_num_blocks: int = field(default=3, metadata={"help": "Residual blocks per K/V branch (>= 2)."})
+    fuser_dropout: float = field(default=0.1)
+    gate_init_logit: float = field(default=1.0)
+    gate_temperature_start: float = field(default=1.0)
+    gate_temperature_end: float = field(default=0.001)
+    token_alignment: str = field(
+        default="longest", metadata={"help": "longest, first, or none (refuse pairs whose tokenizers differ)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """The training data."""
+
+    dataset: list[str] = field(metadata={"help": "Hub dataset id, or local .json/.jsonl/.csv/.parquet files."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_split: str = field(default="train", metadata={"help": "Split (slicing allowed, e.g. train[:50000])."})
+    max_length: int = field(default=1024, metadata={"help": "Longest prompt + response, in receiver tokens."})
+    overflow: str = field(default="drop", metadata={"help": "drop or truncate examples longer than max_length."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message for conversations without one."})
+
+
+def build_model(args: ModelArguments) -> tuple[C2CForCausalLM, object]:
+    """Load both bases and their tokenizers, and wrap them with a fresh fuser; returns (model, receiver tokenizer)."""
+    dtype = getattr(torch, args.base_dtype)
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.receiver, revision=args.receiver_revision)
+    sharer_tokenizer = AutoTokenizer.from_pretrained(args.sharer, revision=args.sharer_revision)
+    receiver = AutoModelForCausalLM.from_pretrained(args.receiver, revision=args.receiver_revision, dtype=dtype)
+    sharer = AutoModelForCausalLM.from_pretrained(args.sharer, revision=args.sharer_revision, dtype=dtype)
+    layer_map = args.layer_map if args.layer_map in ("terminal", "proportional") else [int(s) for s in args.layer_map.split(",")]
+    model = C2CForCausalLM.from_base_models(
+        receiver,
+        sharer,
+        receiver_tokenizer=receiver_tokenizer,
+        sharer_tokenizer=sharer_tokenizer,
+        token_alignment=None if args.token_alignment == "none" else args.token_alignment,
+        receiver_revision=args.receiver_revision,
+        sharer_revision=args.sharer_revision,
+        layer_map=layer_map,
+        fuser_hidden_size=args.fuser_hidden_size,
+        fuser_intermediate_size=args.fuser_intermediate_size,
+        fuser_num_blocks=args.fuser_num_blocks,
+        fuser_dropout=args.fuser_dropout,
+        gate_init_logit=args.gate_init_logit,
+        gate_temperature_start=args.gate_temperature_start,
+        gate_temperature_end=args.gate_temperature_end,
+    )
+    if model.config.token_alignment is not None:
+        logger.warning(f"Tokenizers differ: token map '{model.config.token_alignment}', coverage {model.config.token_alignment_coverage:.1%}")
+    return model, receiver_tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model, tokenizer = build_model(model_args)
+    with training_args.main_process_first(desc="tokenizing"):
+        dataset = load_dataset_any(data_args.dataset, split=data_args.dataset_split, config_name=data_args.dataset_config)
+        features, stats = build_features(
+            dataset, tokenizer, max_length=data_args.max_length, overflow=data_args.overflow,
+            system_prompt=data_args.system_prompt,
+        )  # fmt: skip
+    logger.warning(f"Training data: {stats}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    resume = training_args.resume_from_checkpoint
+    if resume == "True" or resume is True:
+        resume = get_last_checkpoint(training_args.output_dir)
+    if resume:
+        check_resume_checkpoint(model, resume)
+    trainer = make_trainer(model, training_args, features, C2CDataCollator(pad_token_id=pad_id))
+    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training_args.output_dir)
+
+
+__all__ = ["DataArguments", "ModelArguments", "build_model", "main"]

@@ -1,0 +1,294 @@
+"""The evaluation harness: five methods end to end, T2T hint flow, router, Wilson intervals, logits scoring, CLI."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FUSER_KWARGS
+from tiny_models import VOCAB, build, receiver_config, sharer_configs, word_tokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from c2c_hf import C2CForCausalLM
+from c2c_hf.benchmarks import MCItem, format_prompt, load_benchmark
+from c2c_hf.evaluation import (
+    LM,
+    METHODS,
+    Direct,
+    Router,
+    Routing,
+    Scoring,
+    TextToText,
+    build_methods,
+    evaluate,
+    hint_request,
+    main,
+    wilson_interval,
+    write_report,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+WORDS = (
+    "the is of to a Question Which best most all are in with for on from that can Hint Answer letter correct choice "
+    "only or Read question below and write short hint background knowledge reasoning help answer it Do not state "
+    "which energy water food plants safety money sun light heat animals grass eat"
+).split()
+
+
+def eval_tokenizer() -> PreTrainedTokenizerFast:
+    """Letters, punctuation and the prompt words over exactly the VOCAB ids of the tiny models (so that every
+    generated id decodes to a token)."""
+    tokenizer = word_tokenizer(list(string.ascii_uppercase) + list(".,:;?!()-'") + WORDS)
+    assert len(tokenizer) == VOCAB
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return eval_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def items() -> dict[str, list[MCItem]]:
+    return {name: load_benchmark(name, FIXTURES / f"{name}.jsonl") for name in ("arc_easy", "openbookqa")}
+
+
+def reference_generate(model, tokenizer, user_text: str, max_new_tokens: int) -> tuple[str, int]:
+    """Plain `generate` on one chat-templated prompt (independent of the harness): text without special tokens, and
+    the number of new tokens (a single sequence stops right after its EOS)."""
+    messages = [{"role": "user", "content": user_text}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    output = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+    new_tokens = output[0, ids["input_ids"].shape[1] :]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), len(new_tokens)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("mode", ["generate", "logits"])
+def test_all_methods_end_to_end(make_c2c, tokenizer, items, tmp_path, mode):
+    scoring = Scoring(mode, max_new_tokens=6)
+    methods = build_methods(make_c2c("qwen2"), tokenizer, tokenizer, METHODS, scoring, hint_tokens=6)
+    results = evaluate(methods, items, batch_size=2)
+    report = write_report(results, tmp_path, {"mode": mode, "batch_size": 2})
+
+    for name in ("results.json", "results.md", "accuracy_latency.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert json.loads((tmp_path / "results.json").read_text()) == report
+    assert list(report["results"]) == list(METHODS)
+    table = (tmp_path / "results.md").read_text()
+    for method in METHODS:
+        assert f"| {method} |" in table
+    for method, by_benchmark in report["results"].items():
+        assert list(by_benchmark) == list(items)
+        for benchmark, summary in by_benchmark.items():
+            assert summary["n"] == len(summary["predictions"]) == len(items[benchmark])
+            assert 0.0 <= summary["ci95"][0] <= summary["accuracy"] <= summary["ci95"][1] <= 1.0
+            assert summary["latency_median_s"] > 0 and summary["latency_p90_s"] >= summary["latency_median_s"]
+            assert [p["id"] for p in summary["predictions"]] == [item.id for item in items[benchmark]]
+            for prediction in summary["predictions"]:
+                assert prediction["latency"] > 0
+                assert prediction["correct"] == (prediction["predicted"] == prediction["gold"])
+                if mode == "logits":
+                    assert prediction["tokens"] == 0 and prediction["predicted"] == prediction["text"]
+                else:
+                    assert 1 <= prediction["tokens"] <= 6
+            if method == "t2t":
+                assert all({"hint", "hint_tokens", "receiver_prompt"} <= set(p) for p in summary["predictions"])
+                assert summary["mean_hint_tokens"] > 0
+            if method == "routing":
+                assert all(p["route"] in ("receiver", "sharer") for p in summary["predictions"])
+
+
+def test_t2t_feeds_the_sharers_hint_to_the_receiver(receiver, sharers, tokenizer, items):
+    item = items["arc_easy"][0]
+    sharer = sharers["llama"]
+    method = TextToText(LM(receiver, tokenizer), LM(sharer, tokenizer), Scoring("generate", 5), hint_tokens=12)
+    prediction = method.answer([item])[0]
+
+    hint, hint_tokens = reference_generate(sharer, tokenizer, hint_request(item), 12)
+    assert hint and prediction.details["hint"] == hint and prediction.details["hint_tokens"] == hint_tokens
+    receiver_prompt = prediction.details["receiver_prompt"]
+    assert f"Hint: {hint}\n\n{format_prompt(item)}" in receiver_prompt
+    # The receiver answered exactly that prompt.
+    user_text = receiver_prompt.removeprefix("<|user|> ").removesuffix(" <|assistant|>")
+    assert (prediction.text, prediction.tokens) == reference_generate(receiver, tokenizer, user_text, 5)
+
+
+def test_left_padded_batches_match_single_prompts(make_c2c, tokenizer, items):
+    model = make_c2c("llama")
+    questions = [format_prompt(item) for item in items["openbookqa"]]  # prompts of 86, 47 and 35 tokens
+    for lm in (LM(model.receiver, tokenizer), LM(model.sharer, tokenizer), LM(model, tokenizer)):
+        batched = lm.choice_scores(questions, [4] * len(questions))
+        for question, scores in zip(questions, batched):
+            torch.testing.assert_close(scores, lm.choice_scores([question], [4])[0], atol=1e-4, rtol=1e-4)
+        generated = lm.generate(questions, 5)
+        assert generated == [lm.generate([question], 5)[0] for question in questions]
+        assert generated[0] == reference_generate(lm.model, tokenizer, questions[0], 5)
+
+
+# --------------------------------------------------------------------------- logits mode
+
+
+def boost_token(model, token_id: int, amount: float = 100.0):
+    """Add `amount` to one vocabulary logit of `model`'s LM head (returns the hook handle)."""
+
+    def hook(module, inputs, output):
+        output = output.clone()
+        output[..., token_id] += amount
+        return output
+
+    return model.get_output_embeddings().register_forward_hook(hook)
+
+
+def test_logits_mode_picks_the_largest_letter_logit(make_c2c, tokenizer, items):
+    model = make_c2c("qwen2")
+    batch = items["arc_easy"] + items["openbookqa"]
+    for lm in (LM(model.receiver, tokenizer), LM(model, tokenizer)):
+        method = Direct("m", lm, Scoring("logits"))
+        predictions = method.answer(batch)
+        for item, prediction in zip(batch, predictions):  # unboosted: the argmax of the letters' logits
+            letter_ids = tokenizer.convert_tokens_to_ids(list(item.letters))
+            ids = tokenizer(lm.render(format_prompt(item)), add_special_tokens=False, return_tensors="pt")["input_ids"]
+            logits = lm.model(input_ids=ids).logits[0, -1]
+            assert prediction.predicted == int(logits[letter_ids].argmax())
+        handle = boost_token(model.receiver, tokenizer.convert_tokens_to_ids("C"))
+        try:
+            assert [p.predicted for p in method.answer(batch)] == [2] * len(batch)
+        finally:
+            handle.remove()
+
+
+def test_logits_mode_counts_letters_spelled_with_a_leading_space(receiver):
+    tokens = ["<pad>", "<s>", "</s>", "<unk>", *"ABCD", *(f"Ġ{c}" for c in "ABCD")]
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    lm = LM(receiver, tokenizer)  # no chat template: the plain prompt
+    assert lm.letter_token_ids[2] == sorted(tokenizer.convert_tokens_to_ids(["C", "ĠC"]))
+    item = MCItem("arc_easy", "x/0", "Which one?", ("one", "two", "three", "four"), 0)
+    handle = boost_token(receiver, tokenizer.convert_tokens_to_ids("ĠC"))
+    try:
+        assert Direct("m", lm, Scoring("logits")).answer([item])[0].predicted == 2
+    finally:
+        handle.remove()
+
+
+# --------------------------------------------------------------------------- router
+
+
+def test_router_fitted_on_one_always_right_model_routes_to_it():
+    torch.manual_seed(0)
+    train, test = torch.rand(40, 4), torch.rand(25, 4)
+    assert Router().fit(train, torch.ones(40, dtype=torch.bool)).route(test).all()
+    assert not Router().fit(train, torch.zeros(40, dtype=torch.bool)).route(test).any()
+    # A learnable rule: the sharer is right exactly when it is confident.
+    labels = train[:, 2] > 0.5
+    assert (Router(l2=1e-4).fit(train, labels).route(train) == labels).float().mean() >= 0.9
+
+
+def test_unfitted_router_routes_by_confidence():
+    features = torch.tensor([[0.9, 0.1, 0.4, 0.8], [0.3, 0.9, 0.7, 0.2]])
+    assert Router().route(features).tolist() == [False, True]
+
+
+class FixedScores:
+    """Stands in for an `LM` in routing: fixed letter logits, `margin` on the gold letter (or on a wrong one)."""
+
+    def __init__(self, items: list[MCItem], right: bool, margin: float):
+        self.scores = {}
+        for item in items:
+            scores = torch.zeros(len(item.choices))
+            scores[item.gold if right else (item.gold + 1) % len(item.choices)] = margin
+            self.scores[format_prompt(item)] = scores
+
+    def choice_scores(self, user_texts, num_choices):
+        return [self.scores[text] for text in user_texts]
+
+
+def test_routing_fit_overrides_confidence():
+    items = load_benchmark("arc_challenge", FIXTURES / "arc_challenge.jsonl") + load_benchmark(
+        "openbookqa", FIXTURES / "openbookqa.jsonl"
+    )
+    # The receiver is confident and always wrong; the sharer is hesitant and always right.
+    receiver, sharer = FixedScores(items, right=False, margin=5.0), FixedScores(items, right=True, margin=1.0)
+    routing = Routing(receiver, sharer, Scoring("logits"))
+    unfitted = routing.answer(items)
+    assert {p.details["route"] for p in unfitted} == {"receiver"} and not any(p.correct for p in unfitted)
+    assert routing.fit(items, batch_size=3) == len(items)
+    fitted = routing.answer(items)
+    assert {p.details["route"] for p in fitted} == {"sharer"} and all(p.correct for p in fitted)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize(
+    "correct, n, expected",
+    [(50, 100, (0.4038, 0.5962)), (0, 10, (0.0, 0.2775)), (10, 10, (0.7225, 1.0)), (81, 263, (0.2553, 0.3658))],
+)
+def test_wilson_interval(correct, n, expected):
+    assert wilson_interval(correct, n) == pytest.approx(expected, abs=5e-4)
+
+
+def test_wilson_interval_without_items():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """Tiny bases with the word tokenizer saved to folders, and a C2C checkpoint whose config points to them."""
+    root = tmp_path_factory.mktemp("eval")
+    tokenizer = eval_tokenizer()
+    for name, config, seed in (("receiver", receiver_config(), 0), ("sharer", sharer_configs()["qwen2"], 1)):
+        build(config, seed=seed).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    bases = [AutoModelForCausalLM.from_pretrained(root / name) for name in ("receiver", "sharer")]
+    torch.manual_seed(0)
+    sharer_tokenizer = AutoTokenizer.from_pretrained(root / "sharer")
+    model = C2CForCausalLM.from_base_models(*bases, tokenizer, sharer_tokenizer, **FUSER_KWARGS)
+    model.save_pretrained(root / "c2c")
+    return root
+
+
+def test_cli_runs_on_a_saved_checkpoint(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    main([
+        "--model", str(checkpoint / "c2c"),
+        "--benchmarks", "arc_easy", "openbookqa",
+        "--benchmark-paths", f"arc_easy={FIXTURES / 'arc_easy.jsonl'}", f"openbookqa={FIXTURES / 'openbookqa.jsonl'}",
+        f"arc_challenge={FIXTURES / 'arc_challenge.jsonl'}",
+        "--routing-fit-benchmark", "arc_challenge",
+        "--max-new-tokens", "4", "--hint-tokens", "4", "--batch-size", "2", "--limit", "2",
+        "--output", str(out),
+    ])  # fmt: skip
+    report = json.loads((out / "results.json").read_text())
+    assert report["config"]["methods"] == list(METHODS)
+    assert report["config"]["routing_fit"]["items"] == 4
+    assert (out / "accuracy_latency.png").stat().st_size > 0
+    for by_benchmark in report["results"].values():
+        assert [s["n"] for s in by_benchmark.values()] == [2, 2]
+    assert "| c2c |" in capsys.readouterr().out
+
+
+def test_cli_baselines_from_bases_and_c2c_refused_without_a_checkpoint(checkpoint, tmp_path):
+    bases = ["--receiver", str(checkpoint / "receiver"), "--sharer", str(checkpoint / "sharer")]
+    data = ["--benchmarks", "arc_easy", "--benchmark-paths", f"arc_easy={FIXTURES / 'arc_easy.jsonl'}"]
+    with pytest.raises(SystemExit):
+        main([*bases, *data, "--methods", "receiver", "c2c", "--output", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused").exists()
+    main([*bases, *data, "--mode", "logits", "--hint-tokens", "4", "--output", str(tmp_path / "out")])
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(report["results"]) == ["receiver", "sharer", "t2t", "routing"]
+    assert report["config"]["mode"] == "logits"
