@@ -148,3 +148,29 @@ def test_resume_from_another_pairs_checkpoint_is_refused(tmp_path):
     trainer = make_trainer(bigger, training_args(tmp_path / "run", max_steps=2), secret_features(32, 0), SharerSeesSecret(0))
     with pytest.raises(ValueError, match=r"This state dict does not fit this C2C model .*fuser hidden 24"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "other"))
+
+
+def test_receiver_lora_trains_beside_the_fuser_and_reloads(tmp_path):
+    model = make_model(fuser_hidden_size=16)
+    model.receiver.save_pretrained(tmp_path / "receiver")
+    model.sharer.save_pretrained(tmp_path / "sharer")
+    model.config.receiver_name_or_path, model.config.sharer_name_or_path = str(tmp_path / "receiver"), str(tmp_path / "sharer")
+    model.add_receiver_lora(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith("fuser.") or ".lora_" in n}
+    assert any(n.startswith("receiver.") for n in trainable)
+    make_trainer(model, training_args(tmp_path / "run", max_steps=3, learning_rate=5e-2), secret_features(64, 0), SharerSeesSecret(0)).train()
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert all(p.abs().sum() > 0 for p in lora_b)  # LoRA B starts at zero: it trained
+
+    model.save_pretrained(tmp_path / "c2c")
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "c2c" / "model.safetensors", "pt") as weights:
+        keys = set(weights.keys())
+    assert keys == {n for n in model.state_dict() if n.startswith("fuser.") or ".lora_" in n}
+    reloaded = C2CForCausalLM.from_pretrained(tmp_path / "c2c")
+    batch = SharerSeesSecret(pad_token_id=0)(list(secret_features(8, 5)))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits, atol=1e-6, rtol=0)

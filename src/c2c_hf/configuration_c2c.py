@@ -84,6 +84,9 @@ class C2CConfig(PreTrainedConfig):
             receiver ids into sharer ids inside `forward` / `generate`.
         token_alignment_coverage (`float`, *optional*):
             Share of receiver tokens that map to exactly one sharer token (reported, not used).
+        receiver_lora (`dict`, *optional*):
+            LoRA on the receiver trained beside the fuser (`r`, `lora_alpha`, `lora_dropout`, `target_modules`);
+            its weights are saved with the fuser's and re-injected by `from_pretrained`.
     """
 
     model_type = "c2c"
@@ -109,6 +112,7 @@ class C2CConfig(PreTrainedConfig):
     gate_temperature_end: float = 0.001
     token_alignment: str | None = None
     token_alignment_coverage: float | None = None
+    receiver_lora: dict | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

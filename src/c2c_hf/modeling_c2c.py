@@ -341,6 +341,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
             output_loading_info=True,
             **kwargs,
         )
+        loading_info["unexpected_keys"] = {k for k in loading_info["unexpected_keys"] if not k.startswith("receiver.")}
         incomplete = {k: sorted(loading_info[k]) for k in ("missing_keys", "unexpected_keys") if loading_info[k]}
         if incomplete:
             raise ValueError(
@@ -353,6 +354,8 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         if sharer is None:
             sharer = cls._load_base("sharer", config.sharer_name_or_path, config.sharer_revision, base_kwargs, sharer_kwargs)
         model.attach_bases(receiver, sharer)
+        if config.receiver_lora is not None:
+            model._load_receiver_lora(pretrained_model_name_or_path, hub_kwargs)
         return (model, loading_info) if output_loading_info else model
 
     @staticmethod
@@ -368,10 +371,48 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         except OSError as error:
             raise OSError(f"Could not load the C2C {role} {name_or_path!r}: {error}") from error
 
+    @staticmethod
+    def _is_trained_key(key: str) -> bool:
+        """Whether a state-dict key belongs in a C2C checkpoint: the fuser, and the receiver's LoRA if any."""
+        return key.startswith("fuser.") or (key.startswith("receiver.") and ".lora_" in key)
+
+    def add_receiver_lora(
+        self, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0, target_modules: list[str] | None = None
+    ) -> None:
+        """Inject a trainable LoRA (peft) into the frozen receiver; it trains and is saved beside the fuser."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        if any(".lora_" in name for name, _ in self.receiver.named_parameters()):
+            raise ValueError("The receiver already carries a LoRA: add_receiver_lora injects one adapter only.")
+        settings = dict(
+            r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+            target_modules=list(target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"]),
+        )  # fmt: skip
+        inject_adapter_in_model(LoraConfig(**settings), self.receiver)
+        for name, parameter in self.receiver.named_parameters():
+            parameter.requires_grad_(".lora_" in name)
+        self.config.receiver_lora = settings
+
+    def _load_receiver_lora(self, pretrained_model_name_or_path: str | os.PathLike, hub_kwargs: dict) -> None:
+        """Re-inject the receiver LoRA named by the config and load its weights from the checkpoint."""
+        from safetensors.torch import load_file
+        from transformers.utils.hub import cached_file
+
+        self.add_receiver_lora(**self.config.receiver_lora)
+        weights = load_file(cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs))
+        lora_state = {k: v for k, v in weights.items() if k.startswith("receiver.")}
+        expected = {k for k in self.state_dict() if k.startswith("receiver.") and ".lora_" in k}
+        if set(lora_state) != expected:
+            raise ValueError(
+                f"The receiver LoRA in {pretrained_model_name_or_path} does not match its config: missing "
+                f"{sorted(expected - set(lora_state))[:5]}, unexpected {sorted(set(lora_state) - expected)[:5]}."
+            )
+        self.receiver.load_state_dict({k.removeprefix("receiver."): v for k, v in lora_state.items()}, strict=False)
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args, state_dict: dict | None = None, **kwargs):
         """Save the fuser weights (safetensors), the config and the generation config; never the bases."""
         state_dict = self.state_dict() if state_dict is None else state_dict
-        fuser_state = {k: v for k, v in state_dict.items() if k.startswith("fuser.")}
+        fuser_state = {k: v for k, v in state_dict.items() if self._is_trained_key(k)}
         self.config.auto_map = {
             "AutoConfig": "configuration_c2c.C2CConfig",
             "AutoModel": "modeling_c2c.C2CForCausalLM",
@@ -380,15 +421,15 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         return super().save_pretrained(save_directory, *args, state_dict=fuser_state, **kwargs)
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):
-        """Load a C2C state dict (a checkpoint's: fuser tensors only; base tensors may be present too).
+        """Load a C2C state dict (a checkpoint's: the fuser and a receiver LoRA; base tensors may be present too).
 
-        Every fuser tensor must be present with this model's shape, else a `ValueError` says what differs (a
+        Every trained tensor must be present with this model's shape, else a `ValueError` says what differs (a
         checkpoint of another pair or fuser size). Base tensors absent from the state dict are not reported missing:
         C2C checkpoints never hold them.
         """
         own = self.state_dict()
         mismatched = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-        missing = [k for k in own if k.startswith("fuser.") and k not in state_dict]
+        missing = [k for k in own if self._is_trained_key(k) and k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if mismatched or missing or unexpected:
             raise ValueError(
@@ -398,7 +439,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
                 f"fuser tensors {missing[:5]}, unexpected tensors {unexpected[:5]}. Was it saved for another pair?"
             )
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        result.missing_keys[:] = [k for k in result.missing_keys if k.startswith("fuser.")]
+        result.missing_keys[:] = [k for k in result.missing_keys if self._is_trained_key(k)]
         return result
 
     # ------------------------------------------------------------------ training behaviour

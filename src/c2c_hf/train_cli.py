@@ -43,6 +43,9 @@ class ModelArguments:
     token_alignment: str = field(
         default="longest", metadata={"help": "longest, first, or none (refuse pairs whose tokenizers differ)."}
     )
+    receiver_lora_r: int = field(default=0, metadata={"help": "Rank of a LoRA trained on the receiver (0: none)."})
+    receiver_lora_alpha: int = field(default=16)
+    receiver_lora_target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj")
 
 
 @dataclass
@@ -82,6 +85,12 @@ def build_model(args: ModelArguments) -> tuple[C2CForCausalLM, object]:
         gate_temperature_start=args.gate_temperature_start,
         gate_temperature_end=args.gate_temperature_end,
     )
+    if args.receiver_lora_r > 0:
+        model.add_receiver_lora(
+            r=args.receiver_lora_r,
+            lora_alpha=args.receiver_lora_alpha,
+            target_modules=args.receiver_lora_target_modules.split(","),
+        )
     if model.config.token_alignment is not None:
         logger.warning(f"Tokenizers differ: token map '{model.config.token_alignment}', coverage {model.config.token_alignment_coverage:.1%}")
     return model, receiver_tokenizer
