@@ -6,9 +6,13 @@ Importing this package registers `C2CConfig` and `C2CForCausalLM` with `AutoConf
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .alignment import TokenMap, build_token_map
+from .benchmarks import MCItem, extract_choice, format_prompt, load_benchmark
 from .cache import C2CCache
 from .configuration_c2c import C2CConfig, build_layer_map, kv_shape
+from .data import C2CDataCollator, build_features, load_dataset_any
 from .modeling_c2c import C2CForCausalLM, C2CFuser, C2CPreTrainedModel
+from .training import GateTemperatureCallback, check_resume_checkpoint, make_trainer
 
 AutoConfig.register(C2CConfig.model_type, C2CConfig, exist_ok=True)
 AutoModel.register(C2CConfig, C2CForCausalLM, exist_ok=True)
@@ -19,9 +23,21 @@ __version__ = "0.1.0"
 __all__ = [
     "C2CCache",
     "C2CConfig",
+    "C2CDataCollator",
     "C2CForCausalLM",
     "C2CFuser",
     "C2CPreTrainedModel",
+    "GateTemperatureCallback",
+    "MCItem",
+    "TokenMap",
+    "build_features",
     "build_layer_map",
+    "build_token_map",
+    "check_resume_checkpoint",
+    "extract_choice",
+    "format_prompt",
     "kv_shape",
+    "load_benchmark",
+    "load_dataset_any",
+    "make_trainer",
 ]
