@@ -232,6 +232,14 @@ class C2CDataCollator:
 
     pad_token_id: int
 
+    @classmethod
+    def for_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> "C2CDataCollator":
+        """A collator padding with the tokenizer's pad token, or its eos token when it has none."""
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad_id is None:
+            raise ValueError("The tokenizer has neither a pad nor an eos token: set tokenizer.pad_token.")
+        return cls(pad_token_id=pad_id)
+
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor | int]:
         if not features:
             raise ValueError("C2CDataCollator got an empty batch.")

@@ -107,13 +107,12 @@ def main(argv: list[str] | None = None) -> None:
             system_prompt=data_args.system_prompt,
         )  # fmt: skip
     logger.warning(f"Training data: {stats}")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     resume = training_args.resume_from_checkpoint
     if resume == "True" or resume is True:
         resume = get_last_checkpoint(training_args.output_dir)
     if resume:
         check_resume_checkpoint(model, resume)
-    trainer = make_trainer(model, training_args, features, C2CDataCollator(pad_token_id=pad_id))
+    trainer = make_trainer(model, training_args, features, C2CDataCollator.for_tokenizer(tokenizer))
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_model()
     if trainer.is_world_process_zero():
