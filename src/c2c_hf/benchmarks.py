@@ -31,7 +31,7 @@ import json
 import random
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,15 +94,19 @@ def load_query_jsonl(path: str | Path, benchmark: str) -> list[MCItem]:
     number of choices.
     """
     items = []
+    for i, row in _jsonl_rows(path):
+        question = re.sub(r"^\s*Question:\s*", "", row["query"])
+        question = re.sub(r"\s*Answer:\s*$", "", question).strip()
+        items.append(MCItem(benchmark, f"{benchmark}/{i}", question, tuple(row["choices"]), int(row["gold"])))
+    return items
+
+
+def _jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """`(line number, row)` for every non-blank line of a jsonl file."""
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            question = re.sub(r"^\s*Question:\s*", "", row["query"])
-            question = re.sub(r"\s*Answer:\s*$", "", question).strip()
-            items.append(MCItem(benchmark, f"{benchmark}/{i}", question, tuple(row["choices"]), int(row["gold"])))
-    return items
+            if line.strip():
+                yield i, json.loads(line)
 
 
 # --------------------------------------------------------------------------- MMLU-Redux
@@ -248,17 +252,13 @@ def load_mmlu_jsonl(path: str | Path, exclude_questions: Iterable[str] | None = 
     """
     excluded = {normalize_question(q) for q in exclude_questions or ()}
     items = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            answer = str(row.get("correct_answer", "")).strip()
-            if answer not in ("A", "B", "C", "D") or normalize_question(row["question"]) in excluded:
-                continue
-            choices = tuple(str(row[f"answer_{k}"]) for k in "abcd")
-            question = row["question"].strip()
-            items.append(MCItem("mmlu", f"mmlu/{i}", question, choices, "ABCD".index(answer), row.get("topic")))
+    for i, row in _jsonl_rows(path):
+        answer = str(row.get("correct_answer", "")).strip()
+        if answer not in ("A", "B", "C", "D") or normalize_question(row["question"]) in excluded:
+            continue
+        choices = tuple(str(row[f"answer_{k}"]) for k in "abcd")
+        question = row["question"].strip()
+        items.append(MCItem("mmlu", f"mmlu/{i}", question, choices, "ABCD".index(answer), row.get("topic")))
     return items
 
 
