@@ -174,3 +174,18 @@ def test_receiver_lora_trains_beside_the_fuser_and_reloads(tmp_path):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits, atol=1e-6, rtol=0)
+
+
+def test_bf16_training_keeps_the_fuser_and_gates_fp32(tmp_path):
+    """bf16 bases under Trainer's bf16 autocast: the fuser trains in fp32, so gate updates far below bf16's
+    resolution at 1.0 (2^-7) are kept instead of rounding away."""
+    model = make_model(fuser_hidden_size=16)
+    model.receiver.to(torch.bfloat16)
+    model.sharer.to(torch.bfloat16)
+    gate = model.fuser.layers[0].key.gate_logit
+    before = gate.item()
+    args = training_args(tmp_path, max_steps=3, bf16=True, learning_rate=1e-4)
+    make_trainer(model, args, secret_features(64, 0), SharerSeesSecret(0)).train()
+    assert {p.dtype for p in model.fuser.parameters()} == {torch.float32}
+    assert model.receiver.dtype == torch.bfloat16
+    assert 0 < abs(gate.item() - before) < 2**-7
