@@ -9,13 +9,15 @@ import sys
 COMMANDS = {
     "train": ("c2c_hf.train_cli", "train a fuser with the stock Trainer on a receiver/sharer pair"),
     "eval": ("c2c_hf.evaluation", "compare receiver, sharer, text-to-text, routing and C2C on benchmarks"),
+    "push": ("c2c_hf.hub", "upload a saved C2C checkpoint (fuser, config, code, model card) to the Hub"),
+    "import-rosetta": ("c2c_hf.rosetta", "convert a fuser released by the C2C authors into a c2c_hf checkpoint"),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        lines = [f"  {name:<8} {description}" for name, (_, description) in COMMANDS.items()]
+        lines = [f"  {name:<15} {description}" for name, (_, description) in COMMANDS.items()]
         print("usage: c2c-hf <command> [options]   (c2c-hf <command> --help for its options)\n\ncommands:")
         print("\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):

@@ -328,7 +328,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         already-loaded `receiver` / `sharer` models are used as given (their shapes are checked).
         """
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
-        base_kwargs = {k: kwargs.pop(k) for k in BASE_LOAD_KWARGS if k in kwargs}
+        base_kwargs = {k: kwargs[k] if k in HUB_KWARGS else kwargs.pop(k) for k in BASE_LOAD_KWARGS if k in kwargs}
         if config is None:
             config = C2CConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         output_loading_info = kwargs.pop("output_loading_info", False)
@@ -418,7 +418,22 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
             "AutoModel": "modeling_c2c.C2CForCausalLM",
             "AutoModelForCausalLM": "modeling_c2c.C2CForCausalLM",
         }
-        return super().save_pretrained(save_directory, *args, state_dict=fuser_state, **kwargs)
+        result = super().save_pretrained(save_directory, *args, state_dict=fuser_state, **kwargs)
+        if kwargs.get("is_main_process", True):
+            try:
+                from c2c_hf.hub import write_model_card  # absolute: remote-code copies of this file need no hub.py
+            except ImportError:  # loaded as remote code without c2c_hf installed: no card
+                return result
+            write_model_card(self, save_directory)
+        return result
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload the fuser, config, generation config, code and model card in one commit (`c2c_hf.hub.push_to_hub`)."""
+        try:
+            from c2c_hf.hub import push_to_hub
+        except ImportError:  # loaded as remote code without c2c_hf installed: the stock upload, with a generic card
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_to_hub(self, repo_id, **kwargs)
 
     def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False):
         """Load a C2C state dict (a checkpoint's: the fuser and a receiver LoRA; base tensors may be present too).

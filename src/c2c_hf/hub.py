@@ -1,0 +1,251 @@
+"""Hugging Face Hub: model cards for C2C checkpoints, uploads, and the `c2c-hf push` command.
+
+A C2C repository holds the fuser, its config, the generation config, the model code and a card; the bases stay in
+their own repositories and `from_pretrained` resolves all three through `huggingface_hub` (cache, revisions, token,
+offline mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from .configuration_c2c import C2CConfig
+from .modeling_c2c import C2CForCausalLM
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"  # shipped inside the package
+CARD_TAGS = ["c2c", "cache-to-cache", "kv-cache-fusion"]
+RESULTS_FILE = "results.md"  # evaluation table (c2c-hf eval writes one) the card shows by default
+TRAINING_FILE = "training.json"  # free-form training facts the card shows by default
+
+
+def _hub_ids(*names: str | None) -> list[str]:
+    """The names that are Hub repo ids (local paths are left out of the card's metadata)."""
+    ids = []
+    for name in filter(None, names):
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            continue
+        if not os.path.isdir(name):
+            ids.append(name)
+    return ids
+
+
+def _or_unknown(value: Any) -> Any:
+    return "unknown" if value is None or value == "" else value
+
+
+def _demote_headings(markdown: str) -> str:
+    """Nest a stand-alone markdown document (e.g. `results.md`) under the card's `## Evaluation` heading."""
+    return "\n".join("##" + line if line.startswith("#") else line for line in markdown.strip().splitlines())
+
+
+def card_variables(
+    model: C2CForCausalLM,
+    repo_id: str,
+    training: dict[str, Any] | None = None,
+    evaluation_table: str | None = None,
+    tokenizer_id: str | None = None,
+) -> dict[str, Any]:
+    """The values the model card template renders: pair, KV shapes, layer map, gates, alignment, LoRA, training."""
+    config: C2CConfig = model.config
+    receiver = config.receiver_name_or_path or "unknown"
+    sharer = config.sharer_name_or_path or "unknown"
+    kv_rows = []
+    for role, name, revision, (layers, heads, head_dim) in (
+        ("receiver", receiver, config.receiver_revision, config.receiver_kv_shape),
+        ("sharer", sharer, config.sharer_revision, config.sharer_kv_shape),
+    ):
+        kv_rows.append(
+            dict(role=role, model=name, revision=revision or "main", layers=layers, heads=heads, head_dim=head_dim,
+                 width=heads * head_dim)
+        )  # fmt: skip
+    logits, is_open = model.fuser.gate_logits().tolist(), model.fuser.open_gates().tolist()
+    layer_rows = [
+        dict(receiver=t, sharer=s, k_logit=f"{k:+.3f}", v_logit=f"{v:+.3f}", k_open="yes" if ko else "no",
+             v_open="yes" if vo else "no")
+        for t, (s, (k, v), (ko, vo)) in enumerate(zip(config.resolved_layer_map(), logits, is_open, strict=True))
+    ]  # fmt: skip
+    if config.token_alignment is None:
+        alignment = "None: the receiver and the sharer share a tokenizer, so the sharer reads the receiver's token ids."
+    else:
+        coverage = config.token_alignment_coverage
+        alignment = (
+            f"Strategy `{config.token_alignment}`: every receiver token maps to one sharer token (the map is stored in "
+            "the checkpoint and applied inside `forward` / `generate`); "
+            + (
+                "coverage unknown."
+                if coverage is None
+                else f"{coverage:.1%} of the receiver vocabulary maps one-to-one."
+            )
+        )
+    training = dict(training or {})
+    return dict(
+        repo_id=repo_id,
+        tokenizer_id=tokenizer_id or receiver,
+        receiver=receiver,
+        sharer=sharer,
+        fuser_parameters=f"{sum(p.numel() for p in model.fuser.parameters()):,}",
+        receiver_lora=config.receiver_lora,
+        kv_rows=kv_rows,
+        hidden_size=config.fuser_hidden_size,
+        intermediate_size=config.fuser_intermediate_size,
+        num_blocks=config.fuser_num_blocks,
+        num_layers=len(layer_rows),
+        open_k=sum(ko for ko, _ in is_open),
+        open_v=sum(vo for _, vo in is_open),
+        layer_rows=layer_rows,
+        token_alignment=alignment,
+        training_data=_or_unknown(training.pop("data", None)),
+        training_steps=_or_unknown(training.pop("steps", None)),
+        training_extra=sorted(training.items()),
+        evaluation_table=_demote_headings(evaluation_table) if evaluation_table else None,
+    )
+
+
+def write_model_card(
+    model: C2CForCausalLM,
+    save_directory: str | os.PathLike,
+    training: dict[str, Any] | None = None,
+    evaluation_table: str | None = None,
+    *,
+    repo_id: str | None = None,
+    tags: list[str] | None = None,
+) -> ModelCard:
+    """Write `README.md` (a Hub model card) for a C2C model into `save_directory` and return it.
+
+    `training` is free-form; its `data` and `steps` entries get their own lines ("unknown" when absent). It
+    defaults to `training.json` in `save_directory`, and `evaluation_table` (markdown) to `results.md` there, if
+    present. `repo_id` is the id the usage snippet loads (default: `save_directory`); the snippet loads the
+    tokenizer from there when the directory holds one, else from the receiver. `tags` add to the C2C tags.
+    """
+    save_directory = Path(save_directory)
+    if training is None and (save_directory / TRAINING_FILE).is_file():
+        training = json.loads((save_directory / TRAINING_FILE).read_text(encoding="utf-8"))
+    if evaluation_table is None and (save_directory / RESULTS_FILE).is_file():
+        evaluation_table = (save_directory / RESULTS_FILE).read_text(encoding="utf-8")
+    repo_id = repo_id or str(save_directory)
+    has_tokenizer = (save_directory / "tokenizer_config.json").is_file()
+    config = model.config
+    card_data = ModelCardData(
+        base_model=_hub_ids(config.receiver_name_or_path, config.sharer_name_or_path) or None,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys(CARD_TAGS + list(tags or []))),
+    )
+    variables = card_variables(model, repo_id, training, evaluation_table, repo_id if has_tokenizer else None)
+    card = ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **variables)
+    save_directory.mkdir(parents=True, exist_ok=True)
+    card.save(save_directory / "README.md")
+    return card
+
+
+def load_fuser_only(path: str | os.PathLike, **hub_kwargs) -> C2CForCausalLM:
+    """A C2C checkpoint with its bases on the meta device: enough to save, push or describe it, nothing downloaded
+    but the C2C repo itself (`hub_kwargs`: `revision`, `cache_dir`, `token`, `local_files_only`).
+
+    A checkpoint with a receiver LoRA loads its real receiver (the LoRA weights need real base layers to live in).
+    """
+    config = C2CConfig.from_pretrained(path, **hub_kwargs)
+    with torch.device("meta"):
+        receiver = None if config.receiver_lora else AutoModelForCausalLM.from_config(config.text_config)
+        sharer = AutoModelForCausalLM.from_config(config.sharer_config)
+    return C2CForCausalLM.from_pretrained(path, config=config, receiver=receiver, sharer=sharer, **hub_kwargs)
+
+
+def push_to_hub(
+    model: C2CForCausalLM,
+    repo_id: str,
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    training: dict[str, Any] | None = None,
+    evaluation_table: str | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: int | str = "50GB",
+    tags: list[str] | None = None,
+) -> CommitInfo:
+    """Upload a C2C checkpoint with its model card in one commit: what `save_pretrained` writes (fuser weights,
+    config, generation config, model code), the tokenizer when given, and `README.md`. Never the bases.
+
+    Takes the arguments of `PreTrainedModel.push_to_hub`, whose own upload would replace the card with the repo's
+    current one or a generic card.
+    """
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        write_model_card(model, tmp, training, evaluation_table, repo_id=repo_id, tags=tags)
+        operations = [
+            CommitOperationAdd(path_in_repo=file.relative_to(tmp).as_posix(), path_or_fileobj=str(file))
+            for file in sorted(Path(tmp).rglob("*"))
+            if file.is_file()
+        ]
+        if revision is not None and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        return api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message or "Upload C2C fuser",
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`c2c-hf push DIR org/name`: upload a saved C2C checkpoint (bases not needed, not uploaded) with its card."""
+    parser = argparse.ArgumentParser(prog="c2c-hf push", description=main.__doc__)
+    parser.add_argument("directory", help="a C2C checkpoint saved with save_pretrained")
+    parser.add_argument("repo_id", help="target Hub repo, e.g. my-org/c2c-qwen3-0.6b-qwen2.5-0.5b")
+    parser.add_argument("--revision", help="branch to push to (created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--token", help="Hub token (default: the logged-in one)")
+    parser.add_argument("--commit-message", default="Upload C2C fuser")
+    parser.add_argument("--training-data", help=f"training data, for the card (default: from DIR/{TRAINING_FILE})")
+    parser.add_argument("--training-steps", help=f"optimizer steps, for the card (default: from DIR/{TRAINING_FILE})")
+    parser.add_argument("--results", help=f"markdown evaluation table for the card (default: DIR/{RESULTS_FILE})")
+    args = parser.parse_args(argv)
+
+    directory = Path(args.directory)
+    model = load_fuser_only(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory) if (directory / "tokenizer_config.json").is_file() else None
+    results = Path(args.results) if args.results else directory / RESULTS_FILE
+    evaluation_table = results.read_text(encoding="utf-8") if args.results or results.is_file() else None
+    training_file = directory / TRAINING_FILE
+    training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else {}
+    training.update({k: v for k, v in (("data", args.training_data), ("steps", args.training_steps)) if v is not None})
+    commit = push_to_hub(
+        model,
+        args.repo_id,
+        tokenizer=tokenizer,
+        training=training,
+        evaluation_table=evaluation_table,
+        commit_message=args.commit_message,
+        private=args.private or None,
+        token=args.token,
+        revision=args.revision,
+        create_pr=args.create_pr,
+    )
+    print(f"Pushed {directory} to {args.repo_id}: {commit.commit_url}")
+
+
+__all__ = ["card_variables", "load_fuser_only", "main", "push_to_hub", "write_model_card"]

@@ -1,0 +1,138 @@
+"""A saved C2C model under lm-evaluation-harness's stock `hf` model type, on two local tasks over the same docs.
+
+- `c2c_tiny_mc` scores one-token continuations (the answer letter) with batch size 1: lm-eval then runs
+  `model(context)` and reads the last position's logits, which is exactly C2C's "prefill, then fuse" prediction of the
+  answer token. lm-eval's per-choice log-likelihoods are checked against that computation done here directly.
+  (Multi-token continuations, or batches that right-pad shorter rows, are not scored with C2C semantics by the
+  stock `hf` model: see the limitations in the model card template.)
+- `c2c_tiny_gen` answers by greedy generation, through `C2CForCausalLM.generate`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FUSER_KWARGS
+from tiny_models import build, receiver_config, sharer_configs, word_tokenizer
+from transformers import AutoModelForCausalLM
+
+from c2c_hf import C2CForCausalLM
+
+lm_eval = pytest.importorskip("lm_eval")
+
+FIXTURES = Path(__file__).parent / "fixtures" / "lm_eval"
+TASK, GEN_TASK = "c2c_tiny_mc", "c2c_tiny_gen"
+LETTERS = ["A", "B", "C", "D"]
+
+
+def prompt(doc: dict) -> str:
+    """The task's doc_to_text, rendered here independently of lm-eval."""
+    options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, doc["choices"], strict=True))
+    return f"Question: {doc['question']}{options}\nAnswer:"
+
+
+@pytest.fixture(scope="module")
+def saved_c2c(tmp_path_factory):
+    """A C2C checkpoint (with the receiver's tokenizer) over tiny bases saved to local folders."""
+    root = tmp_path_factory.mktemp("lm_eval")
+    docs = [json.loads(line) for line in (FIXTURES / "tiny_mc.jsonl").read_text().splitlines() if line.strip()]
+    words = sorted({w for doc in docs for w in re.findall(r"\w+|[^\w\s]+", prompt(doc))})
+    tokenizer = word_tokenizer(words)
+    build(receiver_config(), seed=0).save_pretrained(root / "receiver")
+    build(sharer_configs()["qwen2"], seed=1).save_pretrained(root / "sharer")
+    receiver = AutoModelForCausalLM.from_pretrained(root / "receiver")
+    sharer = AutoModelForCausalLM.from_pretrained(root / "sharer")
+    torch.manual_seed(0)
+    model = C2CForCausalLM.from_base_models(receiver, sharer, **FUSER_KWARGS).eval()
+    with torch.no_grad():
+        for layer in model.fuser.layers:
+            for branch in (layer.key, layer.value):
+                branch.out_proj.weight.normal_(std=0.5)
+    model.save_pretrained(root / "c2c")
+    tokenizer.save_pretrained(root / "c2c")
+    return root / "c2c", docs, tokenizer
+
+
+@pytest.mark.slow
+def test_lm_eval_hf_model_scores_a_saved_c2c_model(saved_c2c):
+    from lm_eval.tasks import TaskManager
+
+    directory, docs, tokenizer = saved_c2c
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={directory},tokenizer={directory},dtype=float32",
+        tasks=[TASK, GEN_TASK],
+        task_manager=TaskManager(include_path=str(FIXTURES)),
+        batch_size=1,
+        device="cpu",
+        log_samples=True,
+    )
+    assert results["n-samples"][TASK]["effective"] == len(docs) == 8
+    samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
+    scored = torch.tensor([[ll for ll, _ in sample["filtered_resps"]] for sample in samples])  # (docs, choices)
+
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    letter_ids = tokenizer.convert_tokens_to_ids(LETTERS)
+    fused, alone = [], []
+    with torch.no_grad():
+        for doc in docs:
+            ids = torch.tensor([tokenizer(prompt(doc))["input_ids"]])
+            fused.append(model(ids).logits[0, -1].log_softmax(-1)[letter_ids])  # prefill [0, L-1), fuse, run L-1
+            alone.append(model.receiver(ids).logits[0, -1].log_softmax(-1)[letter_ids])
+    fused, alone = torch.stack(fused), torch.stack(alone)
+    torch.testing.assert_close(scored, fused, rtol=0, atol=1e-4)
+    assert not torch.allclose(scored, alone, atol=1e-3)  # the scores are C2C's, not the receiver's alone
+
+    accuracy = results["results"][TASK]["acc,none"]
+    labels = torch.tensor([doc["label"] for doc in docs])
+    assert accuracy == pytest.approx((fused.argmax(-1) == labels).float().mean().item())
+    assert 0.0 <= accuracy <= 1.0 and isinstance(results["results"][TASK]["acc_stderr,none"], float)
+
+    generated = [s["resps"][0][0] for s in sorted(results["samples"][GEN_TASK], key=lambda s: s["doc_id"])]
+    expected = []
+    with torch.no_grad():
+        for doc in docs:
+            inputs = tokenizer(prompt(doc), return_tensors="pt")
+            output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+            text = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            expected.append(text.split("\n")[0])
+    assert generated == expected and any(generated)
+    assert 0.0 <= results["results"][GEN_TASK]["exact_match,none"] <= 1.0
+
+
+@pytest.mark.slow
+def test_c2c_model_type_scores_multi_token_continuations_after_fusion(saved_c2c):
+    """`model="c2c"` (c2c_hf.harness): every continuation token is scored on the fused context, at batch size 4."""
+    from lm_eval.tasks import TaskManager
+
+    from c2c_hf.harness import C2CLM
+
+    directory, docs, tokenizer = saved_c2c
+    lm = C2CLM(pretrained=str(directory), tokenizer=str(directory), dtype="float32", batch_size=4, device="cpu")
+    context = tokenizer(prompt(docs[0]))["input_ids"]
+    continuation = tokenizer(" A . B")["input_ids"]
+    assert len(continuation) == 3 and all(i != tokenizer.unk_token_id for i in continuation)
+    (score, _), = lm._loglikelihood_tokens([(None, context, continuation)])
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        logprobs = model(ids[:, :-1], fuse_length=len(context) - 1).logits[0, len(context) - 1 :].log_softmax(-1)
+    assert score == pytest.approx(logprobs.gather(-1, torch.tensor(continuation)[:, None]).sum().item(), abs=1e-4)
+
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=[TASK], task_manager=TaskManager(include_path=str(FIXTURES)), log_samples=True
+    )
+    samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
+    with torch.no_grad():
+        expected = [
+            model(torch.tensor([tokenizer(prompt(doc))["input_ids"]])).logits[0, -1].log_softmax(-1)[
+                tokenizer.convert_tokens_to_ids(LETTERS)
+            ]
+            for doc in docs
+        ]
+    scored = torch.tensor([[ll for ll, _ in sample["filtered_resps"]] for sample in samples])
+    torch.testing.assert_close(scored, torch.stack(expected), rtol=0, atol=1e-4)
