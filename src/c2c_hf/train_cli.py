@@ -9,6 +9,7 @@ Every `transformers.TrainingArguments` flag works (`--max_steps`, `--learning_ra
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 import torch
@@ -97,7 +98,10 @@ def build_model(args: ModelArguments) -> tuple[C2CForCausalLM, object]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__)
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, TrainingArguments), prog="c2c-hf train", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     model, tokenizer = build_model(model_args)
     with training_args.main_process_first(desc="tokenizing"):
