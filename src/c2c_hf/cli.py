@@ -11,6 +11,7 @@ COMMANDS = {
     "eval": ("c2c_hf.evaluation", "compare receiver, sharer, text-to-text, routing and C2C on benchmarks"),
     "push": ("c2c_hf.hub", "upload a saved C2C checkpoint (fuser, config, code, model card) to the Hub"),
     "import-rosetta": ("c2c_hf.rosetta", "convert a fuser released by the C2C authors into a c2c_hf checkpoint"),
+    "analyze": ("c2c_hf.analysis", "the paper's analyses (enrichment, transfer, rank, progressive, gates): JSON + PNG"),
 }
 
 

@@ -481,14 +481,15 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ the C2C forward
 
-    def _sharer_inputs(
+    def sharer_inputs(
         self,
         input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None,
-        sharer_input_ids: torch.LongTensor | None,
-        sharer_attention_mask: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        sharer_input_ids: torch.LongTensor | None = None,
+        sharer_attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.LongTensor, torch.Tensor | None]:
-        """The sharer's token ids and mask, position-aligned with the receiver's `input_ids`."""
+        """The sharer's token ids and mask, position-aligned with the receiver's `input_ids` (explicit sharer ids,
+        the stored token map, or the receiver's own ids for a pair that shares a tokenizer)."""
         if sharer_input_ids is None and hasattr(self.fuser, "token_map"):
             return self.fuser.token_map[input_ids], attention_mask  # (B, L) sharer ids, one per receiver token
         if sharer_input_ids is None:
@@ -642,7 +643,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
             if sharer_batch != batch:
                 cache.sharer_cache.batch_repeat_interleave(batch // sharer_batch)
         else:
-            ids, mask = self._sharer_inputs(input_ids, attention_mask, sharer_input_ids, sharer_attention_mask)
+            ids, mask = self.sharer_inputs(input_ids, attention_mask, sharer_input_ids, sharer_attention_mask)
             cache.sharer_cache = self.sharer_prefill(ids[:, :num_fused], None if mask is None else mask[:, :num_fused])
 
         # Logits are computed only where kept: the last `logits_to_keep` positions (0 = all).
@@ -715,7 +716,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         sharer_attention_mask = kwargs.pop("sharer_attention_mask", None)
         cache = kwargs.get("cache")
         if cache is None:
-            ids, mask = self._sharer_inputs(input_ids, kwargs.get("attention_mask"), sharer_input_ids, sharer_attention_mask)
+            ids, mask = self.sharer_inputs(input_ids, kwargs.get("attention_mask"), sharer_input_ids, sharer_attention_mask)
             num_fused = input_ids.shape[1] - 1
             with torch.no_grad():
                 sharer_cache = self.sharer_prefill(ids[:, :num_fused], None if mask is None else mask[:, :num_fused])
