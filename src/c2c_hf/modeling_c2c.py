@@ -13,7 +13,6 @@ import copy
 import os
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
