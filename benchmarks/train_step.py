@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Qwen3Config
 
 from c2c_hf import C2CForCausalLM
 
 
-def tiny_pair() -> tuple:
+def tiny_pair() -> tuple:  # (receiver, sharer, from_base_models kwargs)
     torch.manual_seed(0)
     receiver = Qwen3Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
                            num_attention_heads=4, num_key_value_heads=2, head_dim=16)
@@ -32,9 +32,11 @@ def tiny_pair() -> tuple:
 
 
 def real_pair(models: Path) -> tuple:
-    receiver = AutoModelForCausalLM.from_pretrained(models / "smollm2-135m-instruct")
-    sharer = AutoModelForCausalLM.from_pretrained(models / "qwen2.5-coder-0.5b-instruct")
-    return receiver, sharer, {}  # the paper's default fuser (hidden 1024, 3 blocks)
+    receiver, sharer = models / "smollm2-135m-instruct", models / "qwen2.5-coder-0.5b-instruct"
+    tokenizers = {"receiver_tokenizer": AutoTokenizer.from_pretrained(receiver),
+                  "sharer_tokenizer": AutoTokenizer.from_pretrained(sharer)}  # different vocabularies: a token map
+    # the paper's default fuser (hidden 1024, 3 blocks)
+    return AutoModelForCausalLM.from_pretrained(receiver), AutoModelForCausalLM.from_pretrained(sharer), tokenizers
 
 
 def main() -> None:
@@ -51,7 +53,7 @@ def main() -> None:
 
     receiver, sharer, fuser_kwargs = tiny_pair() if args.pair == "tiny" else real_pair(args.models)
     model = C2CForCausalLM.from_base_models(receiver, sharer, fuser_dropout=0.0, **fuser_kwargs).train()
-    vocab = min(receiver.config.vocab_size, sharer.config.vocab_size)
+    vocab = receiver.config.vocab_size
     length = args.prompt_tokens + args.response_tokens
     ids = torch.randint(10, vocab, (args.batch_size, length), generator=torch.Generator().manual_seed(0))
     labels = ids.clone()
