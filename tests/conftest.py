@@ -62,14 +62,3 @@ def set_gates(model: C2CForCausalLM, logit: float) -> None:
         for layer in model.fuser.layers:
             layer.key.gate_logit.fill_(logit)
             layer.value.gate_logit.fill_(logit)
-
-
-def left_pad(prompts: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad 1-D id tensors into `(ids, attention_mask)`, each `(B, max_len)`."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = prompt
-        mask[row, width - len(prompt) :] = 1
-    return ids, mask

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SHARERS, left_pad, set_gates
+from conftest import SHARERS, set_gates
 from tiny_models import VOCAB, build, receiver_config
 from transformers import DynamicCache, Gemma3TextConfig
 
 from c2c_hf import C2CCache, C2CForCausalLM
+from c2c_hf.data import left_pad
 from c2c_hf.modeling_c2c import C2CFuserBranch
 
 TOL = 1e-5
@@ -88,7 +89,7 @@ def reference_branch(branch: C2CFuserBranch, sharer_x: torch.Tensor, receiver_x:
 def test_left_padded_batch_equals_each_prompt_alone(make_c2c, sharer_name):
     model = make_c2c(sharer_name)
     rows = prompts((5, 9, 12), seed=1)
-    ids, mask = left_pad(rows)
+    ids, mask = left_pad(rows, 0)
     with torch.no_grad():
         batched = model(ids, attention_mask=mask).logits
         batched_gen = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
@@ -136,7 +137,7 @@ def sharer_calls(make_c2c):
 )
 def test_generation_modes_run_sharer_once_on_unexpanded_batch(sharer_calls, settings, rows_out):
     model, calls = sharer_calls
-    ids, mask = left_pad(prompts((6, 9), seed=3))
+    ids, mask = left_pad(prompts((6, 9), seed=3), 0)
     torch.manual_seed(0)
     out = model.generate(ids, attention_mask=mask, max_new_tokens=4, min_new_tokens=4, **settings)
     assert out.shape == (rows_out, 9 + 4)
@@ -250,7 +251,7 @@ def test_sliding_window_receiver(sharers):
     torch.manual_seed(0)
     model = C2CForCausalLM.from_base_models(receiver, sharers["llama"], fuser_hidden_size=32).eval()
     rows = prompts((7, 12), seed=10)
-    ids, mask = left_pad(rows)
+    ids, mask = left_pad(rows, 0)
     with torch.no_grad():
         batched = model(ids, attention_mask=mask).logits
         for row, prompt in enumerate(rows):

@@ -38,6 +38,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .benchmarks import BENCHMARKS, MCItem, format_prompt, load_benchmark
+from .data import left_pad
 from .cache import C2CCache
 from .configuration_c2c import build_layer_map
 from .evaluation import LM, load_models
@@ -240,17 +241,6 @@ def summarize(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if scores and "loss" in scores[0]:
         summary["loss"] = sum(s["loss"] for s in scores) / len(scores)
     return summary
-
-
-def _left_pad(prompts: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(input_ids, attention_mask)`, each `(B, max L)`, of left-padded 1-D prompts."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = prompt
-        mask[row, width - len(prompt) :] = 1
-    return ids, mask
 
 
 def _batches(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, batch_size: int):
@@ -854,7 +844,7 @@ def run_analysis(
             learning_rate=args.learning_rate, seed=args.seed,
         )  # fmt: skip
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-    ids, mask = _left_pad(prompts, pad_id)
+    ids, mask = left_pad(prompts, pad_id)
     analyse = cache_effective_rank if name == "rank" else gate_map
     return analyse(model, ids, mask, args.batch_size)
 

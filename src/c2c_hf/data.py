@@ -221,6 +221,17 @@ def build_features(
     return tokenized.remove_columns("_status"), stats
 
 
+def left_pad(rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad 1-D token id rows into `(input_ids, attention_mask)`, each `(B, longest row)` long tensors."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
 @dataclass
 class C2CDataCollator:
     """Batches `build_features` examples for prefill-then-fuse: prompts left-padded, responses right-padded.

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .benchmarks import BENCHMARKS, MCItem, extract_choice, format_prompt, load_benchmark
+from .data import left_pad
 from .modeling_c2c import C2CForCausalLM, position_ids_from_mask
 
 logger = logging.getLogger(__name__)
@@ -103,12 +104,7 @@ class LM:
         """Left-padded `(input_ids, attention_mask)`, each `(B, L)`, of the rendered prompts."""
         templated = bool(self.tokenizer.chat_template)  # the template writes its own special tokens
         rows = self.tokenizer([self.render(t) for t in user_texts], add_special_tokens=not templated)["input_ids"]
-        width = max(len(row) for row in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
+        ids, mask = left_pad(rows, self.pad_token_id)
         return ids.to(self.device), mask.to(self.device)
 
     def generate(self, user_texts: Sequence[str], max_new_tokens: int) -> list[tuple[str, int]]:
