@@ -7,6 +7,7 @@ import sys
 
 # sub-command -> (module, one-line description); each module exposes `main(argv: list[str]) -> None`.
 COMMANDS = {
+    "demo": ("c2c_hf.demo", "the main job: a knowledge-transfer world that shows C2C working on a CPU (no Hub)"),
     "train": ("c2c_hf.train_cli", "train a fuser with the stock Trainer on a receiver/sharer pair"),
     "eval": ("c2c_hf.evaluation", "compare receiver, sharer, text-to-text, routing and C2C on benchmarks"),
     "push": ("c2c_hf.hub", "upload a saved C2C checkpoint (fuser, config, code, model card) to the Hub"),
