@@ -13,6 +13,7 @@ from c2c_hf.demo import (
     DemoConfig,
     main,
     receiver_examples,
+    run_demo,
     sharer_examples,
     train_tokenizers,
 )
@@ -119,3 +120,27 @@ def test_quick_demo_transfers_knowledge(tmp_path, capsys):
     assert all(example["reloaded_matches_trained"] for example in report["config"]["examples"])
     assert "| c2c |" in capsys.readouterr().out
     assert elapsed < 240, f"the quick demo took {elapsed:.0f} s"
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_table(tmp_path):
+    """Two runs with one seed agree on every prediction, generated text and loss (a shortened quick config)."""
+    config = DemoConfig.quick_config(seed=5)
+    config.sharer_steps, config.receiver_steps, config.fuser_steps, config.routing_fit_items = 40, 30, 20, 8
+    config.fuser_entities, config.heldout_entities, config.context_entities = 8, 4, 8
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first, again = (run_demo(config, tmp_path / name) for name in ("first", "again"))
+    finally:
+        torch.set_num_threads(threads)
+
+    def table(report: dict) -> dict:
+        return {
+            method: [(p["id"], p["predicted"], p["text"]) for p in by["heldout"]["predictions"]]
+            for method, by in report["results"].items()
+        }
+
+    assert table(first) == table(again)
+    assert first["config"]["losses"] == again["config"]["losses"]
+    assert first["config"]["models"]["fuser"]["gate_logits_kv"] == again["config"]["models"]["fuser"]["gate_logits_kv"]
