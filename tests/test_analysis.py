@@ -294,6 +294,12 @@ def test_gate_map_reports_open_gates_and_dynamic_weights(make_c2c):
     assert one["dynamic_weight"]["value"][3] == pytest.approx(expected[0].mean(0).tolist(), abs=1e-6)
 
 
+def test_gate_map_refuses_a_projection_fuser(make_c2c):
+    model = make_c2c(fusion="projection")
+    with pytest.raises(ValueError, match="this fuser's fusion is 'projection'"):
+        gate_map(model, torch.randint(3, VOCAB, (1, 6)))
+
+
 def test_analyses_refuse_a_model_in_training_mode(make_c2c):
     model = make_c2c().train()
     with pytest.raises(ValueError, match="eval"):

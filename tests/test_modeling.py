@@ -47,9 +47,10 @@ def test_prompt_tokens_never_attend_to_fused_kv(make_c2c, receiver):
     assert (fused[:, 7:] - alone[:, 7:]).abs().amax(dim=-1).min() > 1e-3
 
 
-def test_fusion_matches_an_independent_reference(make_c2c, receiver, sharers):
+@pytest.mark.parametrize("fusion", ["gated", "weighted", "projection"])
+def test_fusion_matches_an_independent_reference(make_c2c, receiver, sharers, fusion):
     """Last-token logits equal a by-hand run of the method: both prefills, per-layer fusion, last token."""
-    model = make_c2c("gemma3")
+    model = make_c2c("gemma3", fusion=fusion)
     ids = torch.stack(prompts((11, 11)))
     with torch.no_grad():
         sharer_cache = DynamicCache()
@@ -68,9 +69,12 @@ def test_fusion_matches_an_independent_reference(make_c2c, receiver, sharers):
 
 
 def reference_branch(branch: C2CFuserBranch, sharer_x: torch.Tensor, receiver_x: torch.Tensor) -> torch.Tensor:
-    """The method doc's formula, written out: K_r + g * sigmoid(weight head) * projection([K_s, K_r])."""
+    """The method doc's formula, written out: K_r + g * sigmoid(weight head) * projection([K_s, K_r]); without the
+    gate for fusion "weighted"; projection(K_s) alone for fusion "projection"."""
     b, h_r, n, d_r = receiver_x.shape
-    x = torch.cat([sharer_x.permute(0, 2, 1, 3).reshape(b, n, -1), receiver_x.permute(0, 2, 1, 3).reshape(b, n, -1)], -1)
+    x = sharer_x.permute(0, 2, 1, 3).reshape(b, n, -1)
+    if branch.fusion != "projection":
+        x = torch.cat([x, receiver_x.permute(0, 2, 1, 3).reshape(b, n, -1)], -1)
 
     def block(module, h):
         return h + module.down(torch.nn.functional.gelu(module.up(module.norm(h))))
@@ -80,9 +84,34 @@ def reference_branch(branch: C2CFuserBranch, sharer_x: torch.Tensor, receiver_x:
     for module in branch.projection_blocks:
         projection = block(module, projection)
     projection = branch.out_proj(projection).reshape(b, n, h_r, d_r).permute(0, 2, 1, 3)
+    if branch.fusion == "projection":
+        return projection
     weight = torch.sigmoid(branch.weight_head(block(branch.weight_block, hidden))).permute(0, 2, 1)[..., None]
-    gate = float(branch.gate_logit > 0)
+    gate = float(branch.gate_logit > 0) if branch.fusion == "gated" else 1.0
     return receiver_x + gate * weight * projection
+
+
+def test_fusion_ablations_drop_their_parts(make_c2c):
+    """"weighted" has no gate (always open, logit +inf), "projection" also no receiver input and no weight."""
+    gated, weighted, projection = (make_c2c("qwen2", fusion=f) for f in ("gated", "weighted", "projection"))
+    names = {f: {n.split("layers.0.key.")[1] for n, _ in m.fuser.named_parameters() if n.startswith("layers.0.key.")}
+             for f, m in (("gated", gated), ("weighted", weighted), ("projection", projection))}  # fmt: skip
+    assert names["gated"] - names["weighted"] == {"gate_logit"}
+    assert {n.split(".")[0] for n in names["weighted"] - names["projection"]} == {"weight_block", "weight_head"}
+    receiver_width = gated.config.receiver_kv_shape[1] * gated.config.receiver_kv_shape[2]
+    branch = projection.fuser.layers[0].key
+    assert branch.in_proj.in_features == gated.fuser.layers[0].key.in_proj.in_features - receiver_width
+    for model in (weighted, projection):
+        assert torch.equal(model.fuser.gate_logits(), torch.full((len(model.fuser.layers), 2), float("inf")))
+        assert bool(model.fuser.open_gates().all())
+    # projection replaces the receiver's KV: the fused branch output ignores what the receiver had
+    _, sharer_heads, sharer_dim = gated.config.sharer_kv_shape
+    _, receiver_heads, receiver_dim = gated.config.receiver_kv_shape
+    sharer_x, receiver_x = torch.randn(1, sharer_heads, 5, sharer_dim), torch.randn(1, receiver_heads, 5, receiver_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(branch(sharer_x, receiver_x, 1.0), branch(sharer_x, receiver_x + 1.0, 1.0))
+        assert not torch.allclose(weighted.fuser.layers[0].key(sharer_x, receiver_x, 1.0),
+                                  weighted.fuser.layers[0].key(sharer_x, receiver_x + 1.0, 1.0))  # fmt: skip
 
 
 @pytest.mark.parametrize("sharer_name", SHARERS)

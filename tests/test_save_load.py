@@ -65,6 +65,21 @@ def test_reload_gives_identical_logits(saved, auto_class):
     assert all(not p.requires_grad for n, p in loaded.named_parameters() if not n.startswith("fuser."))
 
 
+@pytest.mark.parametrize("fusion", ["weighted", "projection"])
+def test_ablation_fusions_round_trip(saved, tmp_path, fusion):
+    """A fuser without gates (and without receiver input) saves its own tensors and reloads to identical logits."""
+    root, model, _ = saved
+    torch.manual_seed(1)
+    variant = C2CForCausalLM.from_base_models(model.receiver, model.sharer, **FUSER_KWARGS, fusion=fusion).eval()
+    variant.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as weights:
+        assert set(weights.keys()) == {f"fuser.{name}" for name, _ in variant.fuser.named_parameters()}
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, receiver=model.receiver, sharer=model.sharer)
+    assert loaded.config.fusion == fusion
+    with torch.no_grad():
+        assert torch.equal(loaded(IDS).logits, variant(IDS).logits)
+
+
 def test_remote_code_loads_without_importing_c2c_hf(saved):
     root, _, _ = saved
     script = f"""

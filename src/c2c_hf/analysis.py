@@ -634,6 +634,11 @@ def gate_map(
     branch at inference (its weight has no effect and is not computed): its weights are `None`.
     """
     _require_eval(model)
+    if model.config.fusion == "projection":
+        raise ValueError(
+            "gate_map needs dynamic weights: this fuser's fusion is 'projection' (its projection replaces the "
+            "receiver's KV, with no weight and no gate). Map a 'gated' or 'weighted' fuser."
+        )
     device = _device(model)
     num_layers, num_heads = len(model.fuser.layers), model.fuser.layers[0].key.receiver_heads
     totals = torch.zeros(num_layers, 2, num_heads, dtype=torch.float64)  # sum of weights over real tokens

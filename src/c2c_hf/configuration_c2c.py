@@ -8,6 +8,7 @@ from transformers.configuration_utils import SubConfigSpec
 from .alignment import STRATEGIES as TOKEN_ALIGNMENT_STRATEGIES
 
 LAYER_MAP_STRATEGIES = ("terminal", "proportional")
+FUSION_MODES = ("gated", "weighted", "projection")
 
 
 def kv_shape(config: PreTrainedConfig) -> tuple[int, int, int]:
@@ -73,6 +74,11 @@ class C2CConfig(PreTrainedConfig):
             projection path (so at least 2).
         fuser_dropout (`float`, defaults to 0.1):
             Dropout inside the residual blocks during training.
+        fusion (`str`, defaults to `"gated"`):
+            How a branch combines the caches (the paper's ablation ladder): `"gated"` is C2C, `X_r + g * w * P` with
+            `P` projected from `[X_s, X_r]`; `"weighted"` drops the layer gate, `X_r + w * P`; `"projection"` keeps
+            only the projection of the sharer's KV, which replaces the receiver's (`P(X_s)`, no receiver input, no
+            weight, no gate).
         gate_init_logit (`float`, defaults to 1.0):
             Initial gate logit of every layer (K and V). Positive means open: a fresh fuser is on, at inference and
             (with probability `sigmoid(logit)`) in training.
@@ -107,6 +113,7 @@ class C2CConfig(PreTrainedConfig):
     fuser_intermediate_size: int | None = None
     fuser_num_blocks: int = 3
     fuser_dropout: float = 0.1
+    fusion: str = "gated"
     gate_init_logit: float = 1.0
     gate_temperature_start: float = 1.0
     gate_temperature_end: float = 0.001
@@ -130,6 +137,8 @@ class C2CConfig(PreTrainedConfig):
             )
         if not 0.0 <= self.fuser_dropout < 1.0:
             raise ValueError(f"fuser_dropout must be in [0, 1), got {self.fuser_dropout!r}.")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"Unknown fusion {self.fusion!r}: use one of {FUSION_MODES}.")
         for name in ("gate_temperature_start", "gate_temperature_end"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")

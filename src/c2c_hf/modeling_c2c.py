@@ -75,16 +75,20 @@ class C2CFuserBranch(nn.Module):
     def __init__(self, sharer_heads: int, sharer_head_dim: int, receiver_heads: int, receiver_head_dim: int, config: C2CConfig):
         super().__init__()
         self.receiver_heads, self.receiver_head_dim = receiver_heads, receiver_head_dim
+        self.fusion = config.fusion
         hidden, intermediate, dropout = config.fuser_hidden_size, config.fuser_intermediate_size, config.fuser_dropout
-        self.in_proj = nn.Linear(sharer_heads * sharer_head_dim + receiver_heads * receiver_head_dim, hidden)
+        receiver_width = 0 if self.fusion == "projection" else receiver_heads * receiver_head_dim
+        self.in_proj = nn.Linear(sharer_heads * sharer_head_dim + receiver_width, hidden)
         self.shared_block = C2CResidualBlock(hidden, intermediate, dropout)
         self.projection_blocks = nn.ModuleList(
             C2CResidualBlock(hidden, intermediate, dropout) for _ in range(config.fuser_num_blocks - 2)
         )
         self.out_proj = nn.Linear(hidden, receiver_heads * receiver_head_dim)
-        self.weight_block = C2CResidualBlock(hidden, hidden, dropout)
-        self.weight_head = nn.Linear(hidden, receiver_heads)
-        self.gate_logit = nn.Parameter(torch.tensor(float(config.gate_init_logit)))
+        if self.fusion != "projection":
+            self.weight_block = C2CResidualBlock(hidden, hidden, dropout)
+            self.weight_head = nn.Linear(hidden, receiver_heads)
+        if self.fusion == "gated":
+            self.gate_logit = nn.Parameter(torch.tensor(float(config.gate_init_logit)))
 
     def gate(self, batch: int, length: int, temperature: float) -> torch.Tensor:
         """Relaxed gate `(B, H_r, N, 1)` in training; the hard 0/1 gate (a scalar) at inference."""
@@ -96,23 +100,26 @@ class C2CFuserBranch(nn.Module):
 
     def forward(self, sharer_x: torch.Tensor, receiver_x: torch.Tensor, temperature: float) -> torch.Tensor:
         # sharer_x: (B, H_s, N, D_s); receiver_x: (B, H_r, N, D_r) -> fused (B, H_r, N, D_r)
-        if not self.training and not self.gate_logit > 0:
+        gated = self.fusion == "gated"
+        if gated and not self.training and not self.gate_logit > 0:
             return receiver_x  # closed gate: the receiver's own KV, exactly
         batch, _, length, _ = receiver_x.shape
         dtype = self.in_proj.weight.dtype  # the fuser computes in its own dtype (fp32), whatever the bases'
-        features = torch.cat(
-            [sharer_x.transpose(1, 2).flatten(2), receiver_x.transpose(1, 2).flatten(2)], dim=-1
-        ).to(dtype)  # (B, N, H_s*D_s + H_r*D_r)
+        inputs = [sharer_x] if self.fusion == "projection" else [sharer_x, receiver_x]
+        features = torch.cat([x.transpose(1, 2).flatten(2) for x in inputs], dim=-1).to(dtype)  # (B, N, H_s*D_s [+ H_r*D_r])
         hidden = self.shared_block(self.in_proj(features))  # (B, N, hidden)
         projected = hidden
         for block in self.projection_blocks:
             projected = block(projected)
         projected = self.out_proj(projected)  # (B, N, H_r*D_r)
         projected = projected.view(batch, length, self.receiver_heads, self.receiver_head_dim).transpose(1, 2)
+        if self.fusion == "projection":
+            return projected.to(receiver_x.dtype)  # replaces the receiver's KV
         weight = torch.sigmoid(self.weight_head(self.weight_block(hidden)))  # (B, N, H_r)
-        weight = weight.transpose(1, 2).unsqueeze(-1)  # (B, H_r, N, 1)
-        gate = self.gate(batch, length, temperature)  # (B, H_r, N, 1) or scalar
-        fused = receiver_x.to(dtype) + gate * weight * projected
+        contribution = weight.transpose(1, 2).unsqueeze(-1) * projected  # (B, H_r, N, D_r)
+        if gated:
+            contribution = self.gate(batch, length, temperature) * contribution  # gate: (B, H_r, N, 1) or scalar
+        fused = receiver_x.to(dtype) + contribution
         return fused.to(receiver_x.dtype)
 
 
@@ -166,7 +173,9 @@ class C2CFuser(nn.Module):
             )
 
     def gate_logits(self) -> torch.Tensor:
-        """`(num_receiver_layers, 2)` gate logits, columns K and V."""
+        """`(num_receiver_layers, 2)` gate logits, columns K and V; `+inf` (always open) for a fusion without gates."""
+        if self.layers[0].key.fusion != "gated":
+            return torch.full((len(self.layers), 2), float("inf"), device=self.layers[0].key.in_proj.weight.device)
         return torch.stack([torch.stack([layer.key.gate_logit, layer.value.gate_logit]) for layer in self.layers]).detach()
 
     def open_gates(self) -> torch.Tensor:
@@ -194,10 +203,12 @@ class C2CPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # Only the fuser is ever initialised here: the bases are attached after `post_init`.
         if isinstance(module, C2CFuserBranch):
-            for linear in (module.in_proj, module.out_proj, module.weight_head):
-                nn.init.normal_(linear.weight, std=0.02)
-                nn.init.zeros_(linear.bias)
-            module.gate_logit.fill_(self.config.gate_init_logit)
+            for linear in (module.in_proj, module.out_proj, getattr(module, "weight_head", None)):
+                if linear is not None:
+                    nn.init.normal_(linear.weight, std=0.02)
+                    nn.init.zeros_(linear.bias)
+            if module.fusion == "gated":
+                module.gate_logit.fill_(self.config.gate_init_logit)
         elif isinstance(module, C2CResidualBlock):
             nn.init.ones_(module.norm.weight)
             nn.init.normal_(module.up.weight, std=0.02)

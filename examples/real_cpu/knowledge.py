@@ -1,0 +1,204 @@
+"""Private-knowledge transfer between real pretrained models on a CPU (issue 7, parts 2 and 3).
+
+The sharer (Qwen2.5-Coder-0.5B-Instruct) learns facts about invented people (`c2c_hf.world`) through a LoRA adapter;
+the receiver (SmolLM2-135M-Instruct) cannot know them. A fuser is trained on multiple-choice questions about one
+group of people and evaluated on questions about held-out people (the sharer knows both groups):
+
+    python examples/real_cpu/knowledge.py sharer              # LoRA on the sharer, merged copy in runs/
+    python examples/real_cpu/knowledge.py fuser --fusion gated     # (ablations: --fusion weighted | projection)
+    python examples/real_cpu/knowledge.py eval --fusion gated      # all methods -> docs/results/real-cpu/knowledge/
+    python examples/real_cpu/knowledge.py eval --fusion weighted --methods c2c
+
+Every stage is deterministic for `--seed`; models come from `../shared/tools/get-real-models` (`--models`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, make_trainer
+from c2c_hf.benchmarks import MCItem, format_prompt
+from c2c_hf.demo import Oracle
+from c2c_hf.evaluation import LM, Scoring, build_methods, evaluate, hint_request, markdown_table, write_report
+from c2c_hf.world import ATTRIBUTES, QUESTIONS, World
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ROOT / "runs" / "real-cpu" / "knowledge"
+RESULTS = ROOT / "docs" / "results" / "real-cpu" / "knowledge"
+RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
+SIZES = {"fuser": 48, "heldout": 16, "context": 0}
+
+
+def load_world(seed: int) -> World:
+    return World.generate(seed, SIZES)
+
+
+# --------------------------------------------------------------------------- 1. the sharer learns the facts
+
+
+def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:
+    """Biographies (plain text) and chat turns (an open question or the T2T hint request -> the fact's canonical
+    statement; a multiple-choice question -> its letter), about every person of the fuser and held-out groups."""
+    rng = random.Random(f"sharer-{seed}")
+    known = world.entities["fuser"] + world.entities["heldout"]
+    texts = []
+    for _ in range(count):
+        entity, attribute, kind = rng.choice(known), rng.choice(list(ATTRIBUTES)), rng.random()
+        if kind < 0.4:
+            texts.append(world.biography(entity, rng, rng.randint(1, 4)) + tokenizer.eos_token)
+            continue
+        item = world.question(entity, attribute, rng)
+        if kind < 0.6:
+            user, answer = rng.choice(QUESTIONS[attribute]).format(name=entity.name), world.statement(entity, attribute)
+        elif kind < 0.8:
+            user, answer = hint_request(item), world.statement(entity, attribute)
+        else:
+            user, answer = format_prompt(item), item.letters[item.gold]
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    return texts
+
+
+def train_sharer(args: argparse.Namespace) -> None:
+    """LoRA (peft) on every linear layer of the sharer; the merged model is saved as a plain checkpoint."""
+    world = load_world(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.models / SHARER)
+    model = AutoModelForCausalLM.from_pretrained(args.models / SHARER, dtype=torch.bfloat16)
+    torch.manual_seed(args.seed)
+    lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # fmt: skip
+    model = get_peft_model(model, lora)
+    texts = sharer_texts(world, args.sharer_steps * args.batch_size, args.seed, tokenizer)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.sharer_lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.0, 1 - step / args.sharer_steps))  # fmt: skip
+    model.train()
+    began, log = time.perf_counter(), []
+    for step in range(args.sharer_steps):
+        batch = tokenizer(texts[step * args.batch_size : (step + 1) * args.batch_size], padding=True,
+                          add_special_tokens=False, return_tensors="pt")  # fmt: skip
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step(), schedule.step(), optimizer.zero_grad()
+        log.append(loss.item())
+        if step % 20 == 19:
+            print(f"sharer step {step + 1}/{args.sharer_steps} loss {sum(log[-20:]) / 20:.3f} "
+                  f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
+    out = RUNS / "sharer-private"
+    model.save_pretrained(RUNS / "sharer-lora")  # the adapter alone (peft)
+    model.merge_and_unload().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (RUNS / "sharer-log.json").write_text(json.dumps({"losses": log, "seconds": time.perf_counter() - began}))
+    print(f"sharer with private knowledge -> {out}")
+
+
+# --------------------------------------------------------------------------- 2. the fuser
+
+
+def fuser_rows(world: World, per_fact: int, seed: int) -> datasets.Dataset:
+    """Multiple-choice questions about the fuser group, answered with the letter (the harness's prompt)."""
+    items = world.questions("fuser", random.Random(f"fuser-{seed}"), per_fact=per_fact)
+    random.Random(seed).shuffle(items)
+    return datasets.Dataset.from_list([
+        {"messages": [{"role": "user", "content": format_prompt(i)}, {"role": "assistant", "content": i.letters[i.gold]}]}
+        for i in items
+    ])  # fmt: skip
+
+
+def train_fuser(args: argparse.Namespace) -> None:
+    world = load_world(args.seed)
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
+    sharer_path = RUNS / "sharer-private"
+    torch.manual_seed(args.seed)
+    model = C2CForCausalLM.from_base_models(
+        AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=torch.bfloat16),
+        AutoModelForCausalLM.from_pretrained(sharer_path, dtype=torch.bfloat16),
+        receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path), token_alignment="longest",
+        fuser_hidden_size=args.fuser_hidden_size, fuser_num_blocks=3, fuser_dropout=0.1, fusion=args.fusion,
+    )  # fmt: skip
+    features, stats = build_features(fuser_rows(world, args.questions_per_fact, args.seed), receiver_tokenizer, max_length=256)
+    print(f"fuser data: {stats}")
+    out = RUNS / f"c2c-{args.fusion}"
+    training = TrainingArguments(
+        output_dir=str(out / "trainer"), max_steps=args.fuser_steps, per_device_train_batch_size=args.fuser_batch_size,
+        learning_rate=args.fuser_lr, weight_decay=0.01, warmup_steps=args.fuser_steps // 10, lr_scheduler_type="linear",
+        max_grad_norm=1.0, logging_steps=10, save_strategy="no", report_to="none", use_cpu=True, seed=args.seed,
+        disable_tqdm=True,
+    )  # fmt: skip
+    trainer = make_trainer(model, training, features, C2CDataCollator.for_tokenizer(receiver_tokenizer))
+    began = time.perf_counter()
+    trainer.train()
+    model.save_pretrained(out)
+    receiver_tokenizer.save_pretrained(out)
+    (out / "train-log.json").write_text(json.dumps({"log": trainer.state.log_history, "seconds": time.perf_counter() - began}))
+    print(f"C2C ({args.fusion}) -> {out}")
+
+
+# --------------------------------------------------------------------------- 3. evaluation
+
+
+def heldout_items(world: World, seed: int) -> list[MCItem]:
+    return world.questions("heldout", random.Random(f"eval-{seed}"), per_fact=2)
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    world = load_world(args.seed)
+    path = RUNS / f"c2c-{args.fusion}"
+    model = C2CForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    receiver_tokenizer = AutoTokenizer.from_pretrained(path)
+    sharer_tokenizer = AutoTokenizer.from_pretrained(model.config.sharer_name_or_path)
+    scoring = Scoring("generate", args.max_new_tokens)
+    names = [m for m in args.methods if m != "oracle"]
+    methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, names, scoring, args.hint_tokens)
+    if "oracle" in args.methods:
+        methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
+    results = evaluate(methods, {"heldout": heldout_items(world, args.seed)}, batch_size=1)
+    config = {
+        "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
+        "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
+        "fusion": args.fusion, "fuser": {"params": sum(p.numel() for p in model.fuser.parameters()),
+                                         "open_gates_kv": model.fuser.open_gates().sum(0).tolist()},
+        "mode": "generate", "max_new_tokens": args.max_new_tokens, "hint_tokens": args.hint_tokens,
+        "dtype": "bfloat16 bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
+    }  # fmt: skip
+    output = RESULTS / args.fusion
+    print(markdown_table(write_report(results, output, config)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("sharer", "fuser", "eval"))
+    parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16, help="the sharer's LoRA batch")
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--sharer-steps", type=int, default=200)
+    parser.add_argument("--sharer-lr", type=float, default=1.5e-3)
+    parser.add_argument("--fusion", default="gated", choices=("gated", "weighted", "projection"))
+    parser.add_argument("--fuser-hidden-size", type=int, default=256)
+    parser.add_argument("--fuser-steps", type=int, default=200)
+    parser.add_argument("--fuser-lr", type=float, default=1e-3)
+    parser.add_argument("--fuser-batch-size", type=int, default=8)
+    parser.add_argument("--questions-per-fact", type=int, default=8)
+    parser.add_argument("--methods", nargs="+", default=["receiver", "sharer", "t2t", "c2c", "oracle"])
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--hint-tokens", type=int, default=256)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    {"sharer": train_sharer, "fuser": train_fuser, "eval": run_eval}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Training mix for the real-model fusers (issue 7): Alpaca demo + full MMLU test minus MMLU-Redux, as chat jsonl.
+
+    python examples/real_cpu/prepare_data.py --data ../shared/data --output data/real-cpu/train.jsonl
+
+Every row is `{"messages": [...]}` (the `chat` format of `c2c-hf train`): instruction rows keep their response;
+multiple-choice rows ask with `c2c_hf.benchmarks.format_prompt` (the evaluation harness's prompt) and answer with
+the letter. MMLU questions that appear in MMLU-Redux are removed (matched on normalised question text), ARC is not
+used (ARC-Easy/Challenge are evaluation-only). The rows are shuffled with `--seed`; the output stays out of git
+(the Alpaca demo is CC BY-NC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from c2c_hf.benchmarks import format_prompt, load_mmlu_jsonl, load_mmlu_redux
+
+
+def instruction_rows(path: Path) -> list[dict]:
+    rows = []
+    for row in json.loads(path.read_text()):
+        user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+        rows.append({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]})
+    return rows
+
+
+def multiple_choice_rows(mmlu_path: Path, redux_path: Path) -> list[dict]:
+    redux_questions = [item.question for item in load_mmlu_redux(redux_path)]
+    items = load_mmlu_jsonl(mmlu_path, exclude_questions=redux_questions)
+    return [
+        {"messages": [{"role": "user", "content": format_prompt(item)},
+                      {"role": "assistant", "content": item.letters[item.gold]}]}
+        for item in items
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="the shared data folder (benchmarks/, instructions/)")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--mc-rows", type=int, default=None, help="keep this many multiple-choice rows (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    instructions = instruction_rows(args.data / "instructions" / "alpaca_en_demo.json")
+    choices = multiple_choice_rows(args.data / "benchmarks" / "mmlu_test_full.jsonl", args.data / "benchmarks" / "mmlu_redux")
+    rng.shuffle(choices)
+    choices = choices[: args.mc_rows]
+    rows = instructions + choices
+    rng.shuffle(rows)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.open("w") as file:
+        for row in rows:
+            file.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{len(rows)} rows ({len(instructions)} instruction, {len(choices)} multiple-choice) -> {args.output}")
+
+
+if __name__ == "__main__":
+    main()
