@@ -116,10 +116,10 @@ class C2CFuserBranch(nn.Module):
         if self.fusion == "projection":
             return projected.to(receiver_x.dtype)  # replaces the receiver's KV
         weight = torch.sigmoid(self.weight_head(self.weight_block(hidden)))  # (B, N, H_r)
-        contribution = weight.transpose(1, 2).unsqueeze(-1) * projected  # (B, H_r, N, D_r)
+        weight = weight.transpose(1, 2).unsqueeze(-1)  # (B, H_r, N, 1)
         if gated:
-            contribution = self.gate(batch, length, temperature) * contribution  # gate: (B, H_r, N, 1) or scalar
-        fused = receiver_x.to(dtype) + contribution
+            weight = self.gate(batch, length, temperature) * weight  # gate: (B, H_r, N, 1) or scalar
+        fused = receiver_x.to(dtype) + weight * projected
         return fused.to(receiver_x.dtype)
 
 
