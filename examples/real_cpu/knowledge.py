@@ -8,6 +8,7 @@ group of people and evaluated on questions about held-out people (the sharer kno
     python examples/real_cpu/knowledge.py fuser --fusion gated     # (ablations: --fusion weighted | projection)
     python examples/real_cpu/knowledge.py eval --fusion gated      # all methods -> docs/results/real-cpu/knowledge/
     python examples/real_cpu/knowledge.py eval --fusion weighted --methods c2c
+    python examples/real_cpu/knowledge.py summary                  # the ablation table and plot
 
 Every stage is deterministic for `--seed`; models come from `../shared/tools/get-real-models` (`--models`).
 """
@@ -26,7 +27,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, make_trainer
+from c2c_hf.analysis import example_from_item, gate_map, plot_gates
 from c2c_hf.benchmarks import MCItem, format_prompt
+from c2c_hf.data import left_pad
 from c2c_hf.demo import Oracle
 from c2c_hf.evaluation import LM, Scoring, build_methods, evaluate, hint_request, markdown_table, write_report
 from c2c_hf.world import ATTRIBUTES, QUESTIONS, World
@@ -162,7 +165,8 @@ def run_eval(args: argparse.Namespace) -> None:
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, names, scoring, args.hint_tokens)
     if "oracle" in args.methods:
         methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
-    results = evaluate(methods, {"heldout": heldout_items(world, args.seed)}, batch_size=1)
+    items = heldout_items(world, args.seed)
+    results = evaluate(methods, {"heldout": items}, batch_size=1)
     config = {
         "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
         "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
@@ -173,11 +177,54 @@ def run_eval(args: argparse.Namespace) -> None:
     }  # fmt: skip
     output = RESULTS / args.fusion
     print(markdown_table(write_report(results, output, config)))
+    if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
+        ids, mask = left_pad([example_from_item(i, receiver_tokenizer).prompt_ids for i in items], receiver_tokenizer.pad_token_id)
+        gates = gate_map(model, ids, mask)
+        (output / "gates.json").write_text(json.dumps(gates, indent=1) + "\n")
+        plot_gates(gates, output / "gates.png")
+
+
+# --------------------------------------------------------------------------- 4. the ablation table
+
+ABLATION = {"projection": "projection only (no receiver input, no gate)", "weighted": "+ fusion (receiver input, weight)",
+            "gated": "+ gate (C2C)"}  # fmt: skip
+
+
+def summarize(args: argparse.Namespace) -> None:
+    """`ablation.md` / `.json` / `.png` from the three fusions' reports (C2C rows) and the gated run's baselines."""
+    from matplotlib.figure import Figure
+
+    reports = {f: json.loads((RESULTS / f / "results.json").read_text()) for f in ABLATION if (RESULTS / f).is_dir()}
+    rows = {f: r["results"]["c2c"]["heldout"] for f, r in reports.items()}
+    baselines = {m: s["heldout"] for m, s in reports["gated"]["results"].items() if m != "c2c"}
+    table = {**{m: baselines[m] for m in ("receiver", "t2t") if m in baselines},
+             **{ABLATION[f]: rows[f] for f in ABLATION if f in rows},
+             **{m: baselines[m] for m in ("sharer", "oracle") if m in baselines}}  # fmt: skip
+    summary = {name: {k: r[k] for k in ("accuracy", "ci95", "n", "latency_median_s")} for name, r in table.items()}
+    (RESULTS / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = ["| method | held-out accuracy % [95% CI] | median latency |", "|---|---|---|"]
+    for name, r in summary.items():
+        low, high = r["ci95"]
+        lines.append(f"| {name} | {100 * r['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}] | {r['latency_median_s']:.3f} s |")
+    (RESULTS / "ablation.md").write_text("\n".join(lines) + "\n")
+    figure = Figure(figsize=(8, 3.5), layout="constrained")
+    axes = figure.subplots()
+    names = list(summary)
+    accuracy = [100 * summary[n]["accuracy"] for n in names]
+    errors = [[100 * (summary[n]["accuracy"] - summary[n]["ci95"][0]) for n in names],
+              [100 * (summary[n]["ci95"][1] - summary[n]["accuracy"]) for n in names]]  # fmt: skip
+    axes.barh(names, accuracy, xerr=errors, color=["#bbb" if n not in ABLATION.values() else "#3a7" for n in names])
+    axes.invert_yaxis()
+    axes.set_xlabel("held-out accuracy (%), 95% Wilson interval")
+    axes.set_xlim(0, 100)
+    axes.set_title("Private knowledge, SmolLM2-135M <- Qwen2.5-Coder-0.5B + LoRA: fusion ablation")
+    figure.savefig(RESULTS / "ablation.png", dpi=120)
+    print("\n".join(lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sharer", "fuser", "eval"))
+    parser.add_argument("stage", choices=("sharer", "fuser", "eval", "summary"))
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -197,7 +244,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     RUNS.mkdir(parents=True, exist_ok=True)
-    {"sharer": train_sharer, "fuser": train_fuser, "eval": run_eval}[args.stage](args)
+    {"sharer": train_sharer, "fuser": train_fuser, "eval": run_eval, "summary": summarize}[args.stage](args)
 
 
 if __name__ == "__main__":
