@@ -10,6 +10,8 @@ group of people and evaluated on questions about held-out people (the sharer kno
     python examples/real_cpu/knowledge.py eval --fusion weighted --methods c2c
     python examples/real_cpu/knowledge.py summary                  # the ablation table and plot
 
+The fuser stage checkpoints every 100 steps and resumes from its last checkpoint when run again.
+
 Every stage is deterministic for `--seed`; models come from `../shared/tools/get-real-models` (`--models`).
 """
 
@@ -25,6 +27,7 @@ import datasets
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, make_trainer
 from c2c_hf.analysis import example_from_item, gate_map, plot_gates
@@ -108,14 +111,21 @@ def train_sharer(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- 2. the fuser
 
 
-def fuser_rows(world: World, per_fact: int, seed: int) -> datasets.Dataset:
-    """Multiple-choice questions about the fuser group, answered with the letter (the harness's prompt)."""
+def fuser_rows(world: World, per_fact: int, seed: int, answer: str) -> datasets.Dataset:
+    """Multiple-choice questions about the fuser group (the harness's prompt), answered with the right choice's text
+    (`answer="text"`, as the demo's models answer; the harness maps it to its letter) or with its letter."""
     items = world.questions("fuser", random.Random(f"fuser-{seed}"), per_fact=per_fact)
     random.Random(seed).shuffle(items)
     return datasets.Dataset.from_list([
-        {"messages": [{"role": "user", "content": format_prompt(i)}, {"role": "assistant", "content": i.letters[i.gold]}]}
+        {"messages": [{"role": "user", "content": format_prompt(i)},
+                      {"role": "assistant", "content": i.choices[i.gold] if answer == "text" else i.letters[i.gold]}]}
         for i in items
     ])  # fmt: skip
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """`gated`, `gated-letter`, `gated-long`...: the fuser's folder under runs/ and its report's under docs/."""
+    return "-".join([args.fusion] + (["letter"] if args.fuser_answer == "letter" else []) + ([args.tag] if args.tag else []))
 
 
 def train_fuser(args: argparse.Namespace) -> None:
@@ -129,18 +139,20 @@ def train_fuser(args: argparse.Namespace) -> None:
         receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path), token_alignment="longest",
         fuser_hidden_size=args.fuser_hidden_size, fuser_num_blocks=3, fuser_dropout=0.1, fusion=args.fusion,
     )  # fmt: skip
-    features, stats = build_features(fuser_rows(world, args.questions_per_fact, args.seed), receiver_tokenizer, max_length=256)
+    rows = fuser_rows(world, args.questions_per_fact, args.seed, args.fuser_answer)
+    features, stats = build_features(rows, receiver_tokenizer, max_length=256)
     print(f"fuser data: {stats}")
-    out = RUNS / f"c2c-{args.fusion}"
+    out = RUNS / f"c2c-{run_name(args)}"
     training = TrainingArguments(
         output_dir=str(out / "trainer"), max_steps=args.fuser_steps, per_device_train_batch_size=args.fuser_batch_size,
         learning_rate=args.fuser_lr, weight_decay=0.01, warmup_steps=args.fuser_steps // 10, lr_scheduler_type="linear",
-        max_grad_norm=1.0, logging_steps=10, save_strategy="no", report_to="none", use_cpu=True, seed=args.seed,
-        disable_tqdm=True,
+        max_grad_norm=1.0, logging_steps=10, save_steps=100, save_total_limit=1, report_to="none", use_cpu=True,
+        seed=args.seed, disable_tqdm=True,
     )  # fmt: skip
     trainer = make_trainer(model, training, features, C2CDataCollator.for_tokenizer(receiver_tokenizer))
     began = time.perf_counter()
-    trainer.train()
+    last = get_last_checkpoint(training.output_dir) if Path(training.output_dir).is_dir() else None
+    trainer.train(resume_from_checkpoint=last)  # None: from scratch
     model.save_pretrained(out)
     receiver_tokenizer.save_pretrained(out)
     (out / "train-log.json").write_text(json.dumps({"log": trainer.state.log_history, "seconds": time.perf_counter() - began}))
@@ -156,7 +168,7 @@ def heldout_items(world: World, seed: int) -> list[MCItem]:
 
 def run_eval(args: argparse.Namespace) -> None:
     world = load_world(args.seed)
-    path = RUNS / f"c2c-{args.fusion}"
+    path = RUNS / f"c2c-{run_name(args)}"
     model = C2CForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
     receiver_tokenizer = AutoTokenizer.from_pretrained(path)
     sharer_tokenizer = AutoTokenizer.from_pretrained(model.config.sharer_name_or_path)
@@ -170,12 +182,13 @@ def run_eval(args: argparse.Namespace) -> None:
     config = {
         "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
         "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
-        "fusion": args.fusion, "fuser": {"params": sum(p.numel() for p in model.fuser.parameters()),
+        "fusion": args.fusion, "fuser_answer": args.fuser_answer, "fuser": {"params": sum(p.numel() for p in model.fuser.parameters()),
                                          "open_gates_kv": model.fuser.open_gates().sum(0).tolist()},
         "mode": "generate", "max_new_tokens": args.max_new_tokens, "hint_tokens": args.hint_tokens,
         "dtype": "bfloat16 bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
     }  # fmt: skip
-    output = RESULTS / args.fusion
+    output = RESULTS / (args.fusion if args.fuser_answer == "text" else f"letter-answers/{args.fusion}")
+    output = output.with_name(f"{output.name}-{args.tag}") if args.tag else output
     print(markdown_table(write_report(results, output, config)))
     if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
         ids, mask = left_pad([example_from_item(i, receiver_tokenizer).prompt_ids for i in items], receiver_tokenizer.pad_token_id)
@@ -217,7 +230,7 @@ def summarize(args: argparse.Namespace) -> None:
     axes.invert_yaxis()
     axes.set_xlabel("held-out accuracy (%), 95% Wilson interval")
     axes.set_xlim(0, 100)
-    axes.set_title("Private knowledge, SmolLM2-135M <- Qwen2.5-Coder-0.5B + LoRA: fusion ablation")
+    figure.suptitle("Private knowledge: SmolLM2-135M <- Qwen2.5-Coder-0.5B + LoRA, fusion ablation", fontsize=10)
     figure.savefig(RESULTS / "ablation.png", dpi=120)
     print("\n".join(lines))
 
@@ -237,7 +250,9 @@ def main() -> None:
     parser.add_argument("--fuser-steps", type=int, default=200)
     parser.add_argument("--fuser-lr", type=float, default=1e-3)
     parser.add_argument("--fuser-batch-size", type=int, default=8)
+    parser.add_argument("--fuser-answer", choices=("text", "letter"), default="text", help="the fuser's training target")
     parser.add_argument("--questions-per-fact", type=int, default=8)
+    parser.add_argument("--tag", help="suffix of this run's folders (e.g. a longer schedule: --tag long)")
     parser.add_argument("--methods", nargs="+", default=["receiver", "sharer", "t2t", "c2c", "oracle"])
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--hint-tokens", type=int, default=256)
