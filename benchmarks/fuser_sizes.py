@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import tempfile
 import time
@@ -24,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf import C2CForCausalLM
-from c2c_hf.demo import DemoConfig, fuser_dataset, train_fuser
+from c2c_hf.demo import DemoConfig, fuser_dataset, heldout_questions, train_fuser
 from c2c_hf.evaluation import LM, Direct, Scoring, evaluate, summarize
 from c2c_hf.world import World
 
@@ -43,7 +42,7 @@ def run_size(hidden: int, demo: Path, config: DemoConfig, world: World, scoring:
     with tempfile.TemporaryDirectory() as workdir:
         train_fuser(model, receiver_tokenizer, fuser_dataset(world, config.fuser_questions_per_fact, config.seed), config, workdir)
     train_seconds = time.perf_counter() - began
-    heldout = world.questions("heldout", random.Random(f"eval-{config.seed}"))  # as `c2c_hf.demo.run_demo` draws them
+    heldout = heldout_questions(world, config.seed)
     predictions = evaluate([Direct("c2c", LM(model, receiver_tokenizer), scoring)], {"heldout": heldout})["c2c"]["heldout"]
     return {
         "hidden_size": hidden,

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
 from c2c_hf.analysis import ANALYSES
 from c2c_hf.analysis import main as analyze
 from c2c_hf.benchmarks import format_prompt
-from c2c_hf.demo import answer_text
+from c2c_hf.demo import answer_text, heldout_questions
 from c2c_hf.world import World
 
 
@@ -27,7 +26,7 @@ def heldout_rows(demo: Path) -> list[dict[str, str]]:
     config = json.loads((demo / "results.json").read_text())["config"]
     seed = config["demo"]["seed"]
     world = World.generate(seed, config["world"])
-    items = world.questions("heldout", random.Random(f"eval-{seed}"))  # as `c2c_hf.demo.run_demo` draws them
+    items = heldout_questions(world, seed)
     return [{"prompt": format_prompt(i), "answer": answer_text(i), "context": world.fact_hint(i)} for i in items]
 
 

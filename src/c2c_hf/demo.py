@@ -446,6 +446,11 @@ def train_fuser(
 # --------------------------------------------------------------------------- evaluation
 
 
+def heldout_questions(world: World, seed: int) -> list[MCItem]:
+    """The demo's evaluation items: one question on every fact of every held-out person (seeded phrasing, order)."""
+    return world.questions("heldout", random.Random(f"eval-{seed}"))
+
+
 class Oracle(Method):
     """The receiver given the fact in its prompt (the T2T prompt with the true fact as the hint): an upper bound."""
 
@@ -612,7 +617,7 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
         ))  # fmt: skip
 
     # Evaluation: held-out people only (the sharer knows them; the receiver and the fuser never saw their facts).
-    heldout = world.questions("heldout", random.Random(f"eval-{seed}"))
+    heldout = heldout_questions(world, seed)
     scoring = Scoring("generate", config.max_new_tokens)
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, METHODS, scoring, config.hint_tokens)
     methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
