@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import pytest
 import torch
@@ -104,9 +103,7 @@ def test_quick_config_is_smaller():
 
 @pytest.mark.slow
 def test_quick_demo_transfers_knowledge(tmp_path, capsys):
-    began = time.perf_counter()
     main(["--quick", "--output", str(tmp_path)])
-    elapsed = time.perf_counter() - began
     for name in ("results.md", "results.json", "accuracy_latency.png", "gates.png", "demo.md"):
         assert (tmp_path / name).is_file(), name
     for folder in ("c2c", "receiver", "sharer"):
@@ -119,7 +116,6 @@ def test_quick_demo_transfers_knowledge(tmp_path, capsys):
     assert accuracy["c2c"] >= accuracy["receiver"] + QUICK_MARGIN, accuracy
     assert all(example["reloaded_matches_trained"] for example in report["config"]["examples"])
     assert "| c2c |" in capsys.readouterr().out
-    assert elapsed < 240, f"the quick demo took {elapsed:.0f} s"
 
 
 @pytest.mark.slow
