@@ -27,6 +27,8 @@ from c2c_hf.demo import DemoConfig, fuser_dataset, heldout_questions, train_fuse
 from c2c_hf.evaluation import LM, Direct, Scoring, evaluate, summarize
 from c2c_hf.world import World
 
+from .run import fuse_all_layers
+
 
 def run_size(hidden: int, demo: Path, config: DemoConfig, world: World, scoring: Scoring) -> dict:
     receiver_tokenizer, sharer_tokenizer = (AutoTokenizer.from_pretrained(demo / role) for role in ("receiver", "sharer"))
@@ -57,13 +59,13 @@ def run_size(hidden: int, demo: Path, config: DemoConfig, world: World, scoring:
 def fuser_forward_seconds(model: C2CForCausalLM, tokenizer, text: str, repeats: int = 20) -> float:
     """Median time of the fuser over every receiver layer of one prompt's caches (random KV of those shapes)."""
     length = len(tokenizer(text)["input_ids"])
-    (_, h_r, d_r), (_, h_s, d_s) = model.config.receiver_kv_shape, model.config.sharer_kv_shape
+    (layers, h_r, d_r), (_, h_s, d_s) = model.config.receiver_kv_shape, model.config.sharer_kv_shape
     sharer_kv, receiver_kv = torch.randn(2, 1, h_s, length, d_s), torch.randn(2, 1, h_r, length, d_r)
+    kv = [(sharer_kv[0], sharer_kv[1], receiver_kv[0], receiver_kv[1])] * layers
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for layer in range(len(model.fuser.layers)):
-            model.fuser(layer, sharer_kv[0], sharer_kv[1], receiver_kv[0], receiver_kv[1])
+        fuse_all_layers(model.fuser, kv)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
