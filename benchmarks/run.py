@@ -437,42 +437,48 @@ def mismatched_rows(
     ]
 
 
+def throughput_ratios(by_size: dict[int, Any], new_tokens: int) -> dict[str, float]:
+    """Tokens per second of `generate` calls (`bench.time` results per batch size, `timed_generate` outputs): of the
+    whole call and of its decode steps, and each size's throughput over batch 1's."""
+    generate_s = {size: r.median for size, r in by_size.items()}
+    decode_s = {size: statistics.median(sum(steps) for _, steps in r.outputs) for size, r in by_size.items()}
+    metrics: dict[str, float] = {}
+    for kind, seconds, tokens_per_row in (("generate", generate_s, new_tokens), ("decode", decode_s, new_tokens - 1)):
+        throughput = {size: size * tokens_per_row / seconds[size] for size in BATCH_SIZES}
+        metrics |= {f"{kind}_{size}_tokens_per_second": value for size, value in throughput.items()}
+        metrics |= {f"{kind}_{size}_over_1": throughput[size] / throughput[1] for size in BATCH_SIZES[1:]}
+    return metrics
+
+
 def batch(bench: Bench) -> dict[str, dict[str, Any]]:
     """C2C greedy generation throughput at each batch size (left-padded prompts of different lengths): of the whole
     `generate` call (prefill + decode) and of its decode steps alone; whether every padded row's output equals its
-    prompt's batch-1 output, and the same for the receiver alone (a control: in bf16, padding alone can flip a
-    token)."""
+    prompt's batch-1 output. The receiver alone is measured alike, as the bound (`receiver_*`: the same decode on
+    the same hardware, without a sharer or fuser) and as a control (in bf16, padding alone can flip a token)."""
     prompt, new_tokens = bench.args.prompt_tokens, bench.args.new_tokens
     step = max(1, prompt // 16)
     rows = [bench.random_ids(1, prompt - i * step)[0] for i in range(max(BATCH_SIZES))]  # lengths P, P - step, ...
     pad = bench.receiver_lm.pad_token_id
     padded = {size: left_pad([row.cpu() for row in rows[:size]], pad) for size in BATCH_SIZES}  # (B, P) ids, mask
+    models = {"receiver-alone": bench.pair.receiver, **{f"c2c-{name}": model for name, model in bench.models.items()}}
     fns = {
         f"{name}/{size}": partial(bench.timed_generate, model, ids.to(bench.device), mask.to(bench.device))
-        for name, model in bench.models.items()
+        for name, model in models.items()
         for size, (ids, mask) in padded.items()
     }
     runs = bench.time(fns)
-    receiver_outputs = {size: bench.generate(bench.pair.receiver, ids.to(bench.device), mask.to(bench.device))
-                        for size, (ids, mask) in padded.items()}  # fmt: skip
-    receiver_rows_equal = not mismatched_rows(bench, bench.pair.receiver, rows, receiver_outputs)
+    by_model = {name: {size: runs[f"{name}/{size}"] for size in BATCH_SIZES} for name in models}
+    last_tokens = {
+        name: {size: r.outputs[-1][0] for size, r in by_size.items()} for name, by_size in by_model.items()
+    }  # (B, D) tokens of the last call of each size
+    receiver = throughput_ratios(by_model["receiver-alone"], new_tokens)
+    receiver_rows_equal = not mismatched_rows(bench, bench.pair.receiver, rows, last_tokens["receiver-alone"])
     results = {}
     for name, model in bench.models.items():
-        by_size = {size: runs[f"{name}/{size}"] for size in BATCH_SIZES}
-        last_tokens = {size: r.outputs[-1][0] for size, r in by_size.items()}  # (B, D) of the last call each
-        mismatched = mismatched_rows(bench, model, rows, last_tokens)
-        generate_s = {size: r.median for size, r in by_size.items()}
-        decode_s = {size: statistics.median(sum(steps) for _, steps in r.outputs) for size, r in by_size.items()}
-        metrics: dict[str, Any] = {}
-        for kind, seconds, tokens_per_row in (
-            ("generate", generate_s, new_tokens),
-            ("decode", decode_s, new_tokens - 1),
-        ):
-            throughput = {size: size * tokens_per_row / seconds[size] for size in BATCH_SIZES}
-            metrics |= {f"{kind}_{size}_tokens_per_second": value for size, value in throughput.items()}
-            metrics |= {f"{kind}_{size}_over_1": throughput[size] / throughput[1] for size in BATCH_SIZES[1:]}
+        mismatched = mismatched_rows(bench, model, rows, last_tokens[f"c2c-{name}"])
         results[name] = {
-            **metrics,
+            **throughput_ratios(by_model[f"c2c-{name}"], new_tokens),
+            **{f"receiver_{key}": value for key, value in receiver.items()},
             "rows_equal": not mismatched,
             "mismatched_rows": mismatched,
             "receiver_rows_equal": receiver_rows_equal,

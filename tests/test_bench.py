@@ -59,3 +59,5 @@ def test_left_padded_rows_equal_their_batch_one_output(written):
     batch = written[0]["results"]["tiny"]["sections"]["batch"]["tiny"]
     assert batch["rows_equal"] is True and batch["mismatched_rows"] == []
     assert batch["receiver_rows_equal"] is True
+    # The receiver alone is timed beside C2C: the bound of C2C's batch scaling on the same machine.
+    assert batch["receiver_decode_8_over_1"] > 0 and batch["receiver_decode_8_tokens_per_second"] > 0

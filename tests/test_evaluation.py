@@ -26,7 +26,9 @@ from c2c_hf.evaluation import (
     build_methods,
     evaluate,
     hint_request,
+    hinted_prompt,
     main,
+    question_prompt,
     wilson_interval,
     write_report,
 )
@@ -119,6 +121,47 @@ def test_t2t_feeds_the_sharers_hint_to_the_receiver(receiver, sharers, tokenizer
     # The receiver answered exactly that prompt.
     user_text = receiver_prompt.removeprefix("<|user|> ").removesuffix(" <|assistant|>")
     assert (prediction.text, prediction.tokens) == reference_generate(receiver, tokenizer, user_text, 5)
+
+
+def test_open_prompt_asks_the_bare_question_and_reads_the_choice_text_named(receiver, sharers, tokenizer, items):
+    item = items["arc_easy"][0]
+    sharer = sharers["llama"]
+    scoring = Scoring("generate", 5, prompt="open")
+    prediction = TextToText(LM(receiver, tokenizer), LM(sharer, tokenizer), scoring, hint_tokens=12).answer([item])[0]
+
+    assert question_prompt(item, "open") == item.question
+    hint, _ = reference_generate(sharer, tokenizer, hint_request(item, "open"), 12)
+    assert prediction.details["hint"] == hint
+    assert hint_request(item, "open").endswith(f"\n\n{item.question}") and item.choices[0] not in hint_request(
+        item, "open"
+    )
+    assert f"{hinted_prompt(item, hint, 'open')} <|assistant|>" in prediction.details["receiver_prompt"]
+    assert "letter" not in prediction.details["receiver_prompt"].split("Hint:")[1]  # no choices, no instruction
+    assert prediction.predicted == scoring.read(item, prediction.text)
+
+
+def test_open_prompt_reads_only_the_one_choice_text_an_answer_names():
+    item = MCItem("world", "x", "In which city does Trenkai live?", ("Lima", "Rome", "Dublin", "Oslo"), 2)
+    open_scoring, choices_scoring = Scoring(prompt="open"), Scoring(prompt="choices")
+    assert open_scoring.read(item, "Trenkai lives in Dublin, Ireland.") == 2
+    assert open_scoring.read(item, "B") is None  # letters mean nothing without shown choices
+    assert open_scoring.read(item, "Trenkai moved from Rome to Dublin.") is None  # two candidates named
+    assert open_scoring.read(item, "Trenkai lives in Paris.") is None
+    assert choices_scoring.read(item, "B") == 1
+
+
+def test_open_prompt_refuses_letter_scoring_and_routing(receiver, tokenizer, checkpoint, tmp_path, capsys):
+    with pytest.raises(ValueError, match="Open prompts show no letters to score: use mode 'generate'"):
+        Scoring("logits", prompt="open")
+    with pytest.raises(ValueError, match="Unknown prompt 'bare'"):
+        Scoring(prompt="bare")
+    with pytest.raises(ValueError, match=r"Routing reads each model's choice-letter confidence"):
+        Routing(LM(receiver, tokenizer), LM(receiver, tokenizer), Scoring(prompt="open"))
+    with pytest.raises(SystemExit):
+        main(
+            ["--model", str(checkpoint / "c2c"), "--prompt", "open", "--methods", "routing", "--output", str(tmp_path)]
+        )
+    assert "routing reads letter confidences: drop it from --methods or use --prompt choices" in capsys.readouterr().err
 
 
 def test_left_padded_batches_match_single_prompts(make_c2c, tokenizer, items):
@@ -292,3 +335,8 @@ def test_cli_baselines_from_bases_and_c2c_refused_without_a_checkpoint(checkpoin
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(report["results"]) == ["receiver", "sharer", "t2t", "routing"]
     assert report["config"]["mode"] == "logits"
+    main([*bases, *data, "--prompt", "open", "--max-new-tokens", "3", "--hint-tokens", "3", "--limit", "2",
+          "--output", str(tmp_path / "open")])  # fmt: skip
+    report = json.loads((tmp_path / "open" / "results.json").read_text())
+    assert list(report["results"]) == ["receiver", "sharer", "t2t"]  # routing needs letters: not a default here
+    assert report["config"]["prompt"] == "open"

@@ -36,6 +36,41 @@ def test_closed_gates_equal_receiver_open_gates_differ(make_c2c, receiver, share
     assert torch.equal(greedy_alone, greedy_closed)
 
 
+def test_inference_fusion_reads_the_gates_in_one_transfer(make_c2c, monkeypatch):
+    """`C2CCache.fuse` reads all hard gates at once (`open_gates().tolist()`): no per-layer `bool(tensor)` or
+    `.item()` host sync, and the same fused cache as reading each gate in its branch."""
+    model = make_c2c("qwen2")
+    with torch.no_grad():
+        model.fuser.layers[0].key.gate_logit.fill_(-1.0)  # one closed gate among open ones
+    ids = torch.stack(prompts((10, 10)))
+    with torch.no_grad():  # reference: each layer fused alone, each branch reading its own gate
+        own = model.receiver(ids[:, :-1], use_cache=True).cache
+        shared = model.sharer_prefill(ids[:, :-1], None)
+        expected = [
+            model.fuser(t, shared.layers[model.fuser.layer_map[t]].keys, shared.layers[model.fuser.layer_map[t]].values,
+                        layer.keys, layer.values)
+            for t, layer in enumerate(own.layers)
+        ]  # fmt: skip
+    reads = []
+    original_fuse = C2CCache.fuse
+
+    def counting_fuse(cache: C2CCache, fuser) -> None:
+        with monkeypatch.context() as patch:
+            for name in ("__bool__", "item"):
+                original = getattr(torch.Tensor, name)
+                patch.setattr(torch.Tensor, name, lambda t, _o=original, _n=name: reads.append(_n) or _o(t))
+            original_fuse(cache, fuser)
+
+    monkeypatch.setattr(C2CCache, "fuse", counting_fuse)
+    with torch.no_grad():
+        fused = model(ids, use_cache=True).cache
+    assert reads == []
+    torch.testing.assert_close(fused.layers[0].keys[..., :-1, :], own.layers[0].keys, atol=0, rtol=0)  # closed
+    for layer, (keys, values) in zip(fused.layers, expected):
+        torch.testing.assert_close(layer.keys[..., :-1, :], keys, atol=0, rtol=0)  # the last prompt token is not fused
+        torch.testing.assert_close(layer.values[..., :-1, :], values, atol=0, rtol=0)
+
+
 def test_prompt_tokens_never_attend_to_fused_kv(make_c2c, receiver):
     """Prefix logits are the receiver's own; only positions after the fused prefix see the sharer."""
     model = make_c2c("llama")

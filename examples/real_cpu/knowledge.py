@@ -25,7 +25,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -35,17 +35,24 @@ from c2c_hf.benchmarks import MCItem, format_prompt
 from c2c_hf.data import left_pad
 from c2c_hf.demo import Oracle
 from c2c_hf.evaluation import LM, Scoring, build_methods, evaluate, hint_request, markdown_table, write_report
-from c2c_hf.world import ATTRIBUTES, QUESTIONS, World
+from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "real-cpu" / "knowledge"
 RESULTS = ROOT / "docs" / "results" / "real-cpu" / "knowledge"
 RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
-SIZES = {"fuser": 48, "heldout": 16, "context": 0}
+DEFAULT_PEOPLE = (48, 16)  # fuser group, held-out group
 
 
-def load_world(seed: int) -> World:
-    return World.generate(seed, SIZES)
+def load_world(args: argparse.Namespace) -> World:
+    return World.generate(args.seed, {"fuser": args.fuser_people, "heldout": args.heldout_people, "context": 0})
+
+
+def experiment_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(runs, results) folders: `knowledge/` for the default world, `knowledge/world-<F>-<H>/` for another size."""
+    people = (args.fuser_people, args.heldout_people)
+    suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
+    return RUNS.joinpath(*suffix), RESULTS.joinpath(*suffix)
 
 
 # --------------------------------------------------------------------------- 1. the sharer learns the facts
@@ -75,20 +82,31 @@ def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:
 
 
 def train_sharer(args: argparse.Namespace) -> None:
-    """LoRA (peft) on every linear layer of the sharer; the merged model is saved as a plain checkpoint."""
-    world = load_world(args.seed)
+    """LoRA (peft) on every linear layer of the sharer; the merged model is saved as a plain checkpoint. The adapter,
+    optimizer and schedule are checkpointed every 50 steps; running the stage again resumes from there."""
+    world, (runs, _) = load_world(args), experiment_dirs(args)
     tokenizer = AutoTokenizer.from_pretrained(args.models / SHARER)
     model = AutoModelForCausalLM.from_pretrained(args.models / SHARER, dtype=torch.bfloat16)
     torch.manual_seed(args.seed)
-    lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # fmt: skip
-    model = get_peft_model(model, lora)
+    checkpoint = runs / "sharer-lora-checkpoint"
+    if (checkpoint / "state.pt").is_file():
+        model = PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
+    else:
+        lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
+                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # fmt: skip
+        model = get_peft_model(model, lora)
     texts = sharer_texts(world, args.sharer_steps * args.batch_size, args.seed, tokenizer)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.sharer_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.0, 1 - step / args.sharer_steps))  # fmt: skip
+    start, log, seconds = 0, [], 0.0
+    if (checkpoint / "state.pt").is_file():
+        state = torch.load(checkpoint / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"]), schedule.load_state_dict(state["schedule"])
+        start, log, seconds = state["step"], state["log"], state["seconds"]
+        print(f"resuming the sharer's LoRA at step {start}")
     model.train()
-    began, log = time.perf_counter(), []
-    for step in range(args.sharer_steps):
+    began = time.perf_counter() - seconds
+    for step in range(start, args.sharer_steps):
         batch = tokenizer(texts[step * args.batch_size : (step + 1) * args.batch_size], padding=True,
                           add_special_tokens=False, return_tensors="pt")  # fmt: skip
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
@@ -100,53 +118,80 @@ def train_sharer(args: argparse.Namespace) -> None:
         if step % 20 == 19:
             print(f"sharer step {step + 1}/{args.sharer_steps} loss {sum(log[-20:]) / 20:.3f} "
                   f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
-    out = RUNS / "sharer-private"
-    model.save_pretrained(RUNS / "sharer-lora")  # the adapter alone (peft)
+        if step % 50 == 49 and step + 1 < args.sharer_steps:
+            model.save_pretrained(checkpoint)
+            state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step + 1,
+                     "log": log, "seconds": time.perf_counter() - began}  # fmt: skip
+            torch.save(state, checkpoint / "state.pt")
+    out = runs / "sharer-private"
+    model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
     model.merge_and_unload().save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (RUNS / "sharer-log.json").write_text(json.dumps({"losses": log, "seconds": time.perf_counter() - began}))
+    (runs / "sharer-log.json").write_text(json.dumps({"losses": log, "seconds": time.perf_counter() - began}))
     print(f"sharer with private knowledge -> {out}")
 
 
 # --------------------------------------------------------------------------- 2. the fuser
 
 
-def fuser_rows(world: World, per_fact: int, seed: int, answer: str) -> datasets.Dataset:
-    """Multiple-choice questions about the fuser group (the harness's prompt), answered with the right choice's text
-    (`answer="text"`, as the demo's models answer; the harness maps it to its letter) or with its letter."""
-    items = world.questions("fuser", random.Random(f"fuser-{seed}"), per_fact=per_fact)
+def fuser_rows(
+    world: World, people: list[Entity], per_fact: int, seed: int, prompt: str, answer: str
+) -> datasets.Dataset:
+    """Questions about `people` as chat rows. `prompt="choices"`: the harness's multiple-choice prompt, answered
+    with the right choice's text (`answer="text"`, as the demo's models answer) or its letter (`"letter"`);
+    `prompt="open"`: the bare question, answered with the fact's canonical statement ("Trenkai lives in Dublin.")."""
+    rng = random.Random(f"fuser-{seed}")
+    items = [world.question(e, a, rng, tag=f"#{k}") for e in people for a in ATTRIBUTES for k in range(per_fact)]
     random.Random(seed).shuffle(items)
-    return datasets.Dataset.from_list([
-        {"messages": [{"role": "user", "content": format_prompt(i)},
-                      {"role": "assistant", "content": i.choices[i.gold] if answer == "text" else i.letters[i.gold]}]}
-        for i in items
-    ])  # fmt: skip
+
+    def row(item: MCItem) -> dict:
+        if prompt == "open":
+            return {
+                "messages": [
+                    {"role": "user", "content": item.question},
+                    {"role": "assistant", "content": world.fact_hint(item)},
+                ]
+            }
+        reply = item.choices[item.gold] if answer == "text" else item.letters[item.gold]
+        return {"messages": [{"role": "user", "content": format_prompt(item)}, {"role": "assistant", "content": reply}]}
+
+    return datasets.Dataset.from_list([row(item) for item in items])
+
+
+def split_fuser_people(world: World, validation: int) -> tuple[list[Entity], list[Entity]]:
+    """The fuser group's people: those the fuser trains on, and the last `validation` (known to the sharer, never
+    trained on) for choosing a checkpoint without looking at the held-out people."""
+    people = world.entities["fuser"]
+    return people[: len(people) - validation], people[len(people) - validation :]
 
 
 def run_name(args: argparse.Namespace) -> str:
-    """`gated`, `gated-letter`, `gated-long`...: the fuser's folder under runs/ and its report's under docs/."""
-    return "-".join([args.fusion] + (["letter"] if args.fuser_answer == "letter" else []) + ([args.tag] if args.tag else []))
+    """`gated`, `gated-letter`, `open-gated-h64`...: the fuser's folder under runs/ and its report's under docs/."""
+    parts = (["open"] if args.prompt == "open" else []) + [args.fusion]
+    parts += ["letter"] if args.prompt == "choices" and args.fuser_answer == "letter" else []
+    return "-".join(parts + ([args.tag] if args.tag else []))
 
 
 def train_fuser(args: argparse.Namespace) -> None:
-    world = load_world(args.seed)
+    world, (runs, _) = load_world(args), experiment_dirs(args)
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
-    sharer_path = RUNS / "sharer-private"
+    sharer_path = runs / "sharer-private"
     torch.manual_seed(args.seed)
     model = C2CForCausalLM.from_base_models(
         AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=torch.bfloat16),
         AutoModelForCausalLM.from_pretrained(sharer_path, dtype=torch.bfloat16),
         receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path), token_alignment="longest",
-        fuser_hidden_size=args.fuser_hidden_size, fuser_num_blocks=3, fuser_dropout=0.1, fusion=args.fusion,
+        fuser_hidden_size=args.fuser_hidden_size, fuser_num_blocks=3, fuser_dropout=args.fuser_dropout, fusion=args.fusion,
     )  # fmt: skip
-    rows = fuser_rows(world, args.questions_per_fact, args.seed, args.fuser_answer)
+    people, _ = split_fuser_people(world, args.validation_people)
+    rows = fuser_rows(world, people, args.questions_per_fact, args.seed, args.prompt, args.fuser_answer)
     features, stats = build_features(rows, receiver_tokenizer, max_length=256)
     print(f"fuser data: {stats}")
-    out = RUNS / f"c2c-{run_name(args)}"
+    out = runs / f"c2c-{run_name(args)}"
     training = TrainingArguments(
         output_dir=str(out / "trainer"), max_steps=args.fuser_steps, per_device_train_batch_size=args.fuser_batch_size,
         learning_rate=args.fuser_lr, weight_decay=0.01, warmup_steps=args.fuser_steps // 10, lr_scheduler_type="linear",
-        max_grad_norm=1.0, logging_steps=10, save_steps=100, save_total_limit=1, report_to="none", use_cpu=True,
+        max_grad_norm=1.0, logging_steps=10, save_steps=args.save_steps, save_total_limit=None, report_to="none", use_cpu=True,
         seed=args.seed, disable_tqdm=True,
     )  # fmt: skip
     trainer = make_trainer(model, training, features, C2CDataCollator.for_tokenizer(receiver_tokenizer))
@@ -155,7 +200,9 @@ def train_fuser(args: argparse.Namespace) -> None:
     trainer.train(resume_from_checkpoint=last)  # None: from scratch
     model.save_pretrained(out)
     receiver_tokenizer.save_pretrained(out)
-    (out / "train-log.json").write_text(json.dumps({"log": trainer.state.log_history, "seconds": time.perf_counter() - began}))
+    (out / "train-log.json").write_text(
+        json.dumps({"log": trainer.state.log_history, "seconds": time.perf_counter() - began})
+    )
     print(f"C2C ({args.fusion}) -> {out}")
 
 
@@ -166,13 +213,22 @@ def heldout_items(world: World, seed: int) -> list[MCItem]:
     return world.questions("heldout", random.Random(f"eval-{seed}"), per_fact=2)
 
 
+def report_dir(args: argparse.Namespace, results: Path) -> Path:
+    """`gated/`, `letter-answers/gated/`, `open/gated-h64/`...: where a fuser's evaluation report goes."""
+    if args.prompt == "open":
+        output = results / "open" / args.fusion
+    else:
+        output = results / (args.fusion if args.fuser_answer == "text" else f"letter-answers/{args.fusion}")
+    return output.with_name(f"{output.name}-{args.tag}") if args.tag else output
+
+
 def run_eval(args: argparse.Namespace) -> None:
-    world = load_world(args.seed)
-    path = RUNS / f"c2c-{run_name(args)}"
+    world, (runs, results) = load_world(args), experiment_dirs(args)
+    path = runs / f"c2c-{run_name(args)}"
     model = C2CForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
     receiver_tokenizer = AutoTokenizer.from_pretrained(path)
     sharer_tokenizer = AutoTokenizer.from_pretrained(model.config.sharer_name_or_path)
-    scoring = Scoring("generate", args.max_new_tokens)
+    scoring = Scoring("generate", args.max_new_tokens, args.prompt)
     names = [m for m in args.methods if m != "oracle"]
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, names, scoring, args.hint_tokens)
     if "oracle" in args.methods:
@@ -182,16 +238,17 @@ def run_eval(args: argparse.Namespace) -> None:
     config = {
         "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
         "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
-        "fusion": args.fusion, "fuser_answer": args.fuser_answer, "fuser": {"params": sum(p.numel() for p in model.fuser.parameters()),
+        "prompt": args.prompt, "fusion": args.fusion, "fuser_answer": args.fuser_answer, "fuser": {"params": sum(p.numel() for p in model.fuser.parameters()),
                                          "open_gates_kv": model.fuser.open_gates().sum(0).tolist()},
         "mode": "generate", "max_new_tokens": args.max_new_tokens, "hint_tokens": args.hint_tokens,
         "dtype": "bfloat16 bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
     }  # fmt: skip
-    output = RESULTS / (args.fusion if args.fuser_answer == "text" else f"letter-answers/{args.fusion}")
-    output = output.with_name(f"{output.name}-{args.tag}") if args.tag else output
+    output = report_dir(args, results)
     print(markdown_table(write_report(results, output, config)))
     if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
-        ids, mask = left_pad([example_from_item(i, receiver_tokenizer).prompt_ids for i in items], receiver_tokenizer.pad_token_id)
+        ids, mask = left_pad(
+            [example_from_item(i, receiver_tokenizer).prompt_ids for i in items], receiver_tokenizer.pad_token_id
+        )
         gates = gate_map(model, ids, mask)
         (output / "gates.json").write_text(json.dumps(gates, indent=1) + "\n")
         plot_gates(gates, output / "gates.png")
@@ -207,19 +264,27 @@ def summarize(args: argparse.Namespace) -> None:
     """`ablation.md` / `.json` / `.png` from the three fusions' reports (C2C rows) and the gated run's baselines."""
     from matplotlib.figure import Figure
 
-    reports = {f: json.loads((RESULTS / f / "results.json").read_text()) for f in ABLATION if (RESULTS / f).is_dir()}
+    results = experiment_dirs(args)[1] / ("open" if args.prompt == "open" else "")
+    tag = f"-{args.tag}" if args.tag else ""
+    reports = {
+        f: json.loads((results / f"{f}{tag}" / "results.json").read_text())
+        for f in ABLATION
+        if (results / f"{f}{tag}").is_dir()
+    }
     rows = {f: r["results"]["c2c"]["heldout"] for f, r in reports.items()}
     baselines = {m: s["heldout"] for m, s in reports["gated"]["results"].items() if m != "c2c"}
     table = {**{m: baselines[m] for m in ("receiver", "t2t") if m in baselines},
              **{ABLATION[f]: rows[f] for f in ABLATION if f in rows},
              **{m: baselines[m] for m in ("sharer", "oracle") if m in baselines}}  # fmt: skip
     summary = {name: {k: r[k] for k in ("accuracy", "ci95", "n", "latency_median_s")} for name, r in table.items()}
-    (RESULTS / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (results / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = ["| method | held-out accuracy % [95% CI] | median latency |", "|---|---|---|"]
     for name, r in summary.items():
         low, high = r["ci95"]
-        lines.append(f"| {name} | {100 * r['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}] | {r['latency_median_s']:.3f} s |")
-    (RESULTS / "ablation.md").write_text("\n".join(lines) + "\n")
+        lines.append(
+            f"| {name} | {100 * r['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}] | {r['latency_median_s']:.3f} s |"
+        )
+    (results / "ablation.md").write_text("\n".join(lines) + "\n")
     figure = Figure(figsize=(8, 3.5), layout="constrained")
     axes = figure.subplots()
     names = list(summary)
@@ -231,7 +296,7 @@ def summarize(args: argparse.Namespace) -> None:
     axes.set_xlabel("held-out accuracy (%), 95% Wilson interval")
     axes.set_xlim(0, 100)
     figure.suptitle("Private knowledge: SmolLM2-135M <- Qwen2.5-Coder-0.5B + LoRA, fusion ablation", fontsize=10)
-    figure.savefig(RESULTS / "ablation.png", dpi=120)
+    figure.savefig(results / "ablation.png", dpi=120)
     print("\n".join(lines))
 
 
@@ -241,16 +306,33 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--fuser-people", type=int, default=DEFAULT_PEOPLE[0], help="people whose facts train the fuser"
+    )
+    parser.add_argument(
+        "--heldout-people", type=int, default=DEFAULT_PEOPLE[1], help="people the evaluation asks about"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="the sharer's LoRA batch")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--sharer-steps", type=int, default=200)
     parser.add_argument("--sharer-lr", type=float, default=1.5e-3)
     parser.add_argument("--fusion", default="gated", choices=("gated", "weighted", "projection"))
+    parser.add_argument(
+        "--prompt",
+        choices=("open", "choices"),
+        default="open",
+        help="open: bare questions, answers read by the value they name; choices: lettered prompt",
+    )
+    parser.add_argument("--validation-people", type=int, default=8, help="fuser-group people kept out of training")
     parser.add_argument("--fuser-hidden-size", type=int, default=256)
+    parser.add_argument("--fuser-dropout", type=float, default=0.1)
+    parser.add_argument("--save-steps", type=int, default=100)
     parser.add_argument("--fuser-steps", type=int, default=200)
     parser.add_argument("--fuser-lr", type=float, default=1e-3)
     parser.add_argument("--fuser-batch-size", type=int, default=8)
-    parser.add_argument("--fuser-answer", choices=("text", "letter"), default="text", help="the fuser's training target")
+    parser.add_argument(
+        "--fuser-answer", choices=("text", "letter"), default="text", help="the fuser's training target"
+    )
     parser.add_argument("--questions-per-fact", type=int, default=8)
     parser.add_argument("--tag", help="suffix of this run's folders (e.g. a longer schedule: --tag long)")
     parser.add_argument("--methods", nargs="+", default=["receiver", "sharer", "t2t", "c2c", "oracle"])
@@ -258,7 +340,7 @@ def main() -> None:
     parser.add_argument("--hint-tokens", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    RUNS.mkdir(parents=True, exist_ok=True)
+    experiment_dirs(args)[0].mkdir(parents=True, exist_ok=True)
     {"sharer": train_sharer, "fuser": train_fuser, "eval": run_eval, "summary": summarize}[args.stage](args)
 
 

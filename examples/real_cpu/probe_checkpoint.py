@@ -1,14 +1,17 @@
-"""Probe a knowledge-task fuser checkpoint: C2C accuracy on held-out people vs on the fuser's own training people.
+"""Probe a knowledge-task fuser checkpoint: C2C accuracy on the fuser's training people vs on validation people.
 
-    python examples/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/c2c-gated-long/trainer/checkpoint-300
+    python examples/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/c2c-open-gated-h64/trainer/checkpoint-300
 
 A fuser that transfers the sharer's knowledge scores alike on both; one that memorises its training people's facts
-scores high on them only. 64 questions about fuser people (a fresh phrasing per fact), the 128 held-out questions.
+scores high on them only. Validation people are fuser-group people kept out of training (`--validation-people`),
+so checkpoints are chosen without looking at the held-out people. 64 questions per group (a fresh phrasing per fact).
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
+import json
 import random
 import sys
 from pathlib import Path
@@ -17,26 +20,45 @@ import torch
 from transformers import AutoTokenizer
 
 from c2c_hf import C2CForCausalLM
-from c2c_hf.evaluation import LM, Direct, Scoring, evaluate, summarize
+from c2c_hf.evaluation import LM, PROMPTS, Direct, Scoring, evaluate, summarize
+from c2c_hf.world import ATTRIBUTES
 
 sys.path.insert(0, str(Path(__file__).parent))
 import knowledge  # this folder's script
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--prompt", choices=PROMPTS, default="open")
+    parser.add_argument("--validation-people", type=int, default=8)
+    parser.add_argument("--fuser-people", type=int, default=knowledge.DEFAULT_PEOPLE[0])
+    parser.add_argument("--heldout-people", type=int, default=knowledge.DEFAULT_PEOPLE[1])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, help="append one JSON line per checkpoint here")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    model = C2CForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)
-    world = knowledge.load_world(0)
+    world = knowledge.load_world(args)
+    trained, validation = knowledge.split_fuser_people(world, args.validation_people)
+    rng = random.Random("probe")
     groups = {
-        "heldout": knowledge.heldout_items(world, 0),
-        "fuser-people": world.questions("fuser", random.Random("probe"), per_fact=1)[:64],
+        name: [world.question(e, a, rng, tag="#probe") for e in people for a in ATTRIBUTES][:64]
+        for name, people in (("trained-people", trained), ("validation-people", validation + validation))
     }
-    method = Direct("c2c", LM(model, tokenizer), Scoring("generate", 16))
-    for name, predictions in evaluate([method], groups)["c2c"].items():
-        summary = summarize(predictions)
-        answers = collections.Counter(p.predicted for p in predictions).most_common()
-        print(f"{name}: {100 * summary['accuracy']:.1f}% {[round(100 * b, 1) for b in summary['ci95']]} answers {answers}")
+    for checkpoint in args.checkpoints:
+        model = C2CForCausalLM.from_pretrained(checkpoint, dtype=torch.bfloat16).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)
+        method = Direct("c2c", LM(model, tokenizer), Scoring("generate", 16, args.prompt))
+        row = {"checkpoint": str(checkpoint)}
+        for name, predictions in evaluate([method], groups)["c2c"].items():
+            summary = summarize(predictions)
+            answers = collections.Counter(p.predicted for p in predictions).most_common(4)
+            row[name] = {"accuracy": summary["accuracy"], "ci95": summary["ci95"]}
+            print(f"{checkpoint.name} {name}: {100 * summary['accuracy']:.1f}% "
+                  f"{[round(100 * b, 1) for b in summary['ci95']]} answers {answers}", flush=True)  # fmt: skip
+        if args.output:
+            with args.output.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -44,13 +44,15 @@ class C2CCache(DynamicCache):
                 f"Cannot fuse: the receiver cache holds {num_fused} prompt tokens but the sharer cache holds "
                 f"{sharer_len}; both must come from prefills over the same positions."
             )
+        # Inference reads every hard gate in one host transfer, not one per layer and branch.
+        open_kv = [(None, None)] * len(self.layers) if fuser.training else fuser.open_gates().tolist()
         for receiver_idx, layer in enumerate(self.layers if num_fused > 0 else []):
             sharer_layer = self.sharer_cache.layers[fuser.layer_map[receiver_idx]]
             stored = layer.keys.shape[-2]  # == num_fused, or the window tail for a sliding layer
             sharer_keys = sharer_layer.keys[..., -stored:, :]  # (B, H_s, stored, D_s)
             sharer_values = sharer_layer.values[..., -stored:, :]
             layer.keys, layer.values = fuser(
-                receiver_idx, sharer_keys, sharer_values, layer.keys, layer.values
+                receiver_idx, sharer_keys, sharer_values, layer.keys, layer.values, open_kv[receiver_idx]
             )  # (B, H_r, stored, D_r) each
         self.sharer_cache = None
         self.is_fused = True

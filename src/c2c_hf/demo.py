@@ -460,7 +460,7 @@ class Oracle(Method):
         self.receiver, self.world, self.scoring = receiver, world, scoring
 
     def answer(self, items: list[MCItem]) -> list[Prediction]:
-        questions = [hinted_prompt(item, self.world.fact_hint(item)) for item in items]
+        questions = [hinted_prompt(item, self.world.fact_hint(item), self.scoring.prompt) for item in items]
         return respond(self.receiver, items, questions, self.scoring)
 
 

@@ -8,7 +8,10 @@ latencies are comparable across methods at a given batch size (the paper uses 1)
   `extract_choice`;
 - `"logits"`: the choice letter whose token has the largest logit at the answer position (no decoding).
 
-Every prompt goes through one builder, `LM.render`: `format_prompt(item)` (T2T: preceded by the sharer's hint) as a
+and two prompts: `"choices"` (`format_prompt`: the question, lettered choices and an answer instruction) or `"open"`
+(the bare question; the generated answer counts when it names exactly one choice's text, the right one, as in
+`match_choice_text`), for models too small to answer lettered questions (open-answer accuracy; the choices are never
+shown). Every prompt goes through one builder, `LM.render`: the question (T2T: preceded by the sharer's hint) as a
 user message in the answering model's chat template. C2C answers from the receiver's prompt, the sharer running
 inside the model. `write_report` writes `results.json`, `results.md` and `accuracy_latency.png`;
 `c2c-hf eval --help` runs it all from the command line.
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .benchmarks import BENCHMARKS, MCItem, extract_choice, format_prompt, load_benchmark
+from .benchmarks import BENCHMARKS, MCItem, extract_choice, format_prompt, load_benchmark, match_choice_text
 from .data import left_pad
 from .modeling_c2c import C2CForCausalLM, position_ids_from_mask
 
@@ -43,12 +46,16 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("receiver", "sharer", "t2t", "routing", "c2c")
 MODES = ("generate", "logits")
+PROMPTS = ("choices", "open")
 # Extra chat-template variables: answer directly (Qwen3-style templates otherwise open a thinking block;
 # templates that do not know the variable ignore it).
 CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
 HINT_INSTRUCTION = (
     "Read the multiple-choice question below and write a short hint: the background knowledge and reasoning "
     "that help to answer it. Do not state which letter is correct."
+)
+OPEN_HINT_INSTRUCTION = (
+    "Read the question below and write a short hint: the background knowledge and reasoning that help to answer it."
 )
 # `--receiver/--sharer` baselines never run the fuser; a minimal placeholder fuser keeps the wrapper cheap.
 PLACEHOLDER_FUSER = {"fuser_hidden_size": 8, "fuser_num_blocks": 2}
@@ -142,15 +149,25 @@ class LM:
         ]
 
 
-def hint_request(item: MCItem) -> str:
-    """The sharer's T2T task: the question and its choices (the shared prompt minus its answer instruction)."""
+def question_prompt(item: MCItem, prompt: str = "choices") -> str:
+    """What every method is asked: `format_prompt(item)` (`"choices"`) or the bare question (`"open"`)."""
+    if prompt not in PROMPTS:
+        raise ValueError(f"Unknown prompt {prompt!r}: use one of {PROMPTS}.")
+    return item.question if prompt == "open" else format_prompt(item)
+
+
+def hint_request(item: MCItem, prompt: str = "choices") -> str:
+    """The sharer's T2T task: the question and its choices (the shared prompt minus its answer instruction), or the
+    bare question (`"open"`)."""
+    if prompt == "open":
+        return f"{OPEN_HINT_INSTRUCTION}\n\n{question_prompt(item, prompt)}"
     question_and_choices = format_prompt(item).rsplit("\n\n", 1)[0]
     return f"{HINT_INSTRUCTION}\n\n{question_and_choices}"
 
 
-def hinted_prompt(item: MCItem, hint: str) -> str:
-    """The receiver's T2T question: the sharer's hint, then the shared prompt."""
-    return f"Hint: {hint}\n\n{format_prompt(item)}"
+def hinted_prompt(item: MCItem, hint: str, prompt: str = "choices") -> str:
+    """The receiver's T2T question: the sharer's hint, then the question as every method asks it."""
+    return f"Hint: {hint}\n\n{question_prompt(item, prompt)}"
 
 
 # --------------------------------------------------------------------------- predictions and scoring
@@ -190,14 +207,30 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Scoring:
-    """How an answer is read: `"generate"` (greedy, up to `max_new_tokens`) or `"logits"` (letter logits)."""
+    """How a question is asked and its answer read: `mode` `"generate"` (greedy, up to `max_new_tokens`) or
+    `"logits"` (letter logits); `prompt` `"choices"` (lettered, answers read by `extract_choice`) or `"open"` (the
+    bare question, answers read by the one choice text they name)."""
 
     mode: str = "generate"
     max_new_tokens: int = 64
+    prompt: str = "choices"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"Unknown scoring mode {self.mode!r}: use one of {MODES}.")
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"Unknown prompt {self.prompt!r}: use one of {PROMPTS}.")
+        if self.prompt == "open" and self.mode == "logits":
+            raise ValueError("Open prompts show no letters to score: use mode 'generate' with prompt 'open'.")
+
+    def question(self, item: MCItem) -> str:
+        return question_prompt(item, self.prompt)
+
+    def read(self, item: MCItem, text: str) -> int | None:
+        """The choice a generated answer names, or None."""
+        if self.prompt == "open":
+            return match_choice_text(text, item.choices)
+        return extract_choice(text, len(item.choices), item.choices)
 
 
 def prediction_from_scores(item: MCItem, scores: torch.Tensor) -> Prediction:
@@ -212,10 +245,7 @@ def respond(lm: LM, items: Sequence[MCItem], user_texts: Sequence[str], scoring:
         scores = lm.choice_scores(user_texts, [len(item.choices) for item in items])
         return [prediction_from_scores(item, s) for item, s in zip(items, scores)]
     outputs = lm.generate(user_texts, scoring.max_new_tokens)
-    return [
-        Prediction(item, extract_choice(text, len(item.choices), item.choices), text, tokens)
-        for item, (text, tokens) in zip(items, outputs)
-    ]
+    return [Prediction(item, scoring.read(item, text), text, tokens) for item, (text, tokens) in zip(items, outputs)]
 
 
 def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
@@ -250,7 +280,7 @@ class Direct(Method):
         self.name, self.lm, self.scoring = name, lm, scoring
 
     def answer(self, items: list[MCItem]) -> list[Prediction]:
-        return respond(self.lm, items, [format_prompt(item) for item in items], self.scoring)
+        return respond(self.lm, items, [self.scoring.question(item) for item in items], self.scoring)
 
 
 class TextToText(Method):
@@ -265,8 +295,9 @@ class TextToText(Method):
         self.receiver, self.sharer, self.scoring, self.hint_tokens = receiver, sharer, scoring, hint_tokens
 
     def answer(self, items: list[MCItem]) -> list[Prediction]:
-        hints = self.sharer.generate([hint_request(item) for item in items], self.hint_tokens)
-        questions = [hinted_prompt(item, hint) for item, (hint, _) in zip(items, hints)]
+        prompt = self.scoring.prompt
+        hints = self.sharer.generate([hint_request(item, prompt) for item in items], self.hint_tokens)
+        questions = [hinted_prompt(item, hint, prompt) for item, (hint, _) in zip(items, hints)]
         predictions = respond(self.receiver, items, questions, self.scoring)
         for prediction, (hint, hint_tokens), question in zip(predictions, hints, questions):
             receiver_prompt = self.receiver.render(question)
@@ -342,6 +373,8 @@ class Routing(Method):
     name = "routing"
 
     def __init__(self, receiver: LM, sharer: LM, scoring: Scoring, router: Router | None = None):
+        if scoring.prompt != "choices":
+            raise ValueError("Routing reads each model's choice-letter confidence: use Scoring(prompt='choices').")
         self.receiver, self.sharer, self.scoring = receiver, sharer, scoring
         self.router = router if router is not None else Router()
 
@@ -385,7 +418,7 @@ class Routing(Method):
                 group = [(i, item) for i, (item, choice) in enumerate(zip(items, to_sharer)) if choice == sharer]
                 if group:
                     rows, questions = zip(*group)
-                    answers = respond(lm, questions, [format_prompt(item) for item in questions], self.scoring)
+                    answers = respond(lm, questions, [self.scoring.question(item) for item in questions], self.scoring)
                     by_row.update(zip(rows, answers))
             predictions = [by_row[i] for i in range(len(items))]
         for prediction, sharer in zip(predictions, to_sharer):
@@ -618,8 +651,20 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--limit", type=int, help="evaluate a deterministic subset of this many items per benchmark")
     data.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     run = parser.add_argument_group("evaluation")
-    run.add_argument("--methods", nargs="+", choices=METHODS, help="default: all (without c2c when no --model)")
+    run.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        help="default: all (without c2c when no --model, without routing for --prompt open)",
+    )
     run.add_argument("--mode", default="generate", choices=MODES)
+    run.add_argument(
+        "--prompt",
+        default="choices",
+        choices=PROMPTS,
+        help="choices: lettered multiple choice; open: "
+        "the bare question, right when the answer names the right choice's text and no other",
+    )
     run.add_argument("--max-new-tokens", type=int, default=64)
     run.add_argument("--hint-tokens", type=int, default=256, help="token budget of the sharer's t2t hint")
     run.add_argument("--batch-size", type=int, default=1, help="questions per batch (left padding); the paper uses 1")
@@ -639,11 +684,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give --model (a C2C checkpoint) or both --receiver and --sharer")
     if args.model is not None and (args.receiver or args.sharer):
         parser.error("--receiver/--sharer come from the --model checkpoint's config; give one or the other")
-    methods = args.methods or [m for m in METHODS if m != "c2c" or args.model]
+    default_methods = [
+        m for m in METHODS if (m != "c2c" or args.model) and (m != "routing" or args.prompt == "choices")
+    ]
+    methods = args.methods or default_methods
     if "c2c" in methods and args.model is None:
         parser.error(
             "method c2c needs a trained fuser: pass --model <C2C checkpoint> (an untrained fuser is meaningless)"
         )
+    try:
+        scoring = Scoring(args.mode, args.max_new_tokens, args.prompt)
+    except ValueError as error:
+        parser.error(str(error))
+    if "routing" in methods and args.prompt == "open":
+        parser.error("routing reads letter confidences: drop it from --methods or use --prompt choices")
     try:
         paths = _parse_paths(args.benchmark_paths)
     except ValueError as error:
@@ -655,7 +709,6 @@ def main(argv: list[str] | None = None) -> None:
     model, receiver_tokenizer, sharer_tokenizer = load_models(
         args.model, args.receiver, args.sharer, args.dtype, args.device
     )
-    scoring = Scoring(args.mode, args.max_new_tokens)
     built = build_methods(model, receiver_tokenizer, sharer_tokenizer, methods, scoring, args.hint_tokens)
     config = {
         **vars(args), "methods": methods, "device": str(model.device), "latency": "wall clock per batch / batch size"
@@ -691,6 +744,7 @@ __all__ = [
     "main",
     "markdown_table",
     "plot_accuracy_latency",
+    "question_prompt",
     "respond",
     "summarize",
     "timed_predictions",

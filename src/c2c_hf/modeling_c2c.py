@@ -98,10 +98,14 @@ class C2CFuserBranch(nn.Module):
         logistic_noise = torch.log(uniform) - torch.log1p(-uniform)
         return torch.sigmoid((self.gate_logit + logistic_noise) / temperature)
 
-    def forward(self, sharer_x: torch.Tensor, receiver_x: torch.Tensor, temperature: float) -> torch.Tensor:
+    def forward(
+        self, sharer_x: torch.Tensor, receiver_x: torch.Tensor, temperature: float, is_open: bool | None = None
+    ) -> torch.Tensor:
+        """`is_open`: the hard gate at inference, when the caller has read it already (`C2CFuser.open_gates`, one
+        host read for all layers); `None` reads it here."""
         # sharer_x: (B, H_s, N, D_s); receiver_x: (B, H_r, N, D_r) -> fused (B, H_r, N, D_r)
         gated = self.fusion == "gated"
-        if gated and not self.training and not self.gate_logit > 0:
+        if gated and not self.training and not (self.gate_logit > 0 if is_open is None else is_open):
             return receiver_x  # closed gate: the receiver's own KV, exactly
         batch, _, length, _ = receiver_x.shape
         dtype = self.in_proj.weight.dtype  # the fuser computes in its own dtype (fp32), whatever the bases'
@@ -117,8 +121,8 @@ class C2CFuserBranch(nn.Module):
             return projected.to(receiver_x.dtype)  # replaces the receiver's KV
         weight = torch.sigmoid(self.weight_head(self.weight_block(hidden)))  # (B, N, H_r)
         weight = weight.transpose(1, 2).unsqueeze(-1)  # (B, H_r, N, 1)
-        if gated:
-            weight = self.gate(batch, length, temperature) * weight  # gate: (B, H_r, N, 1) or scalar
+        if gated and self.training:  # at inference the gate is open here, i.e. exactly 1
+            weight = self.gate(batch, length, temperature) * weight  # gate: (B, H_r, N, 1)
         fused = receiver_x.to(dtype) + weight * projected
         return fused.to(receiver_x.dtype)
 
@@ -138,8 +142,12 @@ class C2CLayerFuser(nn.Module):
         receiver_keys: torch.Tensor,
         receiver_values: torch.Tensor,
         temperature: float,
+        open_kv: tuple[bool | None, bool | None] = (None, None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.key(sharer_keys, receiver_keys, temperature), self.value(sharer_values, receiver_values, temperature)
+        return (
+            self.key(sharer_keys, receiver_keys, temperature, open_kv[0]),
+            self.value(sharer_values, receiver_values, temperature, open_kv[1]),
+        )
 
 
 class C2CFuser(nn.Module):
@@ -165,11 +173,13 @@ class C2CFuser(nn.Module):
         sharer_values: torch.Tensor,
         receiver_keys: torch.Tensor,
         receiver_values: torch.Tensor,
+        open_kv: tuple[bool | None, bool | None] = (None, None),
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused `(keys, values)` of receiver layer `receiver_idx`, each `(B, H_r, N, D_r)`."""
+        """Fused `(keys, values)` of receiver layer `receiver_idx`, each `(B, H_r, N, D_r)`; `open_kv`: the layer's
+        hard K / V gates at inference if already read (`open_gates().tolist()`), else read per branch."""
         with torch.autocast(device_type=receiver_keys.device.type, enabled=False):  # fp32 fuser under bf16 autocast
             return self.layers[receiver_idx](
-                sharer_keys, sharer_values, receiver_keys, receiver_values, self.gate_temperature
+                sharer_keys, sharer_values, receiver_keys, receiver_values, self.gate_temperature, open_kv
             )
 
     def gate_logits(self) -> torch.Tensor:

@@ -1,15 +1,40 @@
 #!/usr/bin/env bash
 # Issue 7, parts 2 and 3: private-knowledge transfer SmolLM2-135M-Instruct <- Qwen2.5-Coder-0.5B-Instruct + LoRA,
-# and the fusion ablation. Models: ../shared/tools/get-real-models (~/.cache/c2c-real-models). 2 torch threads, CPU.
+# and the fusion ablation. Models: ../shared/tools/get-real-models (~/.cache/c2c-real-models). CPU.
 # Intermediate models go to runs/real-cpu/knowledge/ (not in git); reports to docs/results/real-cpu/knowledge/.
+# Every stage resumes from its checkpoints when re-run.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 K=examples/real_cpu/knowledge.py
-python $K sharer                                  # LoRA on the sharer: ~45 min
+python $K sharer                                  # LoRA on the sharer (48 + 16 people): ~60 min
+
+# 1. Lettered multiple-choice prompt, fuser trained on all 48 fuser people (knowledge/{gated,weighted,projection}).
+MC=(--prompt choices --validation-people 0)
 for fusion in gated weighted projection; do
-  python $K fuser --fusion $fusion                # ~20 min each
+  python $K fuser "${MC[@]}" --fusion $fusion     # ~20 min each
 done
-python $K eval --fusion gated                     # receiver, sharer, t2t, c2c, oracle: ~15 min
-python $K eval --fusion weighted --methods c2c
-python $K eval --fusion projection --methods c2c
-python $K summary
+python $K fuser "${MC[@]}" --fusion gated --fuser-answer letter
+python $K eval "${MC[@]}" --fusion gated          # receiver, sharer, t2t, c2c, oracle: ~15 min
+python $K eval "${MC[@]}" --fusion gated --fuser-answer letter --methods c2c
+python $K eval "${MC[@]}" --fusion weighted --methods c2c
+python $K eval "${MC[@]}" --fusion projection --methods c2c
+python $K summary "${MC[@]}"
+python $K fuser "${MC[@]}" --tag long --fuser-steps 1200   # probed at step 300 by probe_checkpoint.py as of a191f73
+
+# 2. Open questions (knowledge/open/), 40 fuser-training people + 8 validation people, a 64-wide fuser.
+OPEN=(--prompt open --fusion gated --tag h64)
+python $K fuser "${OPEN[@]}" --fuser-hidden-size 64 --fuser-dropout 0.2 --fuser-lr 2e-3 --fuser-steps 600 \
+  --questions-per-fact 3 --save-steps 50 --threads 1                                   # ~20 min
+python examples/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/c2c-open-gated-h64/trainer/checkpoint-{50,100,150,200,250,300,400} \
+  --output docs/results/real-cpu/knowledge/open/gated-h64/probe.jsonl                 # trained vs validation people
+D=runs/real-cpu/knowledge/c2c-open-gated-h64   # evaluate the earliest checkpoint with the best validation accuracy
+cp $D/trainer/checkpoint-150/{config.json,model.safetensors} $D/
+python $K eval "${OPEN[@]}" --threads 1                                                 # ~15 min
+
+# 3. Is a fact decodable from the sharer's prompt cache for people a linear decoder never saw?
+python examples/real_cpu/probe_sharer_kv.py --output docs/results/real-cpu/knowledge/sharer-kv-probe.json   # ~3 min
+
+# 4. A 4x larger world (224 fuser + 32 held-out people): LoRA of 800 steps (~3 h on one thread), then as in 2.
+python $K sharer --fuser-people 224 --heldout-people 32 --sharer-steps 800 --threads 1
+python examples/real_cpu/probe_sharer_kv.py --fuser-people 224 --heldout-people 32 \
+  --output docs/results/real-cpu/knowledge/world-224-32/sharer-kv-probe.json

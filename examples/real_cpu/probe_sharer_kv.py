@@ -1,0 +1,121 @@
+"""Is a fact linearly decodable from the sharer's prompt cache, for people the decoder never saw?
+
+    python examples/real_cpu/probe_sharer_kv.py --output docs/results/real-cpu/knowledge/sharer-kv-probe.json
+
+A fuser can only transfer what the sharer's cache holds in a code shared across people. This trains, per sharer
+layer, K or V, and attribute, a multinomial logistic regression (L2) from the sharer's KV to the fact's value (8
+classes) on the questions about the fuser's training people, and scores it on the validation and held-out people.
+Features: the KV of the last fused position (the prompt minus its last token, what C2C fuses last), of the last
+prompt position (never fused), and the mean over the fused positions. Every question template is used for every
+fact, in the receiver's chat-rendered prompt read by the sharer's tokenizer (both use ChatML).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity
+
+sys.path.insert(0, str(Path(__file__).parent))
+import knowledge  # this folder's script
+
+POSITIONS = ("last_fused", "last", "mean_fused")
+
+
+@torch.no_grad()
+def sharer_features(people: list[Entity], sharer, sharer_tokenizer, receiver_tokenizer) -> list[tuple[str, int, dict]]:
+    """Per question: (attribute, value index, {position: (layers, 2, H_s * D_s) K and V features})."""
+    rows = []
+    for entity in people:
+        for attribute in ATTRIBUTES:
+            for template in QUESTIONS[attribute]:
+                messages = [{"role": "user", "content": template.format(name=entity.name)}]
+                text = receiver_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                ids = sharer_tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+                cache = sharer(ids, use_cache=True).cache
+                kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]).float()
+                kv = kv.transpose(2, 3).flatten(3)  # (layers, 2, N, H_s * D_s)
+                features = {"last_fused": kv[:, :, -2], "last": kv[:, :, -1], "mean_fused": kv[:, :, :-1].mean(2)}
+                rows.append((attribute, ATTRIBUTES[attribute].index(entity.value(attribute)), features))
+    return rows
+
+
+def fit_softmax_regression(
+    x: torch.Tensor, y: torch.Tensor, classes: int, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights `(features, classes)` and bias of an L2-regularised multinomial logistic regression (LBFGS)."""
+    weight = torch.zeros(x.shape[1], classes, requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, y) + l2 * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def probe_accuracy(groups: dict[str, list], position: str, layer: int, kv: int, l2: float) -> dict[str, float]:
+    """Accuracy per group of per-attribute regressions fitted on group `"trained"` (standardised features)."""
+    right, total = dict.fromkeys(groups, 0), dict.fromkeys(groups, 0)
+    for attribute, values in ATTRIBUTES.items():
+        x = {
+            g: torch.stack([r[2][position][layer, kv] for r in rows if r[0] == attribute]) for g, rows in groups.items()
+        }
+        y = {g: torch.tensor([r[1] for r in rows if r[0] == attribute]) for g, rows in groups.items()}
+        mean, std = x["trained"].mean(0), x["trained"].std(0) + 1e-4
+        x = {g: (v - mean) / std for g, v in x.items()}
+        weight, bias = fit_softmax_regression(x["trained"], y["trained"], len(values), l2)
+        for g in groups:
+            right[g] += int(((x[g] @ weight + bias).argmax(-1) == y[g]).sum())
+            total[g] += len(y[g])
+    return {g: right[g] / total[g] for g in groups}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
+    parser.add_argument("--fuser-people", type=int, default=knowledge.DEFAULT_PEOPLE[0])
+    parser.add_argument("--heldout-people", type=int, default=knowledge.DEFAULT_PEOPLE[1])
+    parser.add_argument("--validation-people", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--l2", type=float, default=1e-2)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    world, (runs, _) = knowledge.load_world(args), knowledge.experiment_dirs(args)
+    sharer_path = runs / "sharer-private"
+    sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=torch.bfloat16).eval()
+    sharer_tokenizer = AutoTokenizer.from_pretrained(sharer_path)
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / knowledge.RECEIVER)
+    trained, validation = knowledge.split_fuser_people(world, args.validation_people)
+    people = {"trained": trained, "validation": validation, "heldout": world.entities["heldout"]}
+    groups = {g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer) for g, p in people.items()}
+    layers = sharer.config.num_hidden_layers
+    report = {
+        "sharer": str(sharer_path.relative_to(knowledge.ROOT)), "people": {g: len(p) for g, p in people.items()},
+        "questions": {g: len(rows) for g, rows in groups.items()}, "classes_per_attribute": 8, "l2": args.l2,
+        "accuracy": {},
+    }  # fmt: skip
+    for position in POSITIONS:
+        for kv, name in enumerate("KV"):
+            by_layer = [probe_accuracy(groups, position, layer, kv, args.l2) for layer in range(layers)]
+            report["accuracy"][f"{position}/{name}"] = by_layer
+            best = max(range(layers), key=lambda i: by_layer[i]["validation"])
+            print(f"{position} {name}: best validation layer {best} {by_layer[best]}", flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
