@@ -30,9 +30,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, make_trainer
-from c2c_hf.analysis import example_from_item, gate_map, plot_gates
+from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.benchmarks import MCItem, format_prompt
-from c2c_hf.data import left_pad
 from c2c_hf.demo import Oracle
 from c2c_hf.evaluation import LM, Scoring, build_methods, evaluate, hint_request, markdown_table, write_report
 from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
@@ -223,7 +222,8 @@ def report_dir(args: argparse.Namespace, results: Path) -> Path:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    world, (runs, results) = load_world(args), experiment_dirs(args)
+    world, (runs, reports) = load_world(args), experiment_dirs(args)
+    output = report_dir(args, reports)
     path = runs / f"c2c-{run_name(args)}"
     model = C2CForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
     receiver_tokenizer = AutoTokenizer.from_pretrained(path)
@@ -243,12 +243,9 @@ def run_eval(args: argparse.Namespace) -> None:
         "mode": "generate", "max_new_tokens": args.max_new_tokens, "hint_tokens": args.hint_tokens,
         "dtype": "bfloat16 bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
     }  # fmt: skip
-    output = report_dir(args, results)
     print(markdown_table(write_report(results, output, config)))
     if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
-        ids, mask = left_pad(
-            [example_from_item(i, receiver_tokenizer).prompt_ids for i in items], receiver_tokenizer.pad_token_id
-        )
+        ids, mask = LM(model, receiver_tokenizer).encode([scoring.question(item) for item in items])  # (B, L)
         gates = gate_map(model, ids, mask)
         (output / "gates.json").write_text(json.dumps(gates, indent=1) + "\n")
         plot_gates(gates, output / "gates.png")
