@@ -145,14 +145,10 @@ def fuser_rows(
 
     def row(item: MCItem) -> dict:
         if prompt == "open":
-            return {
-                "messages": [
-                    {"role": "user", "content": item.question},
-                    {"role": "assistant", "content": world.fact_hint(item)},
-                ]
-            }
-        reply = item.choices[item.gold] if answer == "text" else item.letters[item.gold]
-        return {"messages": [{"role": "user", "content": format_prompt(item)}, {"role": "assistant", "content": reply}]}
+            user, reply = item.question, world.fact_hint(item)
+        else:
+            user, reply = format_prompt(item), item.choices[item.gold] if answer == "text" else item.letters[item.gold]
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
 
     return datasets.Dataset.from_list([row(item) for item in items])
 
