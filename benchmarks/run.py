@@ -13,7 +13,8 @@ machine hit them alike; each figure is the median of `--repeats` calls after `--
 - ttft: time to first token at batch 1 (one prefill forward): the receiver alone; both plain prefills (receiver over
   the prompt, sharer over the positions C2C fuses); the fuser alone on random KV of exactly the shapes C2C fuses
   (every receiver layer); C2C.
-- decode: time per generated token at batch 1 (greedy `generate`, the interval between steps): receiver vs C2C.
+- decode: time of one decode step at batch 1 (one token on the prompt's cache): receiver alone vs C2C on its fused
+  cache, the models' steps alternating one by one.
 - e2e: one multiple-choice answer at batch 1 through `c2c_hf.evaluation` (prompts, chat templates, greedy answer of
   exactly `--answer-tokens` tokens): text-to-text with a sharer hint of exactly each `--hint-tokens` size, and C2C.
 - batch: C2C greedy throughput at batch 1, 4 and 8 (left-padded prompts of different lengths), of whole `generate`
@@ -237,10 +238,11 @@ class Bench:
         pool = torch.arange(min(len(tokenizer), self.pair.receiver.config.vocab_size))
         return pool[~torch.isin(pool, torch.tensor(tokenizer.all_special_ids))]
 
-    def time(self, fns: dict[str, Callable[[], Any]]) -> dict[str, Runs]:
-        """Call every function `warmup + repeats` times, round-robin; keep the timed calls' seconds and outputs."""
+    def time(self, fns: dict[str, Callable[[], Any]], repeats: int | None = None) -> dict[str, Runs]:
+        """Call every function `warmup + repeats` (default `--repeats`) times, round-robin; keep the timed calls'
+        seconds and outputs."""
         runs = {name: Runs() for name in fns}
-        for repeat in range(self.args.warmup + self.args.repeats):
+        for repeat in range(self.args.warmup + (repeats or self.args.repeats)):
             for name, fn in fns.items():
                 synchronize(self.device)
                 start = time.perf_counter()
@@ -343,20 +345,29 @@ def ttft(bench: Bench) -> dict[str, dict[str, Any]]:
 
 
 def decode(bench: Bench) -> dict[str, dict[str, Any]]:
-    """Time per generated token at batch 1 (greedy; the interval between consecutive steps): receiver vs C2C."""
-    ids = bench.random_ids(1, bench.args.prompt_tokens)  # (1, P)
-    fns = {"receiver": partial(bench.timed_generate, bench.pair.receiver, ids)}
-    fns |= {f"c2c/{name}": partial(bench.timed_generate, model, ids) for name, model in bench.models.items()}
-    per_token = {
-        name: statistics.median(step for _, steps in runs.outputs for step in steps)
-        for name, runs in bench.time(fns).items()
-    }
-    receiver = per_token["receiver"]
+    """Time of one decode step at batch 1: one token on a cache of the prompt (P tokens), the receiver alone on its own
+    cache vs C2C on its fused cache. Steps of the models alternate one by one (`--decode-steps` each) and every cache
+    is cropped back to the prompt after its step, so a change of the machine's load hits every model alike."""
+    prompt = bench.args.prompt_tokens
+    ids, token = bench.random_ids(1, prompt), bench.random_ids(1, 1)  # (1, P), (1, 1)
+    mask = torch.ones(1, prompt + 1, dtype=torch.long, device=bench.device)
+    position = torch.full((1, 1), prompt, device=bench.device)
+    models = {"receiver": bench.pair.receiver} | {f"c2c/{name}": model for name, model in bench.models.items()}
+
+    def step(model: GenerationMixin, cache: DynamicCache) -> None:
+        model(input_ids=token, attention_mask=mask, position_ids=position, cache=cache, logits_to_keep=1)
+        cache.crop(-1)  # back to the prompt's P tokens
+
+    with torch.no_grad():
+        caches = {name: model(input_ids=ids, logits_to_keep=1).cache for name, model in models.items()}
+        fns = {name: partial(step, model, caches[name]) for name, model in models.items()}
+        per_step = {name: runs.median for name, runs in bench.time(fns, bench.args.decode_steps).items()}
+    receiver = per_step["receiver"]
     return {
         name: {
             "receiver_per_token_s": receiver,
-            "c2c_per_token_s": per_token[f"c2c/{name}"],
-            "c2c_over_receiver": per_token[f"c2c/{name}"] / receiver,
+            "c2c_per_token_s": per_step[f"c2c/{name}"],
+            "c2c_over_receiver": per_step[f"c2c/{name}"] / receiver,
         }
         for name in bench.models
     }
@@ -705,8 +716,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{machine['torch_threads']}, bases in {machine['dtype']} (fuser float32) on {machine['device']}; "
         f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}.",
         "",
-        f"Prompt {settings['prompt_tokens']} tokens; decode and batch sections generate {settings['new_tokens']} "
-        f"tokens; e2e answers {settings['answer_tokens']} tokens after hints of "
+        f"Prompt {settings['prompt_tokens']} tokens; decode: {settings['decode_steps']} steps of each model on the "
+        f"prompt's cache; batch rows generate {settings['new_tokens']} tokens; e2e answers {settings['answer_tokens']} tokens after hints of "
         f"{' and '.join(map(str, settings['hint_tokens']))} tokens; "
         f"training batch {settings['train_batch_size']} x ({settings['prompt_tokens']} + "
         f"{settings['response_tokens']}) tokens. The timed calls of a section are interleaved; medians of "
@@ -797,7 +808,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with smollm2-135m-instruct and qwen2.5-coder-0.5b-instruct (shape set real)",
     )
     parser.add_argument("--prompt-tokens", type=int, default=128)
-    parser.add_argument("--new-tokens", type=int, default=16, help="tokens generated by the decode and batch sections")
+    parser.add_argument("--new-tokens", type=int, default=16, help="tokens generated by each row in the batch section")
+    parser.add_argument("--decode-steps", type=int, default=64, help="timed decode steps of each model (decode section)")
     parser.add_argument("--hint-tokens", type=int, nargs="+", default=[64, 256], help="text-to-text hint lengths")
     parser.add_argument("--answer-tokens", type=int, default=8, help="tokens of every e2e answer")
     parser.add_argument("--response-tokens", type=int, default=64, help="supervised tokens of the training sequence")
@@ -827,9 +839,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.prompt_tokens < 16:
         parser.error("--prompt-tokens must be at least 16 (batch prompts shrink from it by 1/16 steps)")
-    if min(args.repeats, args.answer_tokens, args.response_tokens, *args.hint_tokens) < 1 or args.new_tokens < 2:
+    counts = (args.repeats, args.decode_steps, args.answer_tokens, args.response_tokens, *args.hint_tokens)
+    if min(counts) < 1 or args.new_tokens < 2:
         parser.error(
-            "--repeats, --answer-tokens, --response-tokens and --hint-tokens must be positive, --new-tokens >= 2"
+            "--repeats, --decode-steps, --answer-tokens, --response-tokens and --hint-tokens must be positive, "
+            "--new-tokens >= 2"
         )
     return run(args)
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from benchmarks import run
 
 TINY_RUN = [
-    "--shapes", "tiny", "--fuser", "tiny", "--prompt-tokens", "16", "--new-tokens", "3", "--hint-tokens", "4", "8",
+    "--shapes", "tiny", "--fuser", "tiny", "--prompt-tokens", "16", "--new-tokens", "3", "--decode-steps", "3", "--hint-tokens", "4", "8",
     "--answer-tokens", "2", "--response-tokens", "4", "--repeats", "1", "--warmup", "1",
 ]  # fmt: skip
 

@@ -27,7 +27,9 @@ from c2c_hf.evaluation import (
     evaluate,
     hint_request,
     hinted_prompt,
+    Prediction,
     main,
+    merge_reports,
     question_prompt,
     wilson_interval,
     write_report,
@@ -340,3 +342,57 @@ def test_cli_baselines_from_bases_and_c2c_refused_without_a_checkpoint(checkpoin
     report = json.loads((tmp_path / "open" / "results.json").read_text())
     assert list(report["results"]) == ["receiver", "sharer", "t2t"]  # routing needs letters: not a default here
     assert report["config"]["prompt"] == "open"
+
+
+# --------------------------------------------------------------------------- merging reports run apart
+
+
+def method_report(items, method: str, picks: dict[str, list[int]], folder: Path, **settings) -> dict:
+    """Write and return the report `c2c-hf eval` writes for one method that picked `picks[benchmark][i]` on each item
+    (no models run)."""
+    results = {method: {b: [Prediction(item, pick, "", 1, latency=0.5) for item, pick in zip(items[b], picks[b])]
+                        for b in picks}}  # fmt: skip
+    return write_report(results, folder, {"model": "c2c", "mode": "generate", "limit": 10, "seed": 0, **settings})
+
+
+def test_merge_puts_reports_run_apart_side_by_side(items, tmp_path, capsys):
+    golds = {b: [item.gold for item in items[b]] for b in items}
+    wrong = {b: [(g + 1) % len(item.choices) for g, item in zip(golds[b], items[b])] for b in items}
+    method_report(items, "c2c", golds, tmp_path / "c2c")
+    method_report(items, "receiver", {"openbookqa": wrong["openbookqa"]}, tmp_path / "receiver-obqa")
+    method_report(items, "receiver", {"arc_easy": wrong["arc_easy"]}, tmp_path / "receiver-arc")
+    folders = [str(tmp_path / name) for name in ("c2c", "receiver-obqa", "receiver-arc")]
+    main(["--merge", *folders, "--output", str(tmp_path / "merged")])
+
+    report = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert list(report["results"]) == ["receiver", "c2c"]  # METHODS order, not the order given
+    assert report["config"]["benchmarks"] == ["arc_easy", "openbookqa"]
+    assert report["config"]["limit"] == 10 and len(report["config"]["merged_from"]) == 3
+    for benchmark in items:
+        assert report["results"]["c2c"][benchmark]["accuracy"] == 1.0
+        assert report["results"]["receiver"][benchmark]["correct"] == 0
+    assert (tmp_path / "merged" / "accuracy_latency.png").stat().st_size > 0
+    table = capsys.readouterr().out
+    assert "| receiver | 0.0 [" in table and "| c2c | 100.0 [" in table
+
+
+def test_merge_refuses_reports_that_do_not_compare(items, tmp_path):
+    golds = {b: [item.gold for item in items[b]] for b in items}
+    c2c = method_report(items, "c2c", golds, tmp_path / "c2c")
+    with pytest.raises(ValueError, match="different hint_tokens: 64 vs 256; evaluate every method with the same"):
+        merge_reports([method_report(items, "t2t", golds, tmp_path / "t2t", hint_tokens=64),
+                       method_report(items, "c2c", golds, tmp_path / "c2c-256", hint_tokens=256)])  # fmt: skip
+    with pytest.raises(ValueError, match="c2c on arc_easy appears in two reports"):
+        merge_reports([c2c, method_report(items, "c2c", {"arc_easy": golds["arc_easy"]}, tmp_path / "again")])
+    fewer = method_report(
+        {"arc_easy": items["arc_easy"][1:]}, "receiver", {"arc_easy": golds["arc_easy"][1:]}, tmp_path / "fewer"
+    )
+    with pytest.raises(ValueError, match="receiver and c2c were evaluated on different arc_easy items"):
+        merge_reports([c2c, fewer])
+    with pytest.raises(ValueError, match="Nothing to merge"):
+        merge_reports([])
+    with pytest.raises(SystemExit):  # no results.json there
+        main(["--merge", str(tmp_path / "absent"), "--output", str(tmp_path / "out")])
+    with pytest.raises(SystemExit):  # merging evaluates nothing
+        main(["--merge", str(tmp_path / "c2c"), "--model", "c2c", "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

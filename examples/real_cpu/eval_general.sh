@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # All five methods of a general fuser (issue 7, part 1) on ARC-Easy, ARC-Challenge, OpenBookQA and MMLU-Redux:
-# 500 items each (the same items for every method: --limit 500 --seed 0), greedy answers, batch 1. One report per
-# benchmark and method under docs/results/real-cpu/general-$SHARER/<benchmark>/<method>/; a finished report is
-# skipped when re-run, so the evaluation resumes method by method across sessions.
+# 500 items each (the same items for every method: --limit 500 --seed 0), batch 1. One report per benchmark and
+# method under docs/results/real-cpu/general-$SHARER/$MODE/<benchmark>/<method>/; a finished report is skipped when
+# re-run, so the evaluation resumes method by method across sessions. At the end, every finished report of the mode
+# is merged into one table, $RESULTS/$MODE/results.{json,md} and accuracy_latency.png (`c2c-hf eval --merge`).
 #   bash examples/real_cpu/eval_general.sh qwen2.5-coder-0.5b-instruct
-# Data: ../shared/data/benchmarks (DATA=...). The T2T hint is capped at 64 tokens (HINT_TOKENS) to fit a CPU session:
-# on one thread the 0.5B sharer writes ~11 hints a minute.
+# MODE=logits (default): the answer is the largest letter logit after the prompt. MODE=generate: greedy answers of up
+# to 32 tokens, read for a letter; SmolLM2-135M then answers "A" to 94% of ARC-Easy questions (it lists the
+# choices), so every method sits at chance. Data: ../shared/data/benchmarks (DATA=...). The T2T hint is capped at 64
+# tokens (HINT_TOKENS) to fit a CPU session: on one thread the 0.5B sharer writes ~11 hints a minute.
 set -euo pipefail
 SHARER=${1:-qwen2.5-coder-0.5b-instruct}
+MODE=${MODE:-logits}
 DATA=${DATA:-../shared/data/benchmarks}
 MODEL=${MODEL:-runs/real-cpu/general-$SHARER}
-RESULTS=${RESULTS:-docs/results/real-cpu/general-$SHARER}
+RESULTS=${RESULTS:-docs/results/real-cpu/general-$SHARER}/$MODE
 PATHS=(arc_easy=$DATA/arc_easy.jsonl arc_challenge=$DATA/arc_challenge.jsonl openbookqa=$DATA/openbookqa.jsonl
        mmlu_redux=$DATA/mmlu_redux)
 for BENCHMARK in ${BENCHMARKS:-arc_easy arc_challenge openbookqa mmlu_redux}; do
@@ -20,7 +24,9 @@ for BENCHMARK in ${BENCHMARKS:-arc_easy arc_challenge openbookqa mmlu_redux}; do
     if [ -f "$OUT/results.json" ]; then echo "$BENCHMARK/$METHOD: done"; continue; fi
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf eval --model "$MODEL" --dtype bfloat16 \
       --benchmarks "$BENCHMARK" --benchmark-paths "${PATHS[@]}" --limit ${LIMIT:-500} --seed 0 \
-      --methods "$METHOD" --mode generate --max-new-tokens 32 --hint-tokens ${HINT_TOKENS:-64} \
+      --methods "$METHOD" --mode "$MODE" --max-new-tokens 32 --hint-tokens ${HINT_TOKENS:-64} \
       --routing-fit-benchmark $FIT --routing-fit-limit 100 --batch-size 1 --output "$OUT"
   done
 done
+FINISHED=$(ls -d "$RESULTS"/*/*/ 2>/dev/null | while read -r DIR; do [ -f "$DIR/results.json" ] && echo "$DIR"; done)
+if [ -n "$FINISHED" ]; then c2c-hf eval --merge $FINISHED --output "$RESULTS"; fi

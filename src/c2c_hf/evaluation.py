@@ -518,8 +518,6 @@ def write_report(
     results: Mapping[str, Mapping[str, Sequence[Prediction]]], output_dir: str | Path, config: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Write `results.json`, `results.md` and `accuracy_latency.png` to `output_dir`; returns the JSON content."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "config": dict(config),
         "results": {
@@ -530,10 +528,77 @@ def write_report(
             for method, by_benchmark in results.items()
         },
     }
+    save_report(report, output_dir)
+    return report
+
+
+def save_report(report: Mapping[str, Any], output_dir: str | Path) -> None:
+    """Write a report's `results.json`, `results.md` and `accuracy_latency.png` to `output_dir`."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (output_dir / "results.md").write_text(markdown_table(report), encoding="utf-8")
     plot_accuracy_latency(report, output_dir / "accuracy_latency.png")
-    return report
+
+
+# Settings that every merged report must share: rows of one table compare only when these agree.
+MERGE_SETTINGS = (
+    "model", "receiver", "sharer", "dtype", "device", "mode", "prompt", "max_new_tokens", "hint_tokens", "batch_size",
+    "limit", "seed", "latency",
+)  # fmt: skip
+
+
+def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One report from several reports of the same model and settings, evaluated apart (e.g. one run per method and
+    benchmark, resumable across sessions): their results side by side, methods and benchmarks in canonical order, the
+    source configs under `config["merged_from"]`.
+
+    Raises `ValueError` when a setting of `MERGE_SETTINGS` differs, a (method, benchmark) pair appears twice, or two
+    methods were evaluated on different items of one benchmark."""
+    if not reports:
+        raise ValueError("Nothing to merge: give at least one report.")
+    first = reports[0]["config"]
+    for report in reports[1:]:
+        for key in MERGE_SETTINGS:
+            if report["config"].get(key) != first.get(key):
+                raise ValueError(
+                    f"Cannot merge reports evaluated with different {key}: {first.get(key)!r} vs "
+                    f"{report['config'].get(key)!r}; evaluate every method with the same settings."
+                )
+    results: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for method, by_benchmark in report["results"].items():
+            for benchmark, summary in by_benchmark.items():
+                if benchmark in results.get(method, {}):
+                    raise ValueError(f"{method} on {benchmark} appears in two reports; merge only one of them.")
+                results.setdefault(method, {})[benchmark] = summary
+    items_seen: dict[str, tuple[str, list[str]]] = {}  # benchmark -> (first method, its item ids in order)
+    for method, by_benchmark in results.items():
+        for benchmark, summary in by_benchmark.items():
+            ids = [p["id"] for p in summary["predictions"]]
+            other, other_ids = items_seen.setdefault(benchmark, (method, ids))
+            if ids != other_ids:
+                raise ValueError(
+                    f"{method} and {other} were evaluated on different {benchmark} items, so their accuracies do not "
+                    "compare; evaluate every method with the same --limit and --seed."
+                )
+
+    def canonical(names: Sequence[str], order: Sequence[str]) -> list[str]:
+        return sorted(names, key=lambda name: (order.index(name) if name in order else len(order), name))
+
+    benchmarks = canonical({b for by_benchmark in results.values() for b in by_benchmark}, BENCHMARKS)
+    methods = canonical(list(results), METHODS)
+    return {
+        "config": {
+            **{key: first[key] for key in MERGE_SETTINGS if key in first},
+            "methods": methods,
+            "benchmarks": benchmarks,
+            "merged_from": [report["config"] for report in reports],
+        },
+        "results": {
+            method: {b: results[method][b] for b in benchmarks if b in results[method]} for method in methods
+        },
+    }
 
 
 def markdown_table(report: Mapping[str, Any]) -> str:
@@ -673,13 +738,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--routing-fit-split", help="Hub split of the routing-fit benchmark")
     run.add_argument("--routing-fit-limit", type=int, default=200, help="at most this many routing-fit items")
     run.add_argument("--output", required=True, help="output directory")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="REPORT_DIR",
+        help="instead of evaluating: merge finished reports (folders with results.json, same model and settings, "
+        "e.g. one per method) into one table under --output",
+    )
     return parser
+
+
+def merge_report_dirs(report_dirs: Sequence[str | Path], output_dir: str | Path) -> dict[str, Any]:
+    """`merge_reports` over the `results.json` of each folder, saved to `output_dir`; returns the merged report."""
+    paths = [Path(folder) / "results.json" for folder in report_dirs]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"No report at {', '.join(missing)}: merge folders written by `c2c-hf eval --output`.")
+    report = merge_reports([json.loads(path.read_text(encoding="utf-8")) for path in paths])
+    save_report(report, output_dir)
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
     """`c2c-hf eval ...`: load, evaluate every method on every benchmark, write the report, print the table."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.merge:
+        if args.model or args.receiver or args.sharer:
+            parser.error("--merge reads finished reports and evaluates nothing: give it without models")
+        try:
+            print(markdown_table(merge_report_dirs(args.merge, args.output)))
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(str(error))
+        return
     if args.model is None and (args.receiver is None or args.sharer is None):
         parser.error("give --model (a C2C checkpoint) or both --receiver and --sharer")
     if args.model is not None and (args.receiver or args.sharer):
@@ -743,9 +834,12 @@ __all__ = [
     "load_models",
     "main",
     "markdown_table",
+    "merge_report_dirs",
+    "merge_reports",
     "plot_accuracy_latency",
     "question_prompt",
     "respond",
+    "save_report",
     "summarize",
     "timed_predictions",
     "wilson_interval",
