@@ -75,7 +75,7 @@ def reference_generate(model, tokenizer, user_text: str, max_new_tokens: int) ->
 # --------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("mode", ["generate", "logits"])
+@pytest.mark.parametrize("mode", ["generate", "logits", "likelihood"])
 def test_all_methods_end_to_end(make_c2c, tokenizer, items, tmp_path, mode):
     scoring = Scoring(mode, max_new_tokens=6)
     methods = build_methods(make_c2c("qwen2"), tokenizer, tokenizer, METHODS, scoring, hint_tokens=6)
@@ -99,7 +99,7 @@ def test_all_methods_end_to_end(make_c2c, tokenizer, items, tmp_path, mode):
             for prediction in summary["predictions"]:
                 assert prediction["latency"] > 0
                 assert prediction["correct"] == (prediction["predicted"] == prediction["gold"])
-                if mode == "logits":
+                if mode != "generate":
                     assert prediction["tokens"] == 0 and prediction["predicted"] == prediction["text"]
                 else:
                     assert 1 <= prediction["tokens"] <= 6
@@ -159,11 +159,13 @@ def test_open_prompt_refuses_letter_scoring_and_routing(receiver, tokenizer, che
         Scoring(prompt="bare")
     with pytest.raises(ValueError, match=r"Routing reads each model's choice-letter confidence"):
         Routing(LM(receiver, tokenizer), LM(receiver, tokenizer), Scoring(prompt="open"))
+    Routing(LM(receiver, tokenizer), LM(receiver, tokenizer), Scoring("likelihood", prompt="open"))  # likelihoods
     with pytest.raises(SystemExit):
         main(
             ["--model", str(checkpoint / "c2c"), "--prompt", "open", "--methods", "routing", "--output", str(tmp_path)]
         )
-    assert "routing reads letter confidences: drop it from --methods or use --prompt choices" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "routing reads letter confidences or choice likelihoods: drop it from --methods, use --prompt choices" in error
 
 
 def test_left_padded_batches_match_single_prompts(make_c2c, tokenizer, items):
@@ -227,6 +229,32 @@ def test_logits_mode_counts_letters_spelled_with_a_leading_space(receiver):
         handle.remove()
 
 
+# --------------------------------------------------------------------------- likelihood mode
+
+
+def test_likelihood_mode_scores_each_choice_text_after_its_own_prompt(make_c2c, tokenizer, items):
+    model = make_c2c("qwen2")
+    batch = items["openbookqa"]  # prompts of different lengths: left padding, choices of different lengths
+    for lm in (LM(model.receiver, tokenizer), LM(model, tokenizer)):
+        scores = lm.choice_likelihoods([item.question for item in batch], [item.choices for item in batch])
+        for item, row in zip(batch, scores):
+            prompt = tokenizer(lm.render(item.question), add_special_tokens=False)["input_ids"]
+            expected = []
+            for choice in item.choices:  # one unpadded forward per choice; C2C fuses the prompt minus its last token
+                answer = tokenizer(choice, add_special_tokens=False)["input_ids"]
+                c2c_inputs = {"fuse_length": len(prompt) - 1} if lm.model is model else {}
+                logits = lm.model(
+                    input_ids=torch.tensor([prompt + answer]), logits_to_keep=len(answer) + 1, **c2c_inputs
+                ).logits[0, :-1]  # (A, V): the positions that predict the answer's tokens
+                log_likelihood = logits.log_softmax(-1).gather(-1, torch.tensor(answer)[:, None]).sum()
+                expected.append(log_likelihood / len(choice))
+            torch.testing.assert_close(row, torch.stack(expected), atol=1e-4, rtol=1e-4)
+        predictions = Direct("m", lm, Scoring("likelihood", prompt="open")).answer(batch)
+        assert [p.predicted for p in predictions] == [int(row.argmax()) for row in scores]
+    assert not torch.allclose(scores[0], LM(model.receiver, tokenizer).choice_likelihoods([batch[0].question],
+                                                                                          [batch[0].choices])[0])
+
+
 # --------------------------------------------------------------------------- router
 
 
@@ -246,17 +274,17 @@ def test_unfitted_router_routes_by_confidence():
 
 
 class FixedScores:
-    """Stands in for an `LM` in routing: fixed letter logits, `margin` on the gold letter (or on a wrong one)."""
+    """Stands in for an `LM` in routing: fixed choice scores, `margin` on the gold choice (or on a wrong one)."""
 
     def __init__(self, items: list[MCItem], right: bool, margin: float):
-        self.scores = {}
+        self.by_question = {}
         for item in items:
             scores = torch.zeros(len(item.choices))
             scores[item.gold if right else (item.gold + 1) % len(item.choices)] = margin
-            self.scores[format_prompt(item)] = scores
+            self.by_question[format_prompt(item)] = scores
 
-    def choice_scores(self, user_texts, num_choices):
-        return [self.scores[text] for text in user_texts]
+    def scores(self, user_texts, items, mode):
+        return [self.by_question[text] for text in user_texts]
 
 
 def test_routing_fit_overrides_confidence():

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # All five methods of a general fuser (issue 7, part 1) on ARC-Easy, ARC-Challenge, OpenBookQA and MMLU-Redux:
 # 500 items each (the same items for every method: --limit 500 --seed 0), batch 1. One report per benchmark and
-# method under docs/results/real-cpu/general-$SHARER/$MODE/<benchmark>/<method>/; a finished report is skipped when
-# re-run, so the evaluation resumes method by method across sessions. At the end, every finished report of the mode
-# is merged into one table, $RESULTS/$MODE/results.{json,md} and accuracy_latency.png (`c2c-hf eval --merge`).
+# method under docs/results/real-cpu/general-$SHARER/$MODE-$PROMPT/<benchmark>/<method>/; a finished report is
+# skipped when re-run, so the evaluation resumes method by method across sessions. At the end, every finished report
+# of that mode and prompt is merged into one table, .../$MODE-$PROMPT/results.{json,md} and accuracy_latency.png
+# (`c2c-hf eval --merge`).
 #   bash examples/real_cpu/eval_general.sh qwen2.5-coder-0.5b-instruct
-# MODE=logits (default): the answer is the largest letter logit after the prompt. MODE=generate: greedy answers of up
-# to 32 tokens, read for a letter; SmolLM2-135M then answers "A" to 94% of ARC-Easy questions (it lists the
-# choices), so every method sits at chance. Data: ../shared/data/benchmarks (DATA=...). The T2T hint is capped at 64
-# tokens (HINT_TOKENS) to fit a CPU session: on one thread the 0.5B sharer writes ~11 hints a minute.
+#   METHODS="receiver c2c" BENCHMARKS=arc_easy bash examples/real_cpu/eval_general.sh ...   # a part of it
+# MODE=likelihood PROMPT=open (default): the bare question; the answer is the choice text most likely as the reply,
+# per character (lm-eval's acc_norm). Models of this size cannot answer with a letter: with the lettered prompt
+# (PROMPT=choices) SmolLM2-135M picks "A" for 94% of ARC-Easy questions in generate mode and 94% in logits mode,
+# so every method sits at chance. Data: ../shared/data/benchmarks (DATA=...). The T2T hint is capped at 64 tokens
+# (HINT_TOKENS) to fit a CPU session: on one thread the 0.5B sharer writes ~11 hints a minute.
 set -euo pipefail
 SHARER=${1:-qwen2.5-coder-0.5b-instruct}
-MODE=${MODE:-logits}
+MODE=${MODE:-likelihood}
+PROMPT=${PROMPT:-open}
 DATA=${DATA:-../shared/data/benchmarks}
 MODEL=${MODEL:-runs/real-cpu/general-$SHARER}
-RESULTS=${RESULTS:-docs/results/real-cpu/general-$SHARER}/$MODE
+RESULTS=${RESULTS:-docs/results/real-cpu/general-$SHARER}/$MODE-$PROMPT
 PATHS=(arc_easy=$DATA/arc_easy.jsonl arc_challenge=$DATA/arc_challenge.jsonl openbookqa=$DATA/openbookqa.jsonl
        mmlu_redux=$DATA/mmlu_redux)
 for BENCHMARK in ${BENCHMARKS:-arc_easy arc_challenge openbookqa mmlu_redux}; do
@@ -24,7 +28,7 @@ for BENCHMARK in ${BENCHMARKS:-arc_easy arc_challenge openbookqa mmlu_redux}; do
     if [ -f "$OUT/results.json" ]; then echo "$BENCHMARK/$METHOD: done"; continue; fi
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf eval --model "$MODEL" --dtype bfloat16 \
       --benchmarks "$BENCHMARK" --benchmark-paths "${PATHS[@]}" --limit ${LIMIT:-500} --seed 0 \
-      --methods "$METHOD" --mode "$MODE" --max-new-tokens 32 --hint-tokens ${HINT_TOKENS:-64} \
+      --methods "$METHOD" --mode "$MODE" --prompt "$PROMPT" --max-new-tokens 32 --hint-tokens ${HINT_TOKENS:-64} \
       --routing-fit-benchmark $FIT --routing-fit-limit 100 --batch-size 1 --output "$OUT"
   done
 done

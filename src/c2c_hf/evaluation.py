@@ -2,11 +2,13 @@
 
 Every method answers a batch of `MCItem`s through one interface (`Method.answer`) and is timed by one harness
 (`timed_predictions`): wall clock around each batch under `torch.no_grad`, divided evenly among its items, so
-latencies are comparable across methods at a given batch size (the paper uses 1). Two scoring modes (`Scoring`):
+latencies are comparable across methods at a given batch size (the paper uses 1). Three scoring modes (`Scoring`):
 
 - `"generate"` (the paper's protocol): greedy decoding of up to `max_new_tokens`; the answer letter is found by
   `extract_choice`;
-- `"logits"`: the choice letter whose token has the largest logit at the answer position (no decoding).
+- `"logits"`: the choice letter whose token has the largest logit at the answer position (no decoding);
+- `"likelihood"`: the choice whose text, as the reply, has the largest log-likelihood per character (lm-eval's
+  multiple-choice scoring, `acc_norm`; C2C scores each choice from the fused prompt cache).
 
 and two prompts: `"choices"` (`format_prompt`: the question, lettered choices and an answer instruction) or `"open"`
 (the bare question; the generated answer counts when it names exactly one choice's text, the right one, as in
@@ -45,7 +47,7 @@ from .modeling_c2c import C2CForCausalLM, position_ids_from_mask
 logger = logging.getLogger(__name__)
 
 METHODS = ("receiver", "sharer", "t2t", "routing", "c2c")
-MODES = ("generate", "logits")
+MODES = ("generate", "logits", "likelihood")
 PROMPTS = ("choices", "open")
 # Extra chat-template variables: answer directly (Qwen3-style templates otherwise open a thinking block;
 # templates that do not know the variable ignore it).
@@ -149,6 +151,56 @@ class LM:
         ]
 
 
+    def choice_likelihoods(self, user_texts: Sequence[str], choices: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """Per prompt, the `(num_choices,)` log-likelihoods of each choice's text as the reply to the rendered prompt,
+        per character of the choice (lm-eval's `acc_norm`). Each prompt runs once (C2C: prefills and fuses once);
+        every choice then continues from a copy of its prompt's cache, all choices in one batch."""
+        ids, mask = self.encode(user_texts)  # (B, P), left-padded
+        prompt = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask, ids.shape[1]),
+            logits_to_keep=1,
+            use_cache=True,
+        )
+        first_log_probs = prompt.logits[:, -1].float().log_softmax(-1)  # (B, V): the reply's first token
+        templated = bool(self.tokenizer.chat_template)  # the reply follows the generation prompt, no leading space
+        answers = [
+            self.tokenizer(text if templated else " " + text, add_special_tokens=False)["input_ids"]
+            for options in choices
+            for text in options
+        ]
+        owners = torch.tensor([row for row, options in enumerate(choices) for _ in options], device=self.device)
+        cache = prompt.cache
+        cache.batch_select_indices(owners)  # one copy of its prompt's cache per choice: R rows
+        width = max(len(answer) for answer in answers)
+        answer_ids = torch.full((len(answers), width), self.pad_token_id, dtype=torch.long)  # (R, A), right-padded
+        answer_mask = torch.zeros((len(answers), width), dtype=torch.long)
+        for row, answer in enumerate(answers):
+            answer_ids[row, : len(answer)], answer_mask[row, : len(answer)] = torch.tensor(answer), 1
+        answer_ids, answer_mask = answer_ids.to(self.device), answer_mask.to(self.device)
+        full_mask = torch.cat([mask[owners], answer_mask], dim=1)  # (R, P + A)
+        logits = self.model(
+            input_ids=answer_ids,
+            attention_mask=full_mask,
+            position_ids=position_ids_from_mask(full_mask, width),
+            cache=cache,
+            use_cache=True,
+        ).logits.float()  # (R, A, V): position j predicts answer token j + 1
+        log_probs = torch.cat([first_log_probs[owners, None], logits[:, :-1].log_softmax(-1)], dim=1)  # (R, A, V)
+        token_log_probs = log_probs.gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1) * answer_mask  # (R, A)
+        characters = torch.tensor([len(text) for options in choices for text in options], device=self.device)
+        per_character = (token_log_probs.sum(-1) / characters).cpu()  # (R,)
+        return list(per_character.split([len(options) for options in choices]))
+
+    def scores(self, user_texts: Sequence[str], items: Sequence[MCItem], mode: str) -> list[torch.Tensor]:
+        """Per prompt, a `(num_choices,)` score per choice: choice-text likelihoods (`"likelihood"`) or letter logits
+        (any other mode)."""
+        if mode == "likelihood":
+            return self.choice_likelihoods(user_texts, [item.choices for item in items])
+        return self.choice_scores(user_texts, [len(item.choices) for item in items])
+
+
 def question_prompt(item: MCItem, prompt: str = "choices") -> str:
     """What every method is asked: `format_prompt(item)` (`"choices"`) or the bare question (`"open"`)."""
     if prompt not in PROMPTS:
@@ -207,9 +259,11 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Scoring:
-    """How a question is asked and its answer read: `mode` `"generate"` (greedy, up to `max_new_tokens`) or
-    `"logits"` (letter logits); `prompt` `"choices"` (lettered, answers read by `extract_choice`) or `"open"` (the
-    bare question, answers read by the one choice text they name)."""
+    """How a question is asked and its answer read: `mode` `"generate"` (greedy, up to `max_new_tokens`),
+    `"logits"` (the largest letter logit) or `"likelihood"` (the choice text most likely as the reply, per character:
+    lm-eval's multiple-choice scoring, for models too small to answer with a letter); `prompt` `"choices"` (lettered,
+    generated answers read by `extract_choice`) or `"open"` (the bare question, generated answers read by the one
+    choice text they name)."""
 
     mode: str = "generate"
     max_new_tokens: int = 64
@@ -234,16 +288,15 @@ class Scoring:
 
 
 def prediction_from_scores(item: MCItem, scores: torch.Tensor) -> Prediction:
-    """Logits mode: the letter with the largest logit (no tokens generated)."""
+    """Logits and likelihood modes: the choice with the largest score (no tokens generated)."""
     choice = int(scores.argmax())
     return Prediction(item, choice, item.letters[choice], 0)
 
 
 def respond(lm: LM, items: Sequence[MCItem], user_texts: Sequence[str], scoring: Scoring) -> list[Prediction]:
     """`lm`'s answers to `user_texts` (one per item), read as `scoring` says."""
-    if scoring.mode == "logits":
-        scores = lm.choice_scores(user_texts, [len(item.choices) for item in items])
-        return [prediction_from_scores(item, s) for item, s in zip(items, scores)]
+    if scoring.mode != "generate":
+        return [prediction_from_scores(item, s) for item, s in zip(items, lm.scores(user_texts, items, scoring.mode))]
     outputs = lm.generate(user_texts, scoring.max_new_tokens)
     return [Prediction(item, scoring.read(item, text), text, tokens) for item, (text, tokens) in zip(items, outputs)]
 
@@ -315,8 +368,9 @@ def confidence_features(scores: torch.Tensor) -> list[float]:
 class Router:
     """Query-level router: a logistic regression on both models' confidence that picks the model to ask.
 
-    Features of a question (`Routing.features`): `[p_r, h_r, p_s, h_s]`, each model's maximum choice-letter
-    probability `p` and normalised letter entropy `h` at the answer position of its own prompt. `fit` standardises
+    Features of a question (`Routing.features`): `[p_r, h_r, p_s, h_s]`, each model's maximum choice probability
+    `p` and normalised choice entropy `h` (a softmax over its letter logits at the answer position of its own
+    prompt, or over its choice likelihoods in likelihood mode). `fit` standardises
     them and trains `P(sharer right | features)` (torch, L2-regularised, LBFGS) on questions where exactly one of the
     two models is right (labels: the sharer is the right one). `route` sends a question to the sharer when that
     probability exceeds 1/2; unfitted, it sends it to the more confident model (`p_s > p_r`).
@@ -366,29 +420,34 @@ class Router:
 class Routing(Method):
     """Query-level routing between the receiver and the sharer (see `Router`); records each question's route.
 
-    Its latency includes the routing features (one forward pass of each model). In logits mode the chosen model's
-    letter logits from those passes are the answer; in generate mode the chosen model then generates.
+    Its latency includes the routing features (one forward pass of each model). In logits and likelihood modes the
+    chosen model's scores from those passes are the answer; in generate mode the chosen model then generates.
     """
 
     name = "routing"
 
     def __init__(self, receiver: LM, sharer: LM, scoring: Scoring, router: Router | None = None):
-        if scoring.prompt != "choices":
-            raise ValueError("Routing reads each model's choice-letter confidence: use Scoring(prompt='choices').")
+        if scoring.prompt != "choices" and scoring.mode != "likelihood":
+            raise ValueError(
+                "Routing reads each model's choice-letter confidence: use Scoring(prompt='choices'), or "
+                "Scoring(mode='likelihood') to route open questions by choice likelihoods."
+            )
         self.receiver, self.sharer, self.scoring = receiver, sharer, scoring
         self.router = router if router is not None else Router()
 
     def features(self, items: Sequence[MCItem]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """`(N, 4)` router features, and the receiver's and the sharer's letter logits per item."""
-        questions, num_choices = [format_prompt(item) for item in items], [len(item.choices) for item in items]
-        receiver_scores = self.receiver.choice_scores(questions, num_choices)
-        sharer_scores = self.sharer.choice_scores(questions, num_choices)
+        """`(N, 4)` router features, and the receiver's and the sharer's choice scores per item: letter logits, or
+        choice likelihoods in likelihood mode."""
+        questions = [self.scoring.question(item) for item in items]
+        mode = "likelihood" if self.scoring.mode == "likelihood" else "logits"
+        receiver_scores = self.receiver.scores(questions, items, mode)
+        sharer_scores = self.sharer.scores(questions, items, mode)
         rows = [confidence_features(r) + confidence_features(s) for r, s in zip(receiver_scores, sharer_scores)]
         return torch.tensor(rows), receiver_scores, sharer_scores
 
     @torch.no_grad()
     def fit(self, items: Sequence[MCItem], batch_size: int = 1) -> int:
-        """Fit the router on `items` (each model judged by its letter logits); returns the informative items used
+        """Fit the router on `items` (each model judged by its choice scores); returns the informative items used
         (those where exactly one model is right). With none, the router stays unfitted (routes by confidence)."""
         features, labels = [], []
         for start in tqdm(range(0, len(items), batch_size), desc="routing fit", unit="batch"):
@@ -409,7 +468,7 @@ class Routing(Method):
     def answer(self, items: list[MCItem]) -> list[Prediction]:
         x, receiver_scores, sharer_scores = self.features(items)
         to_sharer = self.router.route(x).tolist()
-        if self.scoring.mode == "logits":
+        if self.scoring.mode != "generate":
             chosen = [s if sharer else r for r, s, sharer in zip(receiver_scores, sharer_scores, to_sharer)]
             predictions = [prediction_from_scores(item, scores) for item, scores in zip(items, chosen)]
         else:  # each model generates for the questions routed to it
@@ -720,9 +779,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         choices=METHODS,
-        help="default: all (without c2c when no --model, without routing for --prompt open)",
+        help="default: all (without c2c when no --model, without routing for --prompt open unless --mode likelihood)",
     )
-    run.add_argument("--mode", default="generate", choices=MODES)
+    run.add_argument(
+        "--mode",
+        default="generate",
+        choices=MODES,
+        help="generate: greedy answer, read for a letter or choice text; logits: the largest letter logit; "
+        "likelihood: the choice text most likely as the reply, per character (lm-eval's acc_norm)",
+    )
     run.add_argument(
         "--prompt",
         default="choices",
@@ -775,9 +840,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give --model (a C2C checkpoint) or both --receiver and --sharer")
     if args.model is not None and (args.receiver or args.sharer):
         parser.error("--receiver/--sharer come from the --model checkpoint's config; give one or the other")
-    default_methods = [
-        m for m in METHODS if (m != "c2c" or args.model) and (m != "routing" or args.prompt == "choices")
-    ]
+    routes = args.prompt == "choices" or args.mode == "likelihood"  # routing needs letters or likelihoods
+    default_methods = [m for m in METHODS if (m != "c2c" or args.model) and (m != "routing" or routes)]
     methods = args.methods or default_methods
     if "c2c" in methods and args.model is None:
         parser.error(
@@ -787,8 +851,11 @@ def main(argv: list[str] | None = None) -> None:
         scoring = Scoring(args.mode, args.max_new_tokens, args.prompt)
     except ValueError as error:
         parser.error(str(error))
-    if "routing" in methods and args.prompt == "open":
-        parser.error("routing reads letter confidences: drop it from --methods or use --prompt choices")
+    if "routing" in methods and not routes:
+        parser.error(
+            "routing reads letter confidences or choice likelihoods: drop it from --methods, use --prompt choices "
+            "or --mode likelihood"
+        )
     try:
         paths = _parse_paths(args.benchmark_paths)
     except ValueError as error:
