@@ -717,7 +717,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}.",
         "",
         f"Prompt {settings['prompt_tokens']} tokens; decode: {settings['decode_steps']} steps of each model on the "
-        f"prompt's cache; batch rows generate {settings['new_tokens']} tokens; e2e answers {settings['answer_tokens']} tokens after hints of "
+        f"prompt's cache; batch rows generate {settings['new_tokens']} tokens; e2e answers "
+        f"{settings['answer_tokens']} tokens after hints of "
         f"{' and '.join(map(str, settings['hint_tokens']))} tokens; "
         f"training batch {settings['train_batch_size']} x ({settings['prompt_tokens']} + "
         f"{settings['response_tokens']}) tokens. The timed calls of a section are interleaved; medians of "
