@@ -2,16 +2,20 @@
 
     c2c-hf demo --output c2c-demo
     python -m benchmarks.fuser_sizes --demo c2c-demo --sizes 16 64 256 1024 --output docs/results/perf/fuser-sizes
+    python -m benchmarks.fuser_sizes --demo c2c-demo --sizes 256 --learning-rates 1e-3 3e-4 --output ...
 
-Over the demo's own trained receiver and sharer (its `receiver/` and `sharer/` folders), one fuser per hidden size is
-trained exactly as the demo trains its fuser (same data, steps, schedule and seed; `c2c_hf.demo.train_fuser`) and
-evaluated with C2C on the demo's held-out questions. Reported per size: parameters, held-out accuracy with its
-interval, the time of one fuser forward over a held-out prompt's caches and of one C2C answer, and training time.
+Over the demo's own trained receiver and sharer (its `receiver/` and `sharer/` folders), one fuser per hidden size,
+number of blocks and learning rate is trained as the demo trains its fuser (same data, steps, schedule and seed;
+`c2c_hf.demo.train_fuser`; blocks and learning rate default to the demo's) and evaluated with C2C on the demo's
+held-out questions. Reported per fuser: parameters, held-out accuracy with its interval, the time of one fuser
+forward over a held-out prompt's caches and of one C2C answer, and training time. Rows accumulate in `--output`
+across runs (a fuser already there is not trained again), so a sweep can be spread over sessions.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -30,15 +34,15 @@ from c2c_hf.world import World
 from .run import fuse_all_layers
 
 
-def run_size(hidden: int, demo: Path, config: DemoConfig, world: World, scoring: Scoring) -> dict:
+def run_size(config: DemoConfig, demo: Path, world: World, scoring: Scoring) -> dict:
+    """Train and evaluate the fuser `config` describes (`fuser_hidden_size`, `fuser_num_blocks`, `fuser_lr`)."""
     receiver_tokenizer, sharer_tokenizer = (AutoTokenizer.from_pretrained(demo / role) for role in ("receiver", "sharer"))
     receiver, sharer = (AutoModelForCausalLM.from_pretrained(demo / role).eval() for role in ("receiver", "sharer"))
-    config = replace(config, fuser_hidden_size=hidden)
     torch.manual_seed(config.seed + 3)  # as the demo seeds its fuser
     model = C2CForCausalLM.from_base_models(
         receiver, sharer, receiver_tokenizer, sharer_tokenizer, token_alignment="longest",
-        layer_map=list(config.layer_map), fuser_hidden_size=hidden, fuser_num_blocks=config.fuser_num_blocks,
-        fuser_dropout=config.fuser_dropout,
+        layer_map=list(config.layer_map), fuser_hidden_size=config.fuser_hidden_size,
+        fuser_num_blocks=config.fuser_num_blocks, fuser_dropout=config.fuser_dropout,
     )  # fmt: skip
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
@@ -47,7 +51,9 @@ def run_size(hidden: int, demo: Path, config: DemoConfig, world: World, scoring:
     heldout = heldout_questions(world, config.seed)
     predictions = evaluate([Direct("c2c", LM(model, receiver_tokenizer), scoring)], {"heldout": heldout})["c2c"]["heldout"]
     return {
-        "hidden_size": hidden,
+        "hidden_size": config.fuser_hidden_size,
+        "num_blocks": config.fuser_num_blocks,
+        "learning_rate": config.fuser_lr,
         "fuser_params": sum(p.numel() for p in model.fuser.parameters()),
         **summarize(predictions),
         "fuser_forward_s": fuser_forward_seconds(model, receiver_tokenizer, heldout[0].question),
@@ -74,27 +80,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, required=True, help="a `c2c-hf demo --output` folder (full run)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1024])
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--blocks", type=int, nargs="+", help="fuser blocks, >= 2 (default: the demo's)")
+    parser.add_argument("--learning-rates", type=float, nargs="+", help="fuser learning rates (default: the demo's)")
+    parser.add_argument("--output", type=Path, required=True, help="folder of fuser_sizes.json / .md (rows accumulate)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the demo's default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     report = json.loads((args.demo / "results.json").read_text())["config"]
-    config = DemoConfig(**report["demo"])
-    world = World.generate(config.seed, report["world"])
-    scoring = Scoring("generate", config.max_new_tokens)
-    rows = []
-    for hidden in args.sizes:
-        rows.append(run_size(hidden, args.demo, config, world, scoring))
+    demo_config = DemoConfig(**report["demo"])
+    world = World.generate(demo_config.seed, report["world"])
+    scoring = Scoring("generate", demo_config.max_new_tokens)
+    results = args.output / "fuser_sizes.json"
+    rows = json.loads(results.read_text())["sizes"] if results.is_file() else []
+    done = {(r["hidden_size"], r["num_blocks"], r["learning_rate"]) for r in rows}
+    for hidden, blocks, lr in itertools.product(
+        args.sizes, args.blocks or [demo_config.fuser_num_blocks], args.learning_rates or [demo_config.fuser_lr]
+    ):
+        if (hidden, blocks, lr) in done:
+            continue
+        config = replace(demo_config, fuser_hidden_size=hidden, fuser_num_blocks=blocks, fuser_lr=lr)
+        rows.append(run_size(config, args.demo, world, scoring))
         print(json.dumps(rows[-1]), flush=True)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "fuser_sizes.json").write_text(json.dumps({"demo": report["demo"], "threads": torch.get_num_threads(), "sizes": rows}, indent=2) + "\n")
-    lines = ["| fuser hidden | params | held-out C2C accuracy % [95% CI] | fuser forward | C2C answer (median) | training |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+        rows.sort(key=lambda r: (r["hidden_size"], r["num_blocks"], -r["learning_rate"]))
+        write(rows, report["demo"], args.output)
+
+
+def write(rows: list[dict], demo: dict, output: Path) -> None:
+    """`fuser_sizes.json` (the demo's config, threads, every row) and `fuser_sizes.md` (one table row per fuser)."""
+    output.mkdir(parents=True, exist_ok=True)
+    content = {"demo": demo, "threads": torch.get_num_threads(), "sizes": rows}
+    (output / "fuser_sizes.json").write_text(json.dumps(content, indent=2) + "\n")
+    lines = ["| fuser hidden | blocks | learning rate | params | held-out C2C accuracy % [95% CI] | fuser forward "
+             "| C2C answer (median) | training |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         low, high = r["ci95"]
-        lines.append(f"| {r['hidden_size']} | {r['fuser_params']:,} | {100 * r['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}] "
-                     f"| {1000 * r['fuser_forward_s']:.2f} ms | {1000 * r['latency_median_s']:.1f} ms | {r['train_s']:.0f} s |")  # fmt: skip
-    (args.output / "fuser_sizes.md").write_text("\n".join(lines) + "\n")
+        lines.append(f"| {r['hidden_size']} | {r['num_blocks']} | {r['learning_rate']:g} | {r['fuser_params']:,} "
+                     f"| {100 * r['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}] | {1000 * r['fuser_forward_s']:.2f} ms "
+                     f"| {1000 * r['latency_median_s']:.1f} ms | {r['train_s']:.0f} s |")  # fmt: skip
+    (output / "fuser_sizes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
