@@ -134,35 +134,33 @@ class LM:
             results.append((self.tokenizer.decode(row[:length], skip_special_tokens=True).strip(), length))
         return results
 
-    def choice_scores(self, user_texts: Sequence[str], num_choices: Sequence[int]) -> list[torch.Tensor]:
-        """Per prompt, the `(num_choices,)` logits of the choice letters at the answer position (the last prompt
-        token); a letter's logit is the largest over its spellings (`letter_token_ids`)."""
+    def prompt_pass(self, user_texts: Sequence[str], use_cache: bool = False) -> tuple[Any, torch.Tensor]:
+        """One forward over the left-padded rendered prompts (C2C: prefill and fuse), logits kept for the last
+        position only: the model's output and the prompts' `(B, P)` attention mask."""
         ids, mask = self.encode(user_texts)
-        logits = self.model(
+        output = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=position_ids_from_mask(mask, ids.shape[1]),
             logits_to_keep=1,
-            use_cache=False,
-        ).logits[:, -1].float().cpu()
+            use_cache=use_cache,
+        )
+        return output, mask
+
+    def choice_scores(self, user_texts: Sequence[str], num_choices: Sequence[int]) -> list[torch.Tensor]:
+        """Per prompt, the `(num_choices,)` logits of the choice letters at the answer position (the last prompt
+        token); a letter's logit is the largest over its spellings (`letter_token_ids`)."""
+        logits = self.prompt_pass(user_texts)[0].logits[:, -1].float().cpu()  # (B, V)
         return [
             torch.stack([logits[row, candidates].max() for candidates in self.letter_token_ids[:n]])
             for row, n in enumerate(num_choices)
         ]
 
-
     def choice_likelihoods(self, user_texts: Sequence[str], choices: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """Per prompt, the `(num_choices,)` log-likelihoods of each choice's text as the reply to the rendered prompt,
         per character of the choice (lm-eval's `acc_norm`). Each prompt runs once (C2C: prefills and fuses once);
         every choice then continues from a copy of its prompt's cache, all choices in one batch."""
-        ids, mask = self.encode(user_texts)  # (B, P), left-padded
-        prompt = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask, ids.shape[1]),
-            logits_to_keep=1,
-            use_cache=True,
-        )
+        prompt, mask = self.prompt_pass(user_texts, use_cache=True)  # mask (B, P), left-padded
         first_log_probs = prompt.logits[:, -1].float().log_softmax(-1)  # (B, V): the reply's first token
         templated = bool(self.tokenizer.chat_template)  # the reply follows the generation prompt, no leading space
         answers = [
