@@ -437,9 +437,8 @@ class Routing(Method):
         """`(N, 4)` router features, and the receiver's and the sharer's choice scores per item: letter logits, or
         choice likelihoods in likelihood mode."""
         questions = [self.scoring.question(item) for item in items]
-        mode = "likelihood" if self.scoring.mode == "likelihood" else "logits"
-        receiver_scores = self.receiver.scores(questions, items, mode)
-        sharer_scores = self.sharer.scores(questions, items, mode)
+        receiver_scores = self.receiver.scores(questions, items, self.scoring.mode)
+        sharer_scores = self.sharer.scores(questions, items, self.scoring.mode)
         rows = [confidence_features(r) + confidence_features(s) for r, s in zip(receiver_scores, sharer_scores)]
         return torch.tensor(rows), receiver_scores, sharer_scores
 
