@@ -5,8 +5,9 @@
 A fuser can only transfer what the sharer's cache holds in a code shared across people. This trains, per sharer
 layer, K or V, and attribute, a multinomial logistic regression (L2) from the sharer's KV to the fact's value (8
 classes) on the questions about the fuser's training people, and scores it on the validation and held-out people.
-Features: the KV of the last fused position (the prompt minus its last token, what C2C fuses last), of the last
-prompt position (never fused), and the mean over the fused positions. Every question template is used for every
+Features: the KV of the name's last token (where a model that recalls facts by their subject would put them), of the
+last fused position (the prompt minus its last token, what C2C fuses last), of the last prompt position (never
+fused), and the mean over the fused positions. Every question template is used for every
 fact, in the receiver's chat-rendered prompt read by the sharer's tokenizer (both use ChatML).
 """
 
@@ -26,7 +27,7 @@ from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity
 sys.path.insert(0, str(Path(__file__).parent))
 import knowledge  # this folder's script
 
-POSITIONS = ("last_fused", "last", "mean_fused")
+POSITIONS = ("name", "last_fused", "last", "mean_fused")
 
 
 @torch.no_grad()
@@ -38,11 +39,13 @@ def sharer_features(people: list[Entity], sharer, sharer_tokenizer, receiver_tok
             for template in QUESTIONS[attribute]:
                 messages = [{"role": "user", "content": template.format(name=entity.name)}]
                 text = receiver_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-                ids = sharer_tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-                cache = sharer(ids, use_cache=True).cache
+                encoded = sharer_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                name_end = text.index(entity.name) + len(entity.name)  # the name's last character is at name_end - 1
+                name = next(i for i, (start, end) in enumerate(encoded["offset_mapping"]) if start < name_end <= end)
+                cache = sharer(torch.tensor([encoded["input_ids"]]), use_cache=True).cache
                 kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]).float()
                 kv = kv.transpose(2, 3).flatten(3)  # (layers, 2, N, H_s * D_s)
-                features = {"last_fused": kv[:, :, -2], "last": kv[:, :, -1], "mean_fused": kv[:, :, :-1].mean(2)}
+                features = {"name": kv[:, :, name], "last_fused": kv[:, :, -2], "last": kv[:, :, -1], "mean_fused": kv[:, :, :-1].mean(2)}
                 rows.append((attribute, ATTRIBUTES[attribute].index(entity.value(attribute)), features))
     return rows
 
