@@ -9,6 +9,9 @@ Features: the KV of the name's last token (where a model that recalls facts by t
 last fused position (the prompt minus its last token, what C2C fuses last), of the last prompt position (never
 fused), and the mean over the fused positions. Every question template is used for every
 fact, in the receiver's chat-rendered prompt read by the sharer's tokenizer (both use ChatML).
+
+`--answer-prefix` (a positive control) appends the start of the sharer's answer up to the value ("Trenkai lives
+in"), so that the last position is the one where the sharer retrieves the value to say it next.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity
+from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
 
 sys.path.insert(0, str(Path(__file__).parent))
 import knowledge  # this folder's script
@@ -31,7 +34,9 @@ POSITIONS = ("name", "last_fused", "last", "mean_fused")
 
 
 @torch.no_grad()
-def sharer_features(people: list[Entity], sharer, sharer_tokenizer, receiver_tokenizer) -> list[tuple[str, int, dict]]:
+def sharer_features(
+    people: list[Entity], sharer, sharer_tokenizer, receiver_tokenizer, answer_prefix: bool
+) -> list[tuple[str, int, dict]]:
     """Per question: (attribute, value index, {position: (layers, 2, H_s * D_s) K and V features})."""
     rows = []
     for entity in people:
@@ -39,6 +44,9 @@ def sharer_features(people: list[Entity], sharer, sharer_tokenizer, receiver_tok
             for template in QUESTIONS[attribute]:
                 messages = [{"role": "user", "content": template.format(name=entity.name)}]
                 text = receiver_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                if answer_prefix:  # "Trenkai lives in Dublin." -> "Trenkai lives in"
+                    statement = World.statement(entity, attribute)
+                    text += statement[: statement.index(entity.value(attribute))].rstrip()
                 encoded = sharer_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
                 name_end = text.index(entity.name) + len(entity.name)  # the name's last character is at name_end - 1
                 name = next(i for i, (start, end) in enumerate(encoded["offset_mapping"]) if start < name_end <= end)
@@ -93,6 +101,7 @@ def main() -> None:
     parser.add_argument("--validation-people", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--l2", type=float, default=1e-2)
+    parser.add_argument("--answer-prefix", action="store_true", help="append the answer's start (a positive control)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -103,11 +112,13 @@ def main() -> None:
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / knowledge.RECEIVER)
     trained, validation = knowledge.split_fuser_people(world, args.validation_people)
     people = {"trained": trained, "validation": validation, "heldout": world.entities["heldout"]}
-    groups = {g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer) for g, p in people.items()}
+    groups = {
+        g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer, args.answer_prefix) for g, p in people.items()
+    }
     layers = sharer.config.num_hidden_layers
     report = {
         "sharer": str(sharer_path.relative_to(knowledge.ROOT)), "people": {g: len(p) for g, p in people.items()},
-        "questions": {g: len(rows) for g, rows in groups.items()}, "classes_per_attribute": 8, "l2": args.l2,
+        "questions": {g: len(rows) for g, rows in groups.items()}, "classes_per_attribute": 8, "l2": args.l2, "answer_prefix": args.answer_prefix,
         "accuracy": {},
     }  # fmt: skip
     for position in POSITIONS:

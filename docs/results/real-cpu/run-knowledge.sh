@@ -34,7 +34,11 @@ python $K eval "${OPEN[@]}" --threads 1                                         
 # 3. Is a fact decodable from the sharer's prompt cache for people a linear decoder never saw?
 python examples/real_cpu/probe_sharer_kv.py --output docs/results/real-cpu/knowledge/sharer-kv-probe.json   # ~3 min
 
-# 4. A 4x larger world (224 fuser + 32 held-out people): LoRA of 800 steps (~3 h on one thread), then as in 2.
+# 4. A 4x larger world (224 fuser + 32 held-out people): LoRA of 800 steps (5.3 h on one thread beside other jobs), then as in 2.
 python $K sharer --fuser-people 224 --heldout-people 32 --sharer-steps 800 --threads 1
-python examples/real_cpu/probe_sharer_kv.py --fuser-people 224 --heldout-people 32 \
-  --output docs/results/real-cpu/knowledge/world-224-32/sharer-kv-probe.json
+W=(--fuser-people 224 --heldout-people 32 --validation-people 16)
+P=docs/results/real-cpu/knowledge/world-224-32
+python examples/real_cpu/probe_sharer_kv.py "${W[@]}" --output $P/sharer-kv-probe.json                  # ~10 min
+python examples/real_cpu/probe_sharer_kv.py "${W[@]}" --answer-prefix --output $P/sharer-kv-probe-answer-prefix.json
+python $K fuser "${W[@]}" --prompt open --fusion gated --tag h64 --fuser-hidden-size 64 --fuser-dropout 0.2 \
+  --fuser-lr 2e-3 --fuser-steps 1200 --questions-per-fact 3 --save-steps 100 --threads 2         # resumes; not finished
