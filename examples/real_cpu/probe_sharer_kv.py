@@ -7,8 +7,8 @@ layer, K or V, and attribute, a multinomial logistic regression (L2) from the sh
 classes) on the questions about the fuser's training people, and scores it on the validation and held-out people.
 Features: the KV of the name's last token (where a model that recalls facts by their subject would put them), of the
 last fused position (the prompt minus its last token, what C2C fuses last), of the last prompt position (never
-fused), and the mean over the fused positions. Every question template is used for every
-fact, in the receiver's chat-rendered prompt read by the sharer's tokenizer (both use ChatML).
+fused), and the mean over the fused positions. Every question template is used for every fact, in the receiver's
+chat-rendered prompt read by the sharer's tokenizer (both use ChatML).
 
 `--answer-prefix` (a positive control) appends the start of the sharer's answer up to the value ("Trenkai lives
 in"), so that the last position is the one where the sharer retrieves the value to say it next.
@@ -53,7 +53,10 @@ def sharer_features(
                 cache = sharer(torch.tensor([encoded["input_ids"]]), use_cache=True).cache
                 kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]).float()
                 kv = kv.transpose(2, 3).flatten(3)  # (layers, 2, N, H_s * D_s)
-                features = {"name": kv[:, :, name], "last_fused": kv[:, :, -2], "last": kv[:, :, -1], "mean_fused": kv[:, :, :-1].mean(2)}
+                features = {
+                    "name": kv[:, :, name], "last_fused": kv[:, :, -2], "last": kv[:, :, -1],
+                    "mean_fused": kv[:, :, :-1].mean(2),
+                }  # fmt: skip
                 rows.append((attribute, ATTRIBUTES[attribute].index(entity.value(attribute)), features))
     return rows
 
