@@ -115,13 +115,13 @@ def main() -> None:
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / knowledge.RECEIVER)
     trained, validation = knowledge.split_fuser_people(world, args.validation_people)
     people = {"trained": trained, "validation": validation, "heldout": world.entities["heldout"]}
-    groups = {
-        g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer, args.answer_prefix) for g, p in people.items()
-    }
+    groups = {g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer, args.answer_prefix)
+              for g, p in people.items()}  # fmt: skip
     layers = sharer.config.num_hidden_layers
     report = {
         "sharer": str(sharer_path.relative_to(knowledge.ROOT)), "people": {g: len(p) for g, p in people.items()},
-        "questions": {g: len(rows) for g, rows in groups.items()}, "classes_per_attribute": 8, "l2": args.l2, "answer_prefix": args.answer_prefix,
+        "questions": {g: len(rows) for g, rows in groups.items()}, "classes_per_attribute": 8, "l2": args.l2,
+        "answer_prefix": args.answer_prefix,
         "accuracy": {},
     }  # fmt: skip
     for position in POSITIONS:
