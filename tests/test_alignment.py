@@ -135,7 +135,16 @@ def test_special_tokens_by_role_and_string(toks, maps):
     for marker in CHAT_MARKERS:
         rid, sid = rec.convert_tokens_to_ids(marker), sh.convert_tokens_to_ids(marker)
         assert rid != sid and tm.receiver_to_sharer[rid] == sid, marker
-    assert tm.counts["role"] == 4 and tm.counts["string"] == len(CHAT_MARKERS)
+    assert tm.counts["role"] == 2 and tm.counts["string"] == len(CHAT_MARKERS) + 2  # <pad>, <unk>: same string
+
+
+def test_special_token_string_beats_role(toks):
+    """SmolLM2's bos is `<|im_start|>` and Qwen2.5's is `<|endoftext|>`: the chat marker keeps its own string."""
+    receiver = wrap(Tokenizer.from_str(toks.bl.backend_tokenizer.to_str()), "<|im_start|>", "<|im_end|>")
+    tm = build_token_map(receiver, toks.sp)
+    for marker in CHAT_MARKERS:
+        assert tm.receiver_to_sharer[receiver.convert_tokens_to_ids(marker)] == toks.sp.convert_tokens_to_ids(marker)
+    assert toks.sp.bos_token_id != toks.sp.convert_tokens_to_ids("<|im_start|>")
 
 
 def test_longest_versus_first(toks, maps):
@@ -238,14 +247,14 @@ def test_real_tokenizers(sharer):
     print(f"smollm2 -> {sharer}: {tm.summary()} in {elapsed:.1f} s")
     assert len(tm) == len(rec) and all(0 <= i < len(sh) for i in tm.receiver_to_sharer)
     assert 0.3 < tm.coverage <= 1 and elapsed < 60
-    role_ids = {}  # receiver id -> sharer id by role, first role wins
+    shared_strings = {rid for rid in rec.all_special_ids if rec.convert_ids_to_tokens(rid) in sh.get_vocab()}
+    for rid in shared_strings:  # ChatML markers, also SmolLM2's bos <|im_start|>: by string
+        assert tm.receiver_to_sharer[rid] == sh.convert_tokens_to_ids(rec.convert_ids_to_tokens(rid))
+    role_ids = {}  # the others by role, the first role wins (SmolLM2's pad is its eos)
     for role in ("bos", "eos", "pad", "unk"):
         rid, sid = getattr(rec, f"{role}_token_id"), getattr(sh, f"{role}_token_id")
-        if rid is not None and sid is not None:
+        if rid is not None and sid is not None and rid not in shared_strings:
             role_ids.setdefault(rid, sid)
-    for rid, sid in role_ids.items():
-        assert tm.receiver_to_sharer[rid] == sid
-    for marker in CHAT_MARKERS:  # ChatML markers: by string unless the receiver uses them as bos/eos
-        rid = rec.convert_tokens_to_ids(marker)
-        if marker in sh.get_vocab() and rid not in role_ids:
-            assert tm.receiver_to_sharer[rid] == sh.convert_tokens_to_ids(marker)
+    assert all(tm.receiver_to_sharer[rid] == sid for rid, sid in role_ids.items())
+    if sharer.startswith("qwen"):
+        assert tm.apply(torch.tensor(encode(rec, "<|im_start|>user<|im_end|>"))).tolist() == encode(sh, "<|im_start|>user<|im_end|>")

@@ -2,8 +2,9 @@
 
 The receiver tokenization is the base: every receiver token id maps to exactly one sharer token id, so the two
 sequences share length and positions. A receiver token is decoded to its string and re-encoded with the sharer
-tokenizer; when that gives several sharer tokens, one is kept ("longest" decoded string, or "first"). Special tokens
-map by role (bos/eos/pad/unk), then special/added tokens by exact string (chat markers such as ``<|im_start|>``).
+tokenizer; when that gives several sharer tokens, one is kept ("longest" decoded string, or "first"). Special/added
+tokens map by exact string when the sharer has the same token (chat markers such as ``<|im_start|>``), the others by
+role (bos/eos/pad/unk): SmolLM2's bos is ``<|im_start|>``, which must stay Qwen's ``<|im_start|>``, not its bos.
 
 Byte pieces: a lone byte-fallback piece (``<0xE2>``) or a partial UTF-8 byte of a byte-level vocabulary decodes to
 U+FFFD. Such a piece maps to the sharer token of the same string when that decodes identically (same byte scheme),
@@ -158,16 +159,16 @@ def build_token_map(
 def _special_matches(
     receiver: PreTrainedTokenizerBase, sharer: PreTrainedTokenizerBase, sharer_vocab: dict[str, int]
 ) -> dict[int, tuple[int, str]]:
-    """Receiver special/added token ids mapped by role (bos/eos/pad/unk), then by exact string in the sharer vocab."""
+    """Receiver special/added token ids mapped by exact string in the sharer vocab, then by role (bos/eos/pad/unk)."""
     matches: dict[int, tuple[int, str]] = {}
+    for rid in sorted(set(receiver.all_special_ids) | set(receiver.added_tokens_decoder)):
+        sid = sharer_vocab.get(receiver.convert_ids_to_tokens(rid) or "")
+        if sid is not None:
+            matches[rid] = (sid, "string")
     for role in _ROLES:
         rid, sid = getattr(receiver, f"{role}_token_id"), getattr(sharer, f"{role}_token_id")
         if rid is not None and sid is not None and rid not in matches:
             matches[rid] = (sid, "role")
-    for rid in sorted(set(receiver.all_special_ids) | set(receiver.added_tokens_decoder)):
-        sid = sharer_vocab.get(receiver.convert_ids_to_tokens(rid) or "")
-        if rid not in matches and sid is not None:
-            matches[rid] = (sid, "string")
     return matches
 
 
