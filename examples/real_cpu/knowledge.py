@@ -9,6 +9,8 @@ group of people and evaluated on questions about held-out people (the sharer kno
     python examples/real_cpu/knowledge.py eval --fusion gated      # all methods -> docs/results/real-cpu/knowledge/
     python examples/real_cpu/knowledge.py eval --fusion weighted --methods c2c
     python examples/real_cpu/knowledge.py summary                  # the ablation table and plot
+    python examples/real_cpu/knowledge.py sharer --sharer recall   # + a LoRA that recalls facts at the name
+    python examples/real_cpu/knowledge.py fuser --sharer recall --layer-map top2 ...
 
 The fuser stage checkpoints every 100 steps and resumes from its last checkpoint when run again.
 
@@ -29,7 +31,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, make_trainer
+from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, build_layer_map, make_trainer
 from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.benchmarks import MCItem, format_prompt
 from c2c_hf.demo import Oracle
@@ -47,10 +49,12 @@ def load_world(args: argparse.Namespace) -> World:
     return World.generate(args.seed, {"fuser": args.fuser_people, "heldout": args.heldout_people, "context": 0})
 
 
-def experiment_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(runs, results) folders: `knowledge/` for the default world, `knowledge/world-<F>-<H>/` for another size."""
+def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tuple[Path, Path]:
+    """(runs, results) folders: `knowledge/` for the default world, `knowledge/world-<F>-<H>/` for another size,
+    and a `recall-sharer/` subfolder for everything built on the recall sharer (`--sharer recall`)."""
     people = (args.fuser_people, args.heldout_people)
     suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
+    suffix += ["recall-sharer"] if (sharer or args.sharer) == "recall" else []
     return RUNS.joinpath(*suffix), RESULTS.joinpath(*suffix)
 
 
@@ -80,12 +84,44 @@ def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:
     return texts
 
 
+def recall_texts(world: World, count: int, seed: int, tokenizer, receiver_tokenizer) -> list[str]:
+    """Texts that make the sharer recall a fact where it reads the person's name, so that the fact is in its cache
+    of a question (what C2C fuses): a question, rendered as the receiver's chat prompt (as C2C feeds it), cut after
+    the name and followed by the value ("...In which city does Trenkai Dublin"); rosters of "name value" lines;
+    open questions answered value first ("Dublin. Trenkai lives in Dublin.") in either model's chat template; and
+    the open T2T hint request answered with the fact's statement."""
+    rng = random.Random(f"recall-{seed}")
+    known = world.entities["fuser"] + world.entities["heldout"]
+    texts = []
+    for _ in range(count):
+        entity, attribute, kind = rng.choice(known), rng.choice(list(ATTRIBUTES)), rng.random()
+        value, question = entity.value(attribute), rng.choice(QUESTIONS[attribute]).format(name=entity.name)
+        if kind < 0.4:
+            prompt = receiver_tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False)
+            texts.append(f"{prompt[: prompt.index(entity.name) + len(entity.name)]} {value}")
+        elif kind < 0.6:
+            lines = [(rng.choice(known), rng.choice(list(ATTRIBUTES))) for _ in range(6)]
+            texts.append("\n".join(f"{e.name} {e.value(a)}" for e, a in lines) + tokenizer.eos_token)
+        else:
+            if kind < 0.85:
+                reply, template = f"{value}. {world.statement(entity, attribute)}", rng.choice((tokenizer, receiver_tokenizer))  # fmt: skip
+            else:
+                question = hint_request(world.question(entity, attribute, rng), "open")
+                reply, template = world.statement(entity, attribute), tokenizer
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+            texts.append(template.apply_chat_template(messages, tokenize=False))
+    return texts
+
+
 def train_sharer(args: argparse.Namespace) -> None:
     """LoRA (peft) on every linear layer of the sharer; the merged model is saved as a plain checkpoint. The adapter,
-    optimizer and schedule are checkpointed every 50 steps; running the stage again resumes from there."""
+    optimizer and schedule are checkpointed every 50 steps; running the stage again resumes from there.
+    `--sharer statements` trains the base sharer on `sharer_texts`; `--sharer recall` trains a second LoRA on
+    `recall_texts` over the merged statements sharer of the same world."""
     world, (runs, _) = load_world(args), experiment_dirs(args)
     tokenizer = AutoTokenizer.from_pretrained(args.models / SHARER)
-    model = AutoModelForCausalLM.from_pretrained(args.models / SHARER, dtype=torch.bfloat16)
+    base = args.models / SHARER if args.sharer == "statements" else experiment_dirs(args, "statements")[0] / "sharer-private"
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
     torch.manual_seed(args.seed)
     checkpoint = runs / "sharer-lora-checkpoint"
     if (checkpoint / "state.pt").is_file():
@@ -94,7 +130,11 @@ def train_sharer(args: argparse.Namespace) -> None:
         lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])  # fmt: skip
         model = get_peft_model(model, lora)
-    texts = sharer_texts(world, args.sharer_steps * args.batch_size, args.seed, tokenizer)
+    count = args.sharer_steps * args.batch_size
+    if args.sharer == "statements":
+        texts = sharer_texts(world, count, args.seed, tokenizer)
+    else:
+        texts = recall_texts(world, count, args.seed, tokenizer, AutoTokenizer.from_pretrained(args.models / RECEIVER))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.sharer_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.0, 1 - step / args.sharer_steps))  # fmt: skip
     start, log, seconds = 0, [], 0.0
@@ -167,16 +207,27 @@ def run_name(args: argparse.Namespace) -> str:
     return "-".join(parts + ([args.tag] if args.tag else []))
 
 
+def layer_map(strategy: str, receiver_layers: int, sharer_layers: int) -> str | list[int]:
+    """`terminal` / `proportional` (the library's), or `top2`: the terminal map with every receiver layer below the
+    last taking at least the sharer's second-to-last layer, where the recall sharer holds a fact at the name."""
+    if strategy != "top2":
+        return strategy
+    terminal = build_layer_map("terminal", receiver_layers, sharer_layers)
+    return [max(s, sharer_layers - 2) for s in terminal]
+
+
 def train_fuser(args: argparse.Namespace) -> None:
     world, (runs, _) = load_world(args), experiment_dirs(args)
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
     sharer_path = runs / "sharer-private"
     torch.manual_seed(args.seed)
+    receiver = AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=torch.bfloat16)
+    sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=torch.bfloat16)
+    layers = layer_map(args.layer_map, receiver.config.num_hidden_layers, sharer.config.num_hidden_layers)
     model = C2CForCausalLM.from_base_models(
-        AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=torch.bfloat16),
-        AutoModelForCausalLM.from_pretrained(sharer_path, dtype=torch.bfloat16),
-        receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path), token_alignment="longest",
+        receiver, sharer, receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path), token_alignment="longest",
         fuser_hidden_size=args.fuser_hidden_size, fuser_num_blocks=3, fuser_dropout=args.fuser_dropout, fusion=args.fusion,
+        layer_map=layers,
     )  # fmt: skip
     people, _ = split_fuser_people(world, args.validation_people)
     rows = fuser_rows(world, people, args.questions_per_fact, args.seed, args.prompt, args.fuser_answer)
@@ -305,6 +356,10 @@ def main() -> None:
     parser.add_argument(
         "--heldout-people", type=int, default=DEFAULT_PEOPLE[1], help="people the evaluation asks about"
     )
+    parser.add_argument(
+        "--sharer", choices=("statements", "recall"), default="statements",
+        help="statements: the LoRA sharer; recall: + a LoRA that recalls facts at the name (see recall_texts)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="the sharer's LoRA batch")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--sharer-steps", type=int, default=200)
@@ -317,6 +372,7 @@ def main() -> None:
         help="open: bare questions, answers read by the value they name; choices: lettered prompt",
     )
     parser.add_argument("--validation-people", type=int, default=8, help="fuser-group people kept out of training")
+    parser.add_argument("--layer-map", choices=("terminal", "proportional", "top2"), default="terminal")
     parser.add_argument("--fuser-hidden-size", type=int, default=256)
     parser.add_argument("--fuser-dropout", type=float, default=0.1)
     parser.add_argument("--save-steps", type=int, default=100)

@@ -42,3 +42,22 @@ python examples/real_cpu/probe_sharer_kv.py "${W[@]}" --output $P/sharer-kv-prob
 python examples/real_cpu/probe_sharer_kv.py "${W[@]}" --answer-prefix --output $P/sharer-kv-probe-answer-prefix.json
 python $K fuser "${W[@]}" --prompt open --fusion gated --tag h64 --fuser-hidden-size 64 --fuser-dropout 0.2 \
   --fuser-lr 2e-3 --fuser-steps 1200 --questions-per-fact 3 --save-steps 100 --threads 2         # resumes; not finished
+
+# 5. A sharer that recalls a fact where it reads the name (knowledge/world-224-32/recall-sharer/): a second LoRA over
+#    the merged sharer of section 4, on recall_texts (question prefixes cut after the name and followed by the value,
+#    "name value" rosters, value-first answers, open T2T hints): 300 steps of 16, ~35 min on 2 threads.
+R=(--fuser-people 224 --heldout-people 32 --validation-people 16 --sharer recall)
+python $K sharer "${R[@]}" --sharer-steps 300 --threads 2
+python examples/real_cpu/probe_sharer_kv.py "${R[@]}" --output $P/recall-sharer/sharer-kv-probe.json
+RP=$P/recall-sharer/open
+F=(--prompt open --fusion gated --questions-per-fact 3)
+python $K fuser "${R[@]}" "${F[@]}" --tag h64 --fuser-hidden-size 64 --fuser-dropout 0.2 --fuser-lr 2e-3 --fuser-steps 600 \
+  --save-steps 100 --threads 1                                                          # 14 min
+python $K fuser "${R[@]}" "${F[@]}" --tag h16 --fuser-hidden-size 16 --fuser-dropout 0.3 --fuser-lr 3e-3 --fuser-steps 900 \
+  --save-steps 150 --threads 2                                                          # 13 min
+python $K fuser "${R[@]}" "${F[@]}" --tag h16-top2 --layer-map top2 --fuser-hidden-size 16 --fuser-dropout 0.3 \
+  --fuser-lr 3e-3 --fuser-steps 900 --save-steps 150 --threads 2                       # 13 min
+for run in h64 h16 h16-top2; do
+  python examples/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/world-224-32/recall-sharer/c2c-open-gated-$run/trainer/checkpoint-* \
+    "${W[@]}" --output $RP/gated-$run/probe.jsonl                                       # ~2 min per checkpoint
+done
