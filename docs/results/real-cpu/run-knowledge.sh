@@ -61,3 +61,6 @@ for run in h64 h16 h16-top2; do
   python examples/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/world-224-32/recall-sharer/c2c-open-gated-$run/trainer/checkpoint-* \
     "${W[@]}" --output $RP/gated-$run/probe.jsonl                                       # ~2 min per checkpoint
 done
+python $K eval "${R[@]}" "${F[@]}" --tag h16-top2 --methods c2c oracle receiver --threads 2   # 16 min
+python $K fuser "${R[@]}" "${F[@]}" --tag h16-top2-long --layer-map top2 --fuser-hidden-size 16 --fuser-dropout 0.3 \
+  --fuser-lr 3e-3 --fuser-steps 2400 --save-steps 150 --threads 1                     # ~1 h; resumes; not finished
