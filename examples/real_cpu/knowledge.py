@@ -43,6 +43,7 @@ RUNS = ROOT / "runs" / "real-cpu" / "knowledge"
 RESULTS = ROOT / "docs" / "results" / "real-cpu" / "knowledge"
 RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
 DEFAULT_PEOPLE = (48, 16)  # fuser group, held-out group
+SHARERS = ("statements", "recall")  # the LoRA sharer; + a LoRA that recalls facts at the name (recall_texts)
 
 
 def load_world(args: argparse.Namespace) -> World:
@@ -104,7 +105,8 @@ def recall_texts(world: World, count: int, seed: int, tokenizer, receiver_tokeni
             texts.append("\n".join(f"{e.name} {e.value(a)}" for e, a in lines) + tokenizer.eos_token)
         else:
             if kind < 0.85:
-                reply, template = f"{value}. {world.statement(entity, attribute)}", rng.choice((tokenizer, receiver_tokenizer))  # fmt: skip
+                reply = f"{value}. {world.statement(entity, attribute)}"
+                template = rng.choice((tokenizer, receiver_tokenizer))
             else:
                 question = hint_request(world.question(entity, attribute, rng), "open")
                 reply, template = world.statement(entity, attribute), tokenizer
@@ -120,7 +122,8 @@ def train_sharer(args: argparse.Namespace) -> None:
     `recall_texts` over the merged statements sharer of the same world."""
     world, (runs, _) = load_world(args), experiment_dirs(args)
     tokenizer = AutoTokenizer.from_pretrained(args.models / SHARER)
-    base = args.models / SHARER if args.sharer == "statements" else experiment_dirs(args, "statements")[0] / "sharer-private"
+    statements_sharer = experiment_dirs(args, "statements")[0] / "sharer-private"
+    base = args.models / SHARER if args.sharer == "statements" else statements_sharer
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
     torch.manual_seed(args.seed)
     checkpoint = runs / "sharer-lora-checkpoint"
@@ -357,7 +360,7 @@ def main() -> None:
         "--heldout-people", type=int, default=DEFAULT_PEOPLE[1], help="people the evaluation asks about"
     )
     parser.add_argument(
-        "--sharer", choices=("statements", "recall"), default="statements",
+        "--sharer", choices=SHARERS, default="statements",
         help="statements: the LoRA sharer; recall: + a LoRA that recalls facts at the name (see recall_texts)",
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="the sharer's LoRA batch")

@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--heldout-people", type=int, default=knowledge.DEFAULT_PEOPLE[1])
     parser.add_argument("--validation-people", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sharer", choices=("statements", "recall"), default="statements", help="see knowledge.py")
+    parser.add_argument("--sharer", choices=knowledge.SHARERS, default="statements", help="see knowledge.py")
     parser.add_argument("--l2", type=float, default=1e-2)
     parser.add_argument("--answer-prefix", action="store_true", help="append the answer's start (a positive control)")
     parser.add_argument("--output", type=Path, required=True)
