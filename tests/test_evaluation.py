@@ -402,6 +402,8 @@ def test_merge_puts_reports_run_apart_side_by_side(items, tmp_path, capsys):
     assert (tmp_path / "merged" / "accuracy_latency.png").stat().st_size > 0
     table = capsys.readouterr().out
     assert "| receiver | 0.0 [" in table and "| c2c | 100.0 [" in table
+    again = merge_reports([report, method_report(items, "sharer", golds, tmp_path / "sharer")])
+    assert list(again["results"]) == ["receiver", "sharer", "c2c"] and len(again["config"]["merged_from"]) == 4
 
 
 def test_merge_refuses_reports_that_do_not_compare(items, tmp_path):

@@ -7,7 +7,7 @@ group of people and evaluated on questions about held-out people (the sharer kno
     python examples/real_cpu/knowledge.py sharer              # LoRA on the sharer, merged copy in runs/
     python examples/real_cpu/knowledge.py fuser --fusion gated     # (ablations: --fusion weighted | projection)
     python examples/real_cpu/knowledge.py eval --fusion gated      # all methods -> docs/results/real-cpu/knowledge/
-    python examples/real_cpu/knowledge.py eval --fusion weighted --methods c2c
+    python examples/real_cpu/knowledge.py eval --fusion weighted --methods c2c   # adds to the rows already there
     python examples/real_cpu/knowledge.py summary                  # the ablation table and plot
     python examples/real_cpu/knowledge.py sharer --sharer recall   # + a LoRA that recalls facts at the name
     python examples/real_cpu/knowledge.py fuser --sharer recall --layer-map top2 ...
@@ -35,7 +35,17 @@ from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, build_layer_
 from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.benchmarks import MCItem, format_prompt
 from c2c_hf.demo import Oracle
-from c2c_hf.evaluation import LM, Scoring, build_methods, evaluate, hint_request, markdown_table, write_report
+from c2c_hf.evaluation import (
+    LM,
+    Scoring,
+    build_methods,
+    evaluate,
+    hint_request,
+    markdown_table,
+    merge_reports,
+    save_report,
+    write_report,
+)
 from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,6 +281,19 @@ def report_dir(args: argparse.Namespace, results: Path) -> Path:
     return output.with_name(f"{output.name}-{args.tag}") if args.tag else output
 
 
+def earlier_rows(output: Path, methods: list[str]) -> dict | None:
+    """The report already in `output` less the methods about to be evaluated again (None when nothing is left), so
+    that evaluating some methods adds rows to the table instead of replacing it."""
+    path = output / "results.json"
+    if not path.exists():
+        return None
+    earlier = json.loads(path.read_text())
+    kept = {method: rows for method, rows in earlier["results"].items() if method not in methods}
+    if kept:
+        print(f"keeping the earlier rows of {', '.join(kept)} from {path}")
+    return {**earlier, "results": kept} if kept else None
+
+
 def run_eval(args: argparse.Namespace) -> None:
     world, (runs, reports) = load_world(args), experiment_dirs(args)
     output = report_dir(args, reports)
@@ -285,6 +308,7 @@ def run_eval(args: argparse.Namespace) -> None:
         methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
     items = heldout_items(world, args.seed)
     results = evaluate(methods, {"heldout": items}, batch_size=1)
+    earlier = earlier_rows(output, args.methods)
     config = {
         "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
         "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
@@ -293,7 +317,11 @@ def run_eval(args: argparse.Namespace) -> None:
         "mode": "generate", "max_new_tokens": args.max_new_tokens, "hint_tokens": args.hint_tokens,
         "dtype": "bfloat16 bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
     }  # fmt: skip
-    print(markdown_table(write_report(results, output, config)))
+    report = write_report(results, output, config)
+    if earlier is not None:
+        report = merge_reports([earlier, report])
+        save_report(report, output)
+    print(markdown_table(report))
     if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
         ids, mask = LM(model, receiver_tokenizer).encode([scoring.question(item) for item in items])  # (B, L)
         gates = gate_map(model, ids, mask)

@@ -38,9 +38,9 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .benchmarks import BENCHMARKS, MCItem, format_prompt, load_benchmark
-from .data import left_pad
 from .cache import C2CCache
 from .configuration_c2c import build_layer_map
+from .data import left_pad
 from .evaluation import LM, load_models
 from .modeling_c2c import C2CForCausalLM, position_ids_from_mask
 
@@ -120,9 +120,7 @@ def example_from_texts(row: dict[str, str], tokenizer: PreTrainedTokenizerBase, 
 def example_from_item(item: MCItem, tokenizer: PreTrainedTokenizerBase) -> Example:
     """A multiple-choice `Example`: the item's prompt in the chat template, scored by choice-letter logits."""
     lm = LM(None, tokenizer)  # LM's prompt rendering and letter tokens need only the tokenizer
-    prompt = lm.render(format_prompt(item))
-    templated = bool(tokenizer.chat_template)  # the template writes its own special tokens
-    ids = torch.tensor(tokenizer(prompt, add_special_tokens=not templated)["input_ids"], dtype=torch.long)
+    ids = torch.tensor(lm.prompt_token_ids([format_prompt(item)])[0], dtype=torch.long)
     return Example(ids, ids.new_empty(0), choice_token_ids=lm.letter_token_ids[: len(item.choices)], gold=item.gold)
 
 

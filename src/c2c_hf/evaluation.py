@@ -76,12 +76,23 @@ class LM:
 
     def render(self, user_text: str) -> str:
         """The prompt: `user_text` as a user message in the chat template with generation prompt, or as is."""
-        if not self.tokenizer.chat_template:
+        if not self.templated:
             return user_text
         messages = [{"role": "user", "content": user_text}]
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, **CHAT_TEMPLATE_KWARGS
         )
+
+    @property
+    def templated(self) -> bool:
+        """Whether prompts go through the chat template, which writes its own special tokens and ends with the
+        generation prompt (so a reply starts without a leading space)."""
+        return bool(self.tokenizer.chat_template)
+
+    def prompt_token_ids(self, user_texts: Sequence[str]) -> list[list[int]]:
+        """The token ids of each rendered prompt (special tokens added only where no chat template writes them)."""
+        prompts = [self.render(text) for text in user_texts]
+        return self.tokenizer(prompts, add_special_tokens=not self.templated)["input_ids"]
 
     @property
     def device(self) -> torch.device:
@@ -111,9 +122,7 @@ class LM:
 
     def encode(self, user_texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded `(input_ids, attention_mask)`, each `(B, L)`, of the rendered prompts."""
-        templated = bool(self.tokenizer.chat_template)  # the template writes its own special tokens
-        rows = self.tokenizer([self.render(t) for t in user_texts], add_special_tokens=not templated)["input_ids"]
-        ids, mask = left_pad(rows, self.pad_token_id)
+        ids, mask = left_pad(self.prompt_token_ids(user_texts), self.pad_token_id)
         return ids.to(self.device), mask.to(self.device)
 
     def generate(self, user_texts: Sequence[str], max_new_tokens: int) -> list[tuple[str, int]]:
@@ -162,9 +171,8 @@ class LM:
         every choice then continues from a copy of its prompt's cache, all choices in one batch."""
         prompt, mask = self.prompt_pass(user_texts, use_cache=True)  # mask (B, P), left-padded
         first_log_probs = prompt.logits[:, -1].float().log_softmax(-1)  # (B, V): the reply's first token
-        templated = bool(self.tokenizer.chat_template)  # the reply follows the generation prompt, no leading space
         answers = [
-            self.tokenizer(text if templated else " " + text, add_special_tokens=False)["input_ids"]
+            self.tokenizer(text if self.templated else " " + text, add_special_tokens=False)["input_ids"]
             for options in choices
             for text in options
         ]
@@ -607,7 +615,7 @@ MERGE_SETTINGS = (
 def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One report from several reports of the same model and settings, evaluated apart (e.g. one run per method and
     benchmark, resumable across sessions): their results side by side, methods and benchmarks in canonical order, the
-    source configs under `config["merged_from"]`.
+    source configs under `config["merged_from"]` (a merged report contributes its own sources, so the list stays flat).
 
     Raises `ValueError` when a setting of `MERGE_SETTINGS` differs, a (method, benchmark) pair appears twice, or two
     methods were evaluated on different items of one benchmark."""
@@ -649,7 +657,7 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             **{key: first[key] for key in MERGE_SETTINGS if key in first},
             "methods": methods,
             "benchmarks": benchmarks,
-            "merged_from": [report["config"] for report in reports],
+            "merged_from": [source for r in reports for source in r["config"].get("merged_from", [r["config"]])],
         },
         "results": {
             method: {b: results[method][b] for b in benchmarks if b in results[method]} for method in methods
