@@ -221,12 +221,13 @@ def run_name(args: argparse.Namespace) -> str:
 
 
 def layer_map(strategy: str, receiver_layers: int, sharer_layers: int) -> str | list[int]:
-    """`terminal` / `proportional` (the library's), or `top2`: the terminal map with every receiver layer below the
-    last taking at least the sharer's second-to-last layer, where the recall sharer holds a fact at the name."""
-    if strategy != "top2":
+    """`terminal` / `proportional` (the library's), or `top<k>`: the terminal map with every receiver layer taking
+    at least the sharer's k-th layer from the top. `top2`: the sharer's last two layers, where the recall sharer
+    holds a fact at the name; `top4`: also layers 20-21, whose values hold it at the positions after the name."""
+    if not strategy.startswith("top"):
         return strategy
     terminal = build_layer_map("terminal", receiver_layers, sharer_layers)
-    return [max(s, sharer_layers - 2) for s in terminal]
+    return [max(s, sharer_layers - int(strategy.removeprefix("top"))) for s in terminal]
 
 
 def train_fuser(args: argparse.Namespace) -> None:
@@ -403,7 +404,7 @@ def main() -> None:
         help="open: bare questions, answers read by the value they name; choices: lettered prompt",
     )
     parser.add_argument("--validation-people", type=int, default=8, help="fuser-group people kept out of training")
-    parser.add_argument("--layer-map", choices=("terminal", "proportional", "top2"), default="terminal")
+    parser.add_argument("--layer-map", choices=("terminal", "proportional", "top2", "top4"), default="terminal")
     parser.add_argument("--fuser-hidden-size", type=int, default=256)
     parser.add_argument("--fuser-dropout", type=float, default=0.1)
     parser.add_argument("--save-steps", type=int, default=100)
