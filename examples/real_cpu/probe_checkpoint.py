@@ -57,6 +57,7 @@ def main() -> None:
             print(f"{checkpoint.name} {name}: {100 * summary['accuracy']:.1f}% "
                   f"{[round(100 * b, 1) for b in summary['ci95']]} answers {answers}", flush=True)  # fmt: skip
         if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
             with args.output.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
 
