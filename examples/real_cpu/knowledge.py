@@ -39,12 +39,12 @@ from c2c_hf.evaluation import (
     LM,
     Scoring,
     build_methods,
+    build_report,
     evaluate,
     hint_request,
     markdown_table,
     merge_reports,
     save_report,
-    write_report,
 )
 from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
 
@@ -241,7 +241,7 @@ def train_fuser(args: argparse.Namespace) -> None:
     model = C2CForCausalLM.from_base_models(
         receiver, sharer, receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path), token_alignment="longest",
         fuser_hidden_size=args.fuser_hidden_size, fuser_num_blocks=3, fuser_dropout=args.fuser_dropout, fusion=args.fusion,
-        layer_map=layers,
+        layer_map=layers, gate_init_logit=args.gate_init_logit,
     )  # fmt: skip
     people, _ = split_fuser_people(world, args.validation_people)
     rows = fuser_rows(world, people, args.questions_per_fact, args.seed, args.prompt, args.fuser_answer)
@@ -318,10 +318,10 @@ def run_eval(args: argparse.Namespace) -> None:
         "mode": "generate", "max_new_tokens": args.max_new_tokens, "hint_tokens": args.hint_tokens,
         "dtype": "bfloat16 bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
     }  # fmt: skip
-    report = write_report(results, output, config)
+    report = build_report(results, config)
     if earlier is not None:
         report = merge_reports([earlier, report])
-        save_report(report, output)
+    save_report(report, output)
     print(markdown_table(report))
     if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
         ids, mask = LM(model, receiver_tokenizer).encode([scoring.question(item) for item in items])  # (B, L)
@@ -407,6 +407,9 @@ def main() -> None:
     parser.add_argument("--layer-map", choices=("terminal", "proportional", "top2", "top4"), default="terminal")
     parser.add_argument("--fuser-hidden-size", type=int, default=256)
     parser.add_argument("--fuser-dropout", type=float, default=0.1)
+    parser.add_argument(
+        "--gate-init-logit", type=float, default=1.0, help="gated fusion: the gates' initial logit (library default)"
+    )
     parser.add_argument("--save-steps", type=int, default=100)
     parser.add_argument("--fuser-steps", type=int, default=200)
     parser.add_argument("--fuser-lr", type=float, default=1e-3)

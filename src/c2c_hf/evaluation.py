@@ -582,7 +582,14 @@ def write_report(
     results: Mapping[str, Mapping[str, Sequence[Prediction]]], output_dir: str | Path, config: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Write `results.json`, `results.md` and `accuracy_latency.png` to `output_dir`; returns the JSON content."""
-    report = {
+    report = build_report(results, config)
+    save_report(report, output_dir)
+    return report
+
+
+def build_report(results: Mapping[str, Mapping[str, Sequence[Prediction]]], config: Mapping[str, Any]) -> dict[str, Any]:
+    """A report's JSON content: the config, and per method and benchmark the summary and every prediction."""
+    return {
         "config": dict(config),
         "results": {
             method: {
@@ -592,8 +599,6 @@ def write_report(
             for method, by_benchmark in results.items()
         },
     }
-    save_report(report, output_dir)
-    return report
 
 
 def save_report(report: Mapping[str, Any], output_dir: str | Path) -> None:

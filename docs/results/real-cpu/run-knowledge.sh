@@ -63,4 +63,21 @@ for run in h64 h16 h16-top2; do
 done
 python $K eval "${R[@]}" "${F[@]}" --tag h16-top2 --methods c2c oracle receiver --threads 2   # 16 min
 python $K fuser "${R[@]}" "${F[@]}" --tag h16-top2-long --layer-map top2 --fuser-hidden-size 16 --fuser-dropout 0.3 \
-  --fuser-lr 3e-3 --fuser-steps 2400 --save-steps 150 --threads 1                     # ~1 h; resumes; not finished
+  --fuser-lr 3e-3 --fuser-steps 2400 --save-steps 150 --threads 1                     # ~1 h; resumes
+python examples/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/world-224-32/recall-sharer/c2c-open-gated-h16-top2-long/trainer/checkpoint-{600,1200,1800,2400} \
+  "${W[@]}" --output $RP/gated-h16-top2-long/probe.jsonl
+python $K eval "${R[@]}" "${F[@]}" --tag h16-top2 --methods sharer t2t --threads 1   # 25 min; adds rows to that table
+
+# 6. The fusion ablation on the recall sharer (top2 map, 16 wide, 900 steps each, as gated-h16-top2), a top4 map, and
+#    gates that start almost surely open. ~17 min of training and ~6 min of held-out C2C evaluation each, on 1 thread.
+A=(--layer-map top2 --fuser-hidden-size 16 --fuser-dropout 0.3 --fuser-lr 3e-3 --fuser-steps 900 --save-steps 150 --threads 1)
+for fusion in projection weighted; do
+  python $K fuser "${R[@]}" --prompt open --fusion $fusion --questions-per-fact 3 --tag h16-top2 "${A[@]}"
+  python $K eval "${R[@]}" --prompt open --fusion $fusion --questions-per-fact 3 --tag h16-top2 --methods c2c --threads 1
+done
+python $K summary "${R[@]}" --prompt open --tag h16-top2           # open/ablation.{md,json,png}
+for run in "gated --tag h16-top4 --layer-map top4" "projection --tag h16-top4 --layer-map top4" \
+           "gated --tag h16-top2-gate4 --layer-map top2 --gate-init-logit 4"; do
+  python $K fuser "${R[@]}" --prompt open --questions-per-fact 3 --fusion $run "${A[@]:2}"
+  python $K eval "${R[@]}" --prompt open --questions-per-fact 3 --fusion $run --methods c2c --threads 1
+done
