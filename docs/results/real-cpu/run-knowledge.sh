@@ -77,7 +77,8 @@ for fusion in projection weighted; do
 done
 python $K summary "${R[@]}" --prompt open --tag h16-top2           # open/ablation.{md,json,png}
 for run in "gated --tag h16-top4 --layer-map top4" "projection --tag h16-top4 --layer-map top4" \
-           "gated --tag h16-top2-gate4 --layer-map top2 --gate-init-logit 4"; do
-  python $K fuser "${R[@]}" --prompt open --questions-per-fact 3 --fusion $run "${A[@]:2}"
+           "gated --tag h16-top2-gate4 --gate-init-logit 4" "weighted --tag h16-top2-long --fuser-steps 1500" \
+           "gated --tag h16-fixed-token-map --layer-map terminal"; do   # each run's own flags come last and win
+  python $K fuser "${R[@]}" --prompt open --questions-per-fact 3 "${A[@]}" --fusion $run
   python $K eval "${R[@]}" --prompt open --questions-per-fact 3 --fusion $run --methods c2c --threads 1
 done
