@@ -42,6 +42,7 @@ from c2c_hf.evaluation import (
     build_report,
     evaluate,
     hint_request,
+    load_report,
     markdown_table,
     merge_reports,
     save_report,
@@ -285,13 +286,12 @@ def report_dir(args: argparse.Namespace, results: Path) -> Path:
 def earlier_rows(output: Path, methods: list[str]) -> dict | None:
     """The report already in `output` less the methods about to be evaluated again (None when nothing is left), so
     that evaluating some methods adds rows to the table instead of replacing it."""
-    path = output / "results.json"
-    if not path.exists():
+    if not (output / "results.json").is_file():
         return None
-    earlier = json.loads(path.read_text())
+    earlier = load_report(output)
     kept = {method: rows for method, rows in earlier["results"].items() if method not in methods}
     if kept:
-        print(f"keeping the earlier rows of {', '.join(kept)} from {path}")
+        print(f"keeping the earlier rows of {', '.join(kept)} from {output}")
     return {**earlier, "results": kept} if kept else None
 
 
@@ -343,7 +343,7 @@ def summarize(args: argparse.Namespace) -> None:
     results = experiment_dirs(args)[1] / ("open" if args.prompt == "open" else "")
     tag = f"-{args.tag}" if args.tag else ""
     reports = {
-        f: json.loads((results / f"{f}{tag}" / "results.json").read_text())
+        f: load_report(results / f"{f}{tag}")
         for f in ABLATION
         if (results / f"{f}{tag}").is_dir()
     }

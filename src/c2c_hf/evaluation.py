@@ -601,6 +601,11 @@ def build_report(results: Mapping[str, Mapping[str, Sequence[Prediction]]], conf
     }
 
 
+def load_report(report_dir: str | Path) -> dict[str, Any]:
+    """The JSON content of the report `save_report` wrote to `report_dir`."""
+    return json.loads((Path(report_dir) / "results.json").read_text(encoding="utf-8"))
+
+
 def save_report(report: Mapping[str, Any], output_dir: str | Path) -> None:
     """Write a report's `results.json`, `results.md` and `accuracy_latency.png` to `output_dir`."""
     output_dir = Path(output_dir)
@@ -829,7 +834,7 @@ def merge_report_dirs(report_dirs: Sequence[str | Path], output_dir: str | Path)
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"No report at {', '.join(missing)}: merge folders written by `c2c-hf eval --output`.")
-    report = merge_reports([json.loads(path.read_text(encoding="utf-8")) for path in paths])
+    report = merge_reports([load_report(folder) for folder in report_dirs])
     save_report(report, output_dir)
     return report
 
