@@ -30,6 +30,7 @@ from c2c_hf.evaluation import (
     hinted_prompt,
     main,
     merge_reports,
+    paired_difference,
     question_prompt,
     wilson_interval,
     write_report,
@@ -316,6 +317,20 @@ def test_wilson_interval_without_items():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+def test_paired_difference_counts_disagreements_and_matches_items_by_id():
+    # 10 items: both right on 0-3, both wrong on 4-5, only this method right on 6-8, only the baseline on 9.
+    this = [{"id": f"q{i}", "correct": i < 4 or 6 <= i <= 8} for i in range(10)]
+    baseline = [{"id": f"q{i}", "correct": i < 4 or i == 9} for i in reversed(range(10))]  # order does not matter
+    paired = paired_difference(this, baseline)
+    # difference (3 - 1) / 10 = 0.2; variance ((3 + 1) / 10 - 0.2^2) / 10 = 0.036; half-width 1.96 * 0.1897
+    assert paired["difference"] == pytest.approx(0.2)
+    assert paired["ci95"] == pytest.approx([0.2 - 0.37188, 0.2 + 0.37188], abs=1e-4)
+    assert (paired["n"], paired["only_this"], paired["only_baseline"]) == (10, 3, 1)
+    assert paired_difference(this, this)["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match=r"same items; item ids only in the predictions: 1, only in the baseline: 0\. Evaluate both"):
+        paired_difference(this, baseline[1:])
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -402,6 +417,8 @@ def test_merge_puts_reports_run_apart_side_by_side(items, tmp_path, capsys):
     assert (tmp_path / "merged" / "accuracy_latency.png").stat().st_size > 0
     table = capsys.readouterr().out
     assert "| receiver | 0.0 [" in table and "| c2c | 100.0 [" in table
+    n = {b: len(items[b]) for b in items}  # paired with the receiver: c2c alone is right on every item
+    assert f"| c2c | +100.0 [+100.0, +100.0] ({n['arc_easy']} / 0) | +100.0 [+100.0, +100.0] ({n['openbookqa']} / 0) |" in table
     again = merge_reports([report, method_report(items, "sharer", golds, tmp_path / "sharer")])
     assert list(again["results"]) == ["receiver", "sharer", "c2c"] and len(again["config"]["merged_from"]) == 4
 

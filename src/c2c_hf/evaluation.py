@@ -319,6 +319,37 @@ def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float
     return (0.0 if correct == 0 else center - half), (1.0 if correct == n else center + half)
 
 
+def paired_difference(
+    predictions: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]], z: float = Z_95
+) -> dict[str, Any]:
+    """Accuracy of `predictions` minus that of `baseline` on the same items (report prediction dicts, matched by
+    `id`), with the Wald interval of a paired difference (95% by default): two methods asked the same questions
+    differ only where one is right and the other wrong, so this interval is narrower than two Wilson intervals.
+
+    Returns `difference`, `ci95`, `n`, `only_this` (items only `predictions` gets right) and `only_baseline`. Raises
+    `ValueError` when the two were evaluated on different items."""
+    correct = {p["id"]: bool(p["correct"]) for p in predictions}
+    baseline_correct = {p["id"]: bool(p["correct"]) for p in baseline}
+    if correct.keys() != baseline_correct.keys():
+        raise ValueError(
+            "Paired comparison needs the same items; item ids only in the predictions: "
+            f"{len(correct.keys() - baseline_correct.keys())}, only in the baseline: "
+            f"{len(baseline_correct.keys() - correct.keys())}. Evaluate both with the same --limit and --seed."
+        )
+    n = len(correct)
+    only_this = sum(correct[i] and not baseline_correct[i] for i in correct)
+    only_baseline = sum(baseline_correct[i] and not correct[i] for i in correct)
+    difference = (only_this - only_baseline) / n if n else 0.0
+    half = z * math.sqrt(max((only_this + only_baseline) / n - difference**2, 0.0) / n) if n else 0.0
+    return {
+        "difference": difference,
+        "ci95": [difference - half, difference + half],
+        "n": n,
+        "only_this": only_this,
+        "only_baseline": only_baseline,
+    }
+
+
 # --------------------------------------------------------------------------- methods
 
 
@@ -700,6 +731,30 @@ def markdown_table(report: Mapping[str, Any]) -> str:
             accuracy, latency = 100 * s["accuracy"], s["latency_median_s"]
             cells.append(f"{accuracy:.1f} [{low:.1f}, {high:.1f}] · {latency:.3f} s (n={s['n']})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    baseline = results.get("receiver", {})
+    compared = [m for m, by_benchmark in results.items() if m != "receiver" and by_benchmark.keys() & baseline.keys()]
+    if compared:
+        lines += [
+            "",
+            "Difference from the receiver alone on the same items: points [paired 95% interval] (questions only this "
+            "method gets right / only the receiver gets right).",
+            "",
+            "| method | " + " | ".join(benchmarks) + " |",
+            "|---" * (len(benchmarks) + 1) + "|",
+        ]
+        for method in compared:
+            cells = []
+            for benchmark in benchmarks:
+                if benchmark not in results[method] or benchmark not in baseline:
+                    cells.append("-")
+                    continue
+                paired = paired_difference(results[method][benchmark]["predictions"], baseline[benchmark]["predictions"])
+                low, high = (100 * bound for bound in paired["ci95"])
+                cells.append(
+                    f"{100 * paired['difference']:+.1f} [{low:+.1f}, {high:+.1f}] "
+                    f"({paired['only_this']} / {paired['only_baseline']})"
+                )
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -918,6 +973,7 @@ __all__ = [
     "markdown_table",
     "merge_report_dirs",
     "merge_reports",
+    "paired_difference",
     "plot_accuracy_latency",
     "question_prompt",
     "respond",
