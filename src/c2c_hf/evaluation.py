@@ -706,55 +706,56 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _method_table(results: Mapping[str, Any], methods: Sequence[str], benchmarks: Sequence[str], cell) -> list[str]:
+    """Markdown lines of a method x benchmark table; `cell(method, benchmark)` renders one cell (`-` where absent)."""
+    lines = ["| method | " + " | ".join(benchmarks) + " |", "|---" * (len(benchmarks) + 1) + "|"]
+    for method in methods:
+        cells = [cell(method, b) if b in results[method] else "-" for b in benchmarks]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
-    """Method x benchmark table: accuracy (%) [95% Wilson interval] and median latency per question."""
+    """Method x benchmark table: accuracy (%) [95% Wilson interval] and median latency per question; then, when the
+    report has the receiver, each other method's paired difference from it on the same items."""
     results = report["results"]
     benchmarks = list(dict.fromkeys(b for by_benchmark in results.values() for b in by_benchmark))
     config = report["config"]
+
+    def accuracy_cell(method: str, benchmark: str) -> str:
+        s = results[method][benchmark]
+        low, high = (100 * bound for bound in s["ci95"])
+        return f"{100 * s['accuracy']:.1f} [{low:.1f}, {high:.1f}] · {s['latency_median_s']:.3f} s (n={s['n']})"
+
     lines = [
         "# C2C evaluation",
         "",
         f"Accuracy (%) [95% Wilson interval] · median latency per question (s); mode `{config.get('mode')}`, "
         f"batch size {config.get('batch_size')}.",
         "",
-        "| method | " + " | ".join(benchmarks) + " |",
-        "|---" * (len(benchmarks) + 1) + "|",
+        *_method_table(results, list(results), benchmarks, accuracy_cell),
     ]
-    for method, by_benchmark in results.items():
-        cells = []
-        for benchmark in benchmarks:
-            s = by_benchmark.get(benchmark)
-            if s is None:
-                cells.append("-")
-                continue
-            low, high = (100 * bound for bound in s["ci95"])
-            accuracy, latency = 100 * s["accuracy"], s["latency_median_s"]
-            cells.append(f"{accuracy:.1f} [{low:.1f}, {high:.1f}] · {latency:.3f} s (n={s['n']})")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     baseline = results.get("receiver", {})
     compared = [m for m, by_benchmark in results.items() if m != "receiver" and by_benchmark.keys() & baseline.keys()]
+
+    def difference_cell(method: str, benchmark: str) -> str:
+        if benchmark not in baseline:
+            return "-"
+        paired = paired_difference(results[method][benchmark]["predictions"], baseline[benchmark]["predictions"])
+        low, high = (100 * bound for bound in paired["ci95"])
+        return (
+            f"{100 * paired['difference']:+.1f} [{low:+.1f}, {high:+.1f}] "
+            f"({paired['only_this']} / {paired['only_baseline']})"
+        )
+
     if compared:
         lines += [
             "",
             "Difference from the receiver alone on the same items: points [paired 95% interval] (questions only this "
             "method gets right / only the receiver gets right).",
             "",
-            "| method | " + " | ".join(benchmarks) + " |",
-            "|---" * (len(benchmarks) + 1) + "|",
+            *_method_table(results, compared, benchmarks, difference_cell),
         ]
-        for method in compared:
-            cells = []
-            for benchmark in benchmarks:
-                if benchmark not in results[method] or benchmark not in baseline:
-                    cells.append("-")
-                    continue
-                paired = paired_difference(results[method][benchmark]["predictions"], baseline[benchmark]["predictions"])
-                low, high = (100 * bound for bound in paired["ci95"])
-                cells.append(
-                    f"{100 * paired['difference']:+.1f} [{low:+.1f}, {high:+.1f}] "
-                    f"({paired['only_this']} / {paired['only_baseline']})"
-                )
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
