@@ -43,6 +43,7 @@ def test_explicit_map_is_kept():
         (dict(gate_temperature_end=0.0), "gate_temperature_end must be positive, got 0.0"),
         (dict(token_alignment="middle"), "Unknown token_alignment 'middle'"),
         (dict(fusion="concat"), "Unknown fusion 'concat': use one of ('gated', 'weighted', 'projection')"),
+        (dict(fusion="projection", fuser_zero_init=True), "fusion='projection' replaces the receiver's KV"),
     ],
 )
 def test_validation_errors(kwargs, message):

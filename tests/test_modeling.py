@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SHARERS, set_gates
+from conftest import FUSER_KWARGS, SHARERS, set_gates
 from tiny_models import VOCAB, build, receiver_config
 from transformers import DynamicCache, Gemma3TextConfig
 
@@ -256,6 +256,43 @@ def test_bases_frozen_and_only_fuser_trains(make_c2c):
     optimizer.step()
     assert all(torch.equal(p, bases_before[n]) for n, p in model.named_parameters() if not n.startswith("fuser."))
     assert sum(not torch.equal(p, fuser_before[n]) for n, p in model.fuser.named_parameters()) == len(fuser_before)
+
+
+@pytest.mark.parametrize("fusion", ["gated", "weighted", "projection"])
+def test_fresh_fuser_has_the_documented_init_for_every_fusion(receiver, sharers, fusion):
+    """Every fuser Linear N(0, 0.02) with zero bias, every norm 1, the gate at `gate_init_logit`, whatever the fusion
+    (transformers skips `_init_weights` on custom-code modules that own no parameter directly)."""
+    torch.manual_seed(0)
+    model = C2CForCausalLM.from_base_models(receiver, sharers["qwen2"], **FUSER_KWARGS, fusion=fusion, gate_init_logit=2.5)
+    linears = [m for m in model.fuser.modules() if isinstance(m, torch.nn.Linear)]
+    weights = torch.cat([m.weight.flatten() for m in linears])
+    assert abs(weights.std().item() - 0.02) < 0.001 and abs(weights.mean().item()) < 0.001
+    assert all(m.bias is None or not m.bias.any() for m in linears)
+    norms = [m.weight for m in model.fuser.modules() if isinstance(m, torch.nn.RMSNorm)]
+    assert norms and all(bool((w == 1).all()) for w in norms)
+    if fusion == "gated":
+        assert bool((model.fuser.gate_logits() == 2.5).all())
+
+
+@pytest.mark.parametrize("fusion", ["gated", "weighted"])
+def test_zero_init_fuser_starts_as_the_receiver_and_trains_away(receiver, sharers, fusion):
+    """`fuser_zero_init`: in training (relaxed gates) and at inference a fresh fuser is exactly the receiver; one
+    optimizer step moves it."""
+    torch.manual_seed(0)
+    model = C2CForCausalLM.from_base_models(receiver, sharers["qwen2"], **FUSER_KWARGS, fusion=fusion, fuser_zero_init=True)
+    ids = torch.stack(prompts((12, 12), seed=9))
+    labels = ids.clone()
+    labels[:, :7] = -100
+    with torch.no_grad():
+        alone = receiver(ids).logits
+        torch.testing.assert_close(model.eval()(ids).logits, alone, atol=TOL, rtol=0)
+    model.train()
+    loss = model(ids, labels=labels, fuse_length=6).loss
+    torch.testing.assert_close(loss, receiver(ids, labels=labels).loss, atol=TOL, rtol=0)
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    with torch.no_grad():
+        assert (model.eval()(ids).logits - alone).abs().max() > 1e-3
 
 
 def test_loss_equals_cross_entropy_on_response_positions(make_c2c):

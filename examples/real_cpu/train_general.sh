@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # General fuser for receiver SmolLM2-135M-Instruct <- sharer $SHARER (issue 7, part 1), on a CPU, resumable.
 #   bash examples/real_cpu/train_general.sh qwen2.5-coder-0.5b-instruct   # or gemma-3-270m
+#   bash examples/real_cpu/train_general.sh gemma-3-270m --fuser_zero_init True   # further `c2c-hf train` options
 # Models: ../shared/tools/get-real-models (default ~/.cache/c2c-real-models). Data: examples/real_cpu/prepare_data.py
 # (DATASET=...: default the lettered multiple-choice mix; the open mix is trained as
 #   DATASET=data/real-cpu/train-open.jsonl OUT=runs/real-cpu/general-open-$SHARER bash ...).
@@ -19,4 +20,4 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf train \
   --output_dir "$OUT" "${RESUME[@]}" \
   --per_device_train_batch_size 8 --train_sampling_strategy group_by_length --max_steps ${MAX_STEPS:-300} \
   --learning_rate 3e-4 --lr_scheduler_type linear --warmup_steps 25 --weight_decay 0.01 --max_grad_norm 1.0 \
-  --logging_steps 10 --save_steps 25 --save_total_limit 2 --report_to none --disable_tqdm True --seed 0
+  --logging_steps 10 --save_steps 25 --save_total_limit 2 --report_to none --disable_tqdm True --seed 0 "${@:2}"

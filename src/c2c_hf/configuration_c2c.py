@@ -74,6 +74,11 @@ class C2CConfig(PreTrainedConfig):
             projection path (so at least 2).
         fuser_dropout (`float`, defaults to 0.1):
             Dropout inside the residual blocks during training.
+        fuser_zero_init (`bool`, defaults to `False`):
+            Initialise every branch's output projection to zero, so that a fresh fuser adds nothing (`P = 0`): the
+            model starts as exactly the receiver and training moves it away (as LoRA starts at its base). With the
+            default random init a fresh fuser perturbs the receiver's cache and training first has to undo that.
+            Needs a residual fusion (`"gated"` or `"weighted"`).
         fusion (`str`, defaults to `"gated"`):
             How a branch combines the caches (the paper's ablation ladder): `"gated"` is C2C, `X_r + g * w * P` with
             `P` projected from `[X_s, X_r]`; `"weighted"` drops the layer gate, `X_r + w * P`; `"projection"` keeps
@@ -115,6 +120,7 @@ class C2CConfig(PreTrainedConfig):
     fuser_intermediate_size: int | None = None
     fuser_num_blocks: int = 3
     fuser_dropout: float = 0.1
+    fuser_zero_init: bool = False
     fusion: str = "gated"
     gate_init_logit: float = 1.0
     gate_temperature_start: float = 1.0
@@ -141,6 +147,12 @@ class C2CConfig(PreTrainedConfig):
             raise ValueError(f"fuser_dropout must be in [0, 1), got {self.fuser_dropout!r}.")
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"Unknown fusion {self.fusion!r}: use one of {FUSION_MODES}.")
+        if self.fuser_zero_init and self.fusion == "projection":
+            raise ValueError(
+                "fuser_zero_init=True starts the fuser as the receiver, but fusion='projection' replaces the "
+                "receiver's KV by the projection, which would start at zero: use fusion='gated' or 'weighted', or "
+                "fuser_zero_init=False."
+            )
         for name in ("gate_temperature_start", "gate_temperature_end"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")

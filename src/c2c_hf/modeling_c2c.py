@@ -62,6 +62,11 @@ class C2CResidualBlock(nn.Module):
         return x + self.dropout(self.down(self.act(self.up(self.norm(x)))))
 
 
+class C2COutputProjection(nn.Linear):
+    """A branch's last layer, `hidden -> H_r * D_r`: the projection `P` (its own type so that `fuser_zero_init` can
+    start it at zero)."""
+
+
 class C2CFuserBranch(nn.Module):
     """Fuses one receiver layer's keys (or values) with the paired sharer layer's: `X_r + g * w * P`.
 
@@ -83,7 +88,7 @@ class C2CFuserBranch(nn.Module):
         self.projection_blocks = nn.ModuleList(
             C2CResidualBlock(hidden, intermediate, dropout) for _ in range(config.fuser_num_blocks - 2)
         )
-        self.out_proj = nn.Linear(hidden, receiver_heads * receiver_head_dim)
+        self.out_proj = C2COutputProjection(hidden, receiver_heads * receiver_head_dim)
         if self.fusion != "projection":
             self.weight_block = C2CResidualBlock(hidden, hidden, dropout)
             self.weight_head = nn.Linear(hidden, receiver_heads)
@@ -211,18 +216,20 @@ class C2CPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # Only the fuser is ever initialised here: the bases are attached after `post_init`.
-        if isinstance(module, C2CFuserBranch):
-            for linear in (module.in_proj, module.out_proj, getattr(module, "weight_head", None)):
-                if linear is not None:
-                    nn.init.normal_(linear.weight, std=0.02)
-                    nn.init.zeros_(linear.bias)
-            if module.fusion == "gated":
-                module.gate_logit.fill_(self.config.gate_init_logit)
-        elif isinstance(module, C2CResidualBlock):
-            nn.init.ones_(module.norm.weight)
-            nn.init.normal_(module.up.weight, std=0.02)
-            nn.init.normal_(module.down.weight, std=0.02)
+        # Only the fuser is ever initialised here: the bases are attached after `post_init`. transformers calls this
+        # on every submodule but, for a model defined outside transformers, skips modules that own no parameter
+        # directly (a branch without a gate, a residual block), so each parameter is set by the module owning it.
+        if isinstance(module, nn.Linear):
+            if isinstance(module, C2COutputProjection) and self.config.fuser_zero_init:
+                nn.init.zeros_(module.weight)  # P = 0: a fresh fuser leaves the receiver's KV as it is
+            else:
+                nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.RMSNorm):
+            nn.init.ones_(module.weight)
+        elif isinstance(module, C2CFuserBranch) and module.fusion == "gated":
+            module.gate_logit.fill_(self.config.gate_init_logit)
 
 
 class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):

@@ -38,6 +38,7 @@ class ModelArguments:
     fuser_intermediate_size: int | None = field(default=None, metadata={"help": "Block inner width (default: hidden)."})
     fuser_num_blocks: int = field(default=3, metadata={"help": "Residual blocks per K/V branch (>= 2)."})
     fuser_dropout: float = field(default=0.1)
+    fuser_zero_init: bool = field(default=False, metadata={"help": "Start the fuser as the receiver (output at 0)."})
     fusion: str = field(default="gated", metadata={"help": "gated (C2C), or the ablations weighted / projection."})
     gate_init_logit: float = field(default=1.0)
     gate_temperature_start: float = field(default=1.0)
@@ -83,6 +84,7 @@ def build_model(args: ModelArguments) -> tuple[C2CForCausalLM, object]:
         fuser_intermediate_size=args.fuser_intermediate_size,
         fuser_num_blocks=args.fuser_num_blocks,
         fuser_dropout=args.fuser_dropout,
+        fuser_zero_init=args.fuser_zero_init,
         fusion=args.fusion,
         gate_init_logit=args.gate_init_logit,
         gate_temperature_start=args.gate_temperature_start,
