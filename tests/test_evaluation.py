@@ -28,6 +28,7 @@ from c2c_hf.evaluation import (
     evaluate,
     hint_request,
     hinted_prompt,
+    load_models,
     main,
     merge_reports,
     paired_difference,
@@ -385,6 +386,18 @@ def test_cli_baselines_from_bases_and_c2c_refused_without_a_checkpoint(checkpoin
     report = json.loads((tmp_path / "open" / "results.json").read_text())
     assert list(report["results"]) == ["receiver", "sharer", "t2t"]  # routing needs letters: not a default here
     assert report["config"]["prompt"] == "open"
+
+
+
+def test_training_folder_without_a_saved_model_names_its_last_checkpoint(tmp_path):
+    for step in (25, 50):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    with pytest.raises(ValueError) as error:
+        load_models(str(tmp_path))
+    assert str(error.value) == (
+        f"{tmp_path} holds no saved model (no config.json): pass a Trainer checkpoint in it, the last is "
+        f"{tmp_path / 'checkpoint-50'}, or let training finish, which saves the model there."
+    )
 
 
 # --------------------------------------------------------------------------- merging reports run apart

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.trainer_utils import get_last_checkpoint
 
 from .benchmarks import BENCHMARKS, MCItem, extract_choice, format_prompt, load_benchmark, match_choice_text
 from .data import left_pad
@@ -794,6 +795,13 @@ def load_models(
     `device`, with the tokenizers of the bases its config names (one object when both name the same repo)."""
     load_kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     if model is not None:
+        if Path(model).is_dir() and not (Path(model) / "config.json").exists():
+            last = get_last_checkpoint(model)
+            raise ValueError(
+                f"{model} holds no saved model (no config.json): "
+                + (f"pass a Trainer checkpoint in it, the last is {last}, " if last else "")
+                + "or let training finish, which saves the model there."
+            )
         c2c = AutoModelForCausalLM.from_pretrained(model, **load_kwargs)
         if not isinstance(c2c, C2CForCausalLM):
             raise ValueError(f"{model} is not a C2C checkpoint (it loads as {type(c2c).__name__}).")
