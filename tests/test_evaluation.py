@@ -388,7 +388,6 @@ def test_cli_baselines_from_bases_and_c2c_refused_without_a_checkpoint(checkpoin
     assert report["config"]["prompt"] == "open"
 
 
-
 def test_training_folder_without_a_saved_model_names_its_last_checkpoint(tmp_path):
     for step in (25, 50):
         (tmp_path / f"checkpoint-{step}").mkdir()

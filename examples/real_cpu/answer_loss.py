@@ -6,7 +6,7 @@ fraction 0) and C2C (fraction 1) on the same prefills. `init` is a fresh fuser w
 (what training starts from). Writes `--output` (JSON) and the same table as markdown beside it (`.md`).
 
     python examples/real_cpu/answer_loss.py init runs/real-cpu/general-gemma-3-270m \
-        --output docs/results/real-cpu/general-answer-loss.json
+        --output docs/results/real-cpu/general-answer-loss/answer_loss.json
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main() -> None:
     config = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     args.output.write_text(json.dumps({"config": config, "results": results}, indent=1) + "\n")
     args.output.with_suffix(".md").write_text(markdown(results))
+
 
 if __name__ == "__main__":
     main()
