@@ -427,6 +427,12 @@ def test_merge_puts_reports_run_apart_side_by_side(items, tmp_path, capsys):
         assert report["results"]["c2c"][benchmark]["accuracy"] == 1.0
         assert report["results"]["receiver"][benchmark]["correct"] == 0
     assert (tmp_path / "merged" / "accuracy_latency.png").stat().st_size > 0
+    source = json.loads((tmp_path / "c2c" / "results.json").read_text())["results"]["c2c"]["arc_easy"]
+    merged = report["results"]["c2c"]["arc_easy"]
+    assert merged["predictions"] == [{"id": p["id"], "correct": p["correct"]} for p in source["predictions"]]
+    assert {k: v for k, v in merged.items() if k != "predictions"} == {
+        k: v for k, v in source.items() if k != "predictions"
+    }  # every summary field kept; the answers stay in the source report only
     table = capsys.readouterr().out
     assert "| receiver | 0.0 [" in table and "| c2c | 100.0 [" in table
     n = {b: len(items[b]) for b in items}  # paired with the receiver: c2c alone is right on every item

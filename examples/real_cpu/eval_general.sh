@@ -7,6 +7,8 @@
 # (`c2c-hf eval --merge`).
 #   bash examples/real_cpu/eval_general.sh qwen2.5-coder-0.5b-instruct
 #   METHODS="receiver c2c" BENCHMARKS=arc_easy bash examples/real_cpu/eval_general.sh ...   # a part of it
+# The baselines (every method but c2c) need no trained fuser: without a saved model in $MODEL they load the bases
+# from $MODELS (../shared/tools/get-real-models, default ~/.cache/c2c-real-models).
 # MODE=likelihood PROMPT=open (default): the bare question; the answer is the choice text most likely as the reply,
 # per character (lm-eval's acc_norm). Models of this size cannot answer with a letter: with the lettered prompt
 # (PROMPT=choices) SmolLM2-135M picks "A" for 94% of ARC-Easy questions in generate mode and 94% in logits mode,
@@ -18,6 +20,7 @@ MODE=${MODE:-likelihood}
 PROMPT=${PROMPT:-open}
 DATA=${DATA:-../shared/data/benchmarks}
 MODEL=${MODEL:-runs/real-cpu/general-$SHARER}
+MODELS=${MODELS:-$HOME/.cache/c2c-real-models}
 RESULTS=${RESULTS:-docs/results/real-cpu/general-$SHARER}/$MODE-$PROMPT
 PATHS=(arc_easy=$DATA/arc_easy.jsonl arc_challenge=$DATA/arc_challenge.jsonl openbookqa=$DATA/openbookqa.jsonl
        mmlu_redux=$DATA/mmlu_redux)
@@ -26,7 +29,11 @@ for BENCHMARK in ${BENCHMARKS:-arc_easy arc_challenge openbookqa mmlu_redux}; do
   for METHOD in ${METHODS:-receiver sharer c2c routing t2t}; do
     OUT="$RESULTS/$BENCHMARK/$METHOD"
     if [ -f "$OUT/results.json" ]; then echo "$BENCHMARK/$METHOD: done"; continue; fi
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf eval --model "$MODEL" --dtype bfloat16 \
+    MODEL_ARGS=(--model "$MODEL")
+    if [ "$METHOD" != c2c ] && [ ! -f "$MODEL/config.json" ]; then
+      MODEL_ARGS=(--receiver "$MODELS/smollm2-135m-instruct" --sharer "$MODELS/$SHARER")
+    fi
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf eval "${MODEL_ARGS[@]}" --dtype bfloat16 \
       --benchmarks "$BENCHMARK" --benchmark-paths "${PATHS[@]}" --limit ${LIMIT:-500} --seed 0 \
       --methods "$METHOD" --mode "$MODE" --prompt "$PROMPT" --max-new-tokens 32 --hint-tokens ${HINT_TOKENS:-64} \
       --routing-fit-benchmark $FIT --routing-fit-limit 100 --batch-size 1 --output "$OUT"

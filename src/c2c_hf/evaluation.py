@@ -658,6 +658,8 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One report from several reports of the same model and settings, evaluated apart (e.g. one run per method and
     benchmark, resumable across sessions): their results side by side, methods and benchmarks in canonical order, the
     source configs under `config["merged_from"]` (a merged report contributes its own sources, so the list stays flat).
+    Each prediction keeps only its item id and correctness, what the paired differences need; the full predictions
+    (answers, hints, latencies) stay in the source reports, so a merged table does not store them twice.
 
     Raises `ValueError` when a setting of `MERGE_SETTINGS` differs, a (method, benchmark) pair appears twice, or two
     methods were evaluated on different items of one benchmark."""
@@ -677,7 +679,8 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             for benchmark, summary in by_benchmark.items():
                 if benchmark in results.get(method, {}):
                     raise ValueError(f"{method} on {benchmark} appears in two reports; merge only one of them.")
-                results.setdefault(method, {})[benchmark] = summary
+                slim = [{"id": p["id"], "correct": p["correct"]} for p in summary["predictions"]]
+                results.setdefault(method, {})[benchmark] = {**summary, "predictions": slim}
     items_seen: dict[str, tuple[str, list[str]]] = {}  # benchmark -> (first method, its item ids in order)
     for method, by_benchmark in results.items():
         for benchmark, summary in by_benchmark.items():
