@@ -439,6 +439,9 @@ def test_merge_puts_reports_run_apart_side_by_side(items, tmp_path, capsys):
     assert f"| c2c | +100.0 [+100.0, +100.0] ({n['arc_easy']} / 0) | +100.0 [+100.0, +100.0] ({n['openbookqa']} / 0) |" in table
     again = merge_reports([report, method_report(items, "sharer", golds, tmp_path / "sharer")])
     assert list(again["results"]) == ["receiver", "sharer", "c2c"] and len(again["config"]["merged_from"]) == 4
+    # baselines need no fuser: a report from the bases alone (no model) merges with the fuser's, which names the model
+    from_bases = method_report(items, "sharer", golds, tmp_path / "sharer-bases", model=None)
+    assert merge_reports([from_bases, report])["config"]["model"] == "c2c"
 
 
 def test_merge_refuses_reports_that_do_not_compare(items, tmp_path):
@@ -456,6 +459,12 @@ def test_merge_refuses_reports_that_do_not_compare(items, tmp_path):
         merge_reports([c2c, fewer])
     with pytest.raises(ValueError, match="Nothing to merge"):
         merge_reports([])
+    other_fuser = method_report(items, "c2c", golds, tmp_path / "other", model="c2c-2")
+    with pytest.raises(ValueError, match="different model: 'c2c' vs 'c2c-2'"):
+        merge_reports([c2c, method_report(items, "receiver", golds, tmp_path / "r"), other_fuser])
+    other_bases = method_report(items, "receiver", golds, tmp_path / "bases", model=None, receiver="other")
+    with pytest.raises(ValueError, match="different receiver: None vs 'other'"):
+        merge_reports([c2c, other_bases])
     with pytest.raises(SystemExit):  # no results.json there
         main(["--merge", str(tmp_path / "absent"), "--output", str(tmp_path / "out")])
     with pytest.raises(SystemExit):  # merging evaluates nothing

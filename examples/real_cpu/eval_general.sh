@@ -14,6 +14,8 @@
 # (PROMPT=choices) SmolLM2-135M picks "A" for 94% of ARC-Easy questions in generate mode and 94% in logits mode,
 # so every method sits at chance. Data: ../shared/data/benchmarks (DATA=...). The T2T hint is capped at 64 tokens
 # (HINT_TOKENS) to fit a CPU session: on one thread the 0.5B sharer writes ~11 hints a minute.
+# DTYPE (default bfloat16, what the committed runs used): bf16 bases are fast only on CPUs with bf16 matrix units
+# (AMX, AVX512-BF16); elsewhere (e.g. AVX2 only) a bf16 matmul is ~50x slower than fp32: use DTYPE=float32.
 set -euo pipefail
 SHARER=${1:-qwen2.5-coder-0.5b-instruct}
 MODE=${MODE:-likelihood}
@@ -33,7 +35,7 @@ for BENCHMARK in ${BENCHMARKS:-arc_easy arc_challenge openbookqa mmlu_redux}; do
     if [ "$METHOD" != c2c ] && [ ! -f "$MODEL/config.json" ]; then
       MODEL_ARGS=(--receiver "$MODELS/smollm2-135m-instruct" --sharer "$MODELS/$SHARER")
     fi
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf eval "${MODEL_ARGS[@]}" --dtype bfloat16 \
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf eval "${MODEL_ARGS[@]}" --dtype "${DTYPE:-bfloat16}" \
       --benchmarks "$BENCHMARK" --benchmark-paths "${PATHS[@]}" --limit ${LIMIT:-500} --seed 0 \
       --methods "$METHOD" --mode "$MODE" --prompt "$PROMPT" --max-new-tokens 32 --hint-tokens ${HINT_TOKENS:-64} \
       --routing-fit-benchmark $FIT --routing-fit-limit 100 --batch-size 1 --output "$OUT"

@@ -6,6 +6,8 @@
 # (DATASET=...: default the lettered multiple-choice mix; the open mix is trained as
 #   DATASET=data/real-cpu/train-open.jsonl OUT=runs/real-cpu/general-open-$SHARER bash ...).
 # Re-running the same command resumes from the last checkpoint in $OUT (default runs/real-cpu/general-$SHARER).
+# DTYPE (default bfloat16, what the committed runs used): bf16 bases are fast only on CPUs with bf16 matrix units
+# (AMX, AVX512-BF16); elsewhere (e.g. AVX2 only) a bf16 matmul is ~50x slower than fp32: use DTYPE=float32.
 set -euo pipefail
 SHARER=${1:-qwen2.5-coder-0.5b-instruct}
 MODELS=${MODELS:-$HOME/.cache/c2c-real-models}
@@ -14,7 +16,7 @@ DATASET=${DATASET:-data/real-cpu/train.jsonl}
 RESUME=()
 if compgen -G "$OUT/checkpoint-*" > /dev/null; then RESUME=(--resume_from_checkpoint True); fi
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf train \
-  --receiver "$MODELS/smollm2-135m-instruct" --sharer "$MODELS/$SHARER" --base_dtype bfloat16 \
+  --receiver "$MODELS/smollm2-135m-instruct" --sharer "$MODELS/$SHARER" --base_dtype "${DTYPE:-bfloat16}" \
   --fuser_hidden_size 256 --fuser_num_blocks 3 --fuser_dropout 0.1 \
   --dataset "$DATASET" --max_length 512 \
   --output_dir "$OUT" "${RESUME[@]}" \

@@ -647,10 +647,12 @@ def save_report(report: Mapping[str, Any], output_dir: str | Path) -> None:
     plot_accuracy_latency(report, output_dir / "accuracy_latency.png")
 
 
-# Settings that every merged report must share: rows of one table compare only when these agree.
+# Settings that every merged report must share: rows of one table compare only when these agree. The fuser
+# checkpoint (`model`) must agree only among reports with c2c rows: the baselines never run the fuser, so they may come
+# from the bases alone (`--receiver/--sharer`) or from any checkpoint of the same bases.
 MERGE_SETTINGS = (
-    "model", "receiver", "sharer", "dtype", "device", "mode", "prompt", "max_new_tokens", "hint_tokens", "batch_size",
-    "limit", "seed", "latency",
+    "receiver", "sharer", "dtype", "device", "mode", "prompt", "max_new_tokens", "hint_tokens", "batch_size", "limit",
+    "seed", "latency",
 )  # fmt: skip
 
 
@@ -665,14 +667,17 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     methods were evaluated on different items of one benchmark."""
     if not reports:
         raise ValueError("Nothing to merge: give at least one report.")
-    first = reports[0]["config"]
-    for report in reports[1:]:
-        for key in MERGE_SETTINGS:
-            if report["config"].get(key) != first.get(key):
-                raise ValueError(
-                    f"Cannot merge reports evaluated with different {key}: {first.get(key)!r} vs "
-                    f"{report['config'].get(key)!r}; evaluate every method with the same settings."
-                )
+    configs = [report["config"] for report in reports]
+    with_c2c = [config for config, report in zip(configs, reports) if "c2c" in report["results"]]
+    for group, keys in ((configs, MERGE_SETTINGS), (with_c2c, ("model",))):
+        for config in group[1:]:
+            for key in keys:
+                if config.get(key) != group[0].get(key):
+                    raise ValueError(
+                        f"Cannot merge reports evaluated with different {key}: {group[0].get(key)!r} vs "
+                        f"{config.get(key)!r}; evaluate every method with the same settings."
+                    )
+    first = configs[0]
     results: dict[str, dict[str, Any]] = {}
     for report in reports:
         for method, by_benchmark in report["results"].items():
@@ -699,6 +704,7 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     methods = canonical(list(results), METHODS)
     return {
         "config": {
+            "model": (with_c2c[0] if with_c2c else first).get("model"),
             **{key: first[key] for key in MERGE_SETTINGS if key in first},
             "methods": methods,
             "benchmarks": benchmarks,
@@ -951,7 +957,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     built = build_methods(model, receiver_tokenizer, sharer_tokenizer, methods, scoring, args.hint_tokens)
     config = {
-        **vars(args), "methods": methods, "device": str(model.device), "latency": "wall clock per batch / batch size"
+        **vars(args),
+        "receiver": model.config.receiver_name_or_path,  # the bases evaluated, also when they come from --model
+        "sharer": model.config.sharer_name_or_path,
+        "methods": methods,
+        "device": str(model.device),
+        "latency": "wall clock per batch / batch size",
     }
     routing = next((m for m in built if isinstance(m, Routing)), None)
     if routing is not None and args.routing_fit_benchmark:
