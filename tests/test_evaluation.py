@@ -365,6 +365,10 @@ def test_cli_runs_on_a_saved_checkpoint(checkpoint, tmp_path, capsys):
     report = json.loads((out / "results.json").read_text())
     assert report["config"]["methods"] == list(METHODS)
     assert report["config"]["routing_fit"]["items"] == 4
+    # the bases evaluated, read from the checkpoint's config, as a run from the bases alone records them
+    assert (report["config"]["receiver"], report["config"]["sharer"]) == (
+        str(checkpoint / "receiver"), str(checkpoint / "sharer")
+    )
     assert (out / "accuracy_latency.png").stat().st_size > 0
     for by_benchmark in report["results"].values():
         assert [s["n"] for s in by_benchmark.values()] == [2, 2]
@@ -381,6 +385,7 @@ def test_cli_baselines_from_bases_and_c2c_refused_without_a_checkpoint(checkpoin
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     assert list(report["results"]) == ["receiver", "sharer", "t2t", "routing"]
     assert report["config"]["mode"] == "logits"
+    assert (report["config"]["receiver"], report["config"]["sharer"]) == (bases[1], bases[3])
     main([*bases, *data, "--prompt", "open", "--max-new-tokens", "3", "--hint-tokens", "3", "--limit", "2",
           "--output", str(tmp_path / "open")])  # fmt: skip
     report = json.loads((tmp_path / "open" / "results.json").read_text())
