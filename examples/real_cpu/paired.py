@@ -1,0 +1,85 @@
+"""Paired differences between two evaluation reports of different models on the same items (issue 7).
+
+`c2c-hf eval --merge` puts methods of one model side by side; this compares rows across models, e.g. two fusers:
+
+    python examples/real_cpu/paired.py \
+        docs/results/real-cpu/general-open-zero-gemma-3-270m/likelihood-open:c2c \
+        docs/results/real-cpu/general-open-zero-smollm2-135m-instruct/likelihood-open:c2c \
+        --output docs/results/real-cpu/general-control/zero-gemma-vs-self.json
+
+Each side is REPORT_DIR:METHOD, where REPORT_DIR holds a `results.json` (a merged report, or one method's report);
+a merged report's per-benchmark folders are read when its own table lacks a benchmark. Prints, per benchmark both
+sides have, each side's accuracy and the first minus the second, paired on the same items (95% interval; items only
+the first / only the second gets right); with --output, writes the rows as JSON and a markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from c2c_hf.benchmarks import BENCHMARKS
+from c2c_hf.evaluation import load_report, paired_difference
+
+
+def method_results(side: str) -> dict[str, dict]:
+    """Per benchmark, the summary of METHOD in REPORT_DIR (its results.json, then any <benchmark>/<METHOD>/ below)."""
+    folder, _, method = side.rpartition(":")
+    if not folder:
+        raise SystemExit(f"{side!r}: give REPORT_DIR:METHOD, e.g. docs/results/.../likelihood-open:c2c")
+    results = {}
+    for path in [Path(folder), *sorted(Path(folder).glob(f"*/{method}"))]:
+        if (path / "results.json").exists():
+            for benchmark, summary in load_report(path)["results"].get(method, {}).items():
+                results.setdefault(benchmark, summary)
+    if not results:
+        raise SystemExit(f"No {method} results under {folder}.")
+    return results
+
+
+def compare(first: str, second: str) -> list[dict]:
+    """One row per benchmark both sides have, in the canonical benchmark order."""
+    a, b = method_results(first), method_results(second)
+    rows = []
+    for benchmark in [name for name in BENCHMARKS if name in a and name in b]:
+        paired = paired_difference(a[benchmark]["predictions"], b[benchmark]["predictions"])
+        rows.append({"benchmark": benchmark, "first": a[benchmark]["accuracy"], "second": b[benchmark]["accuracy"],
+                     **paired})  # fmt: skip
+    return rows
+
+
+def markdown(first: str, second: str, rows: list[dict]) -> str:
+    lines = [
+        f"First: `{first}`; second: `{second}`. Accuracy %; first minus second, points [paired 95% interval] "
+        "(items only the first / only the second gets right).",
+        "",
+        "| benchmark | first | second | first - second |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        low, high = (100 * bound for bound in row["ci95"])
+        lines.append(
+            f"| {row['benchmark']} | {100 * row['first']:.1f} | {100 * row['second']:.1f} | "
+            f"{100 * row['difference']:+.1f} [{low:+.1f}, {high:+.1f}] ({row['only_this']} / {row['only_baseline']}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("first", help="REPORT_DIR:METHOD")
+    parser.add_argument("second", help="REPORT_DIR:METHOD")
+    parser.add_argument("--output", type=Path, help="write the rows here (.json) and the table beside it (.md)")
+    args = parser.parse_args()
+    rows = compare(args.first, args.second)
+    table = markdown(args.first, args.second, rows)
+    print(table)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({"first": args.first, "second": args.second, "rows": rows}, indent=2) + "\n")
+        args.output.with_suffix(".md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
