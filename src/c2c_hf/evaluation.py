@@ -657,14 +657,15 @@ MERGE_SETTINGS = (
 
 
 def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One report from several reports of the same model and settings, evaluated apart (e.g. one run per method and
-    benchmark, resumable across sessions): their results side by side, methods and benchmarks in canonical order, the
-    source configs under `config["merged_from"]` (a merged report contributes its own sources, so the list stays flat).
-    Each prediction keeps only its item id and correctness, what the paired differences need; the full predictions
-    (answers, hints, latencies) stay in the source reports, so a merged table does not store them twice.
+    """One report from several reports of the same bases, fuser and settings, evaluated apart (e.g. one run per
+    method and benchmark, resumable across sessions): their results side by side, methods and benchmarks in canonical
+    order, the source configs under `config["merged_from"]` (a merged report contributes its own sources, so the list
+    stays flat). Each prediction keeps only its item id and correctness, what the paired differences need; the full
+    predictions (answers, hints, latencies) stay in the source reports, so a merged table does not store them twice.
 
-    Raises `ValueError` when a setting of `MERGE_SETTINGS` differs, a (method, benchmark) pair appears twice, or two
-    methods were evaluated on different items of one benchmark."""
+    Raises `ValueError` when a setting of `MERGE_SETTINGS` (or the fuser checkpoint of two reports with c2c rows)
+    differs, a (method, benchmark) pair appears twice, or two methods were evaluated on different items of one
+    benchmark."""
     if not reports:
         raise ValueError("Nothing to merge: give at least one report.")
     configs = [report["config"] for report in reports]
