@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/benchmarks"))
     parser.add_argument("--limit", type=int, default=100, help="questions per benchmark")
     parser.add_argument("--seed", type=int, default=1, help="item subset (the evaluation's is seed 0)")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="the bases' dtype")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -66,11 +67,11 @@ def main() -> None:
         if fuser == "init":
             model_args = ModelArguments(
                 receiver=str(args.models / "smollm2-135m-instruct"), sharer=str(args.models / args.sharer),
-                base_dtype="bfloat16", fuser_hidden_size=256, fuser_num_blocks=3, fuser_dropout=0.1,
+                base_dtype=args.dtype, fuser_hidden_size=256, fuser_num_blocks=3, fuser_dropout=0.1,
             )  # fmt: skip
             model, tokenizer = build_model(model_args)
         else:
-            model, tokenizer, _ = load_models(fuser, dtype="bfloat16")
+            model, tokenizer, _ = load_models(fuser, dtype=args.dtype)
         examples = [example_from_texts(row, tokenizer, chat_template=True) for row in rows]
         receiver, c2c = progressive_fusion(model.eval(), examples, fractions=(0.0, 1.0), side="last")["curves"]["last"]
         results[fuser] = {}
