@@ -8,9 +8,10 @@
         --output docs/results/real-cpu/general-control/zero-gemma-vs-self.json
 
 Each side is REPORT_DIR:METHOD, where REPORT_DIR holds a `results.json` (a merged report, or one method's report);
-a merged report's per-benchmark folders are read when its own table lacks a benchmark. Prints, per benchmark both
-sides have, each side's accuracy and the first minus the second, paired on the same items (95% interval; items only
-the first / only the second gets right); with --output, writes the rows as JSON and a markdown table beside it.
+the per-method reports below a merged one (`<benchmark>/<METHOD>/`) are read first, as they hold every answer.
+Prints, per benchmark both sides have, each side's accuracy, the first minus the second, paired on the same items
+(95% interval; items only the first / only the second gets right), and how often both pick the same choice; with
+--output, writes the rows as JSON and a markdown table beside it.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from c2c_hf.evaluation import load_report, paired_difference
 
 
 def method_results(side: str) -> dict[str, dict]:
-    """Per benchmark, the summary of METHOD in REPORT_DIR (its results.json, then any <benchmark>/<METHOD>/ below)."""
+    """Per benchmark, the summary of METHOD in REPORT_DIR (any <benchmark>/<METHOD>/ below, then its results.json)."""
     folder, _, method = side.rpartition(":")
     if not folder:
         raise SystemExit(f"{side!r}: give REPORT_DIR:METHOD, e.g. docs/results/.../likelihood-open:c2c")
     results = {}
-    for path in [Path(folder), *sorted(Path(folder).glob(f"*/{method}"))]:
+    for path in [*sorted(Path(folder).glob(f"*/{method}")), Path(folder)]:
         if (path / "results.json").exists():
             for benchmark, summary in load_report(path)["results"].get(method, {}).items():
                 results.setdefault(benchmark, summary)
@@ -43,9 +44,12 @@ def compare(first: str, second: str) -> list[dict]:
     a, b = method_results(first), method_results(second)
     rows = []
     for benchmark in [name for name in BENCHMARKS if name in a and name in b]:
-        paired = paired_difference(a[benchmark]["predictions"], b[benchmark]["predictions"])
+        first, second = a[benchmark]["predictions"], b[benchmark]["predictions"]
+        paired = paired_difference(first, second)
+        picks = {p["id"]: p.get("predicted") for p in second}
+        same = sum(p.get("predicted") is not None and p.get("predicted") == picks[p["id"]] for p in first)
         rows.append({"benchmark": benchmark, "first": a[benchmark]["accuracy"], "second": b[benchmark]["accuracy"],
-                     **paired})  # fmt: skip
+                     **paired, "same_choice": same})  # fmt: skip
     return rows
 
 
@@ -54,14 +58,14 @@ def markdown(first: str, second: str, rows: list[dict]) -> str:
         f"First: `{first}`; second: `{second}`. Accuracy %; first minus second, points [paired 95% interval] "
         "(items only the first / only the second gets right).",
         "",
-        "| benchmark | first | second | first - second |",
-        "|---|---|---|---|",
+        "| benchmark | first | second | first - second | same choice |",
+        "|---|---|---|---|---|",
     ]
     for row in rows:
         low, high = (100 * bound for bound in row["ci95"])
         lines.append(
             f"| {row['benchmark']} | {100 * row['first']:.1f} | {100 * row['second']:.1f} | "
-            f"{100 * row['difference']:+.1f} [{low:+.1f}, {high:+.1f}] ({row['only_this']} / {row['only_baseline']}) |"
+            f"{100 * row['difference']:+.1f} [{low:+.1f}, {high:+.1f}] ({row['only_this']} / {row['only_baseline']}) | {row['same_choice']} of {row['n']} |"
         )
     return "\n".join(lines) + "\n"
 
