@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from c2c_hf.benchmarks import BENCHMARKS
-from c2c_hf.evaluation import load_report, paired_difference
+from c2c_hf.evaluation import format_paired, load_report, paired_difference
 
 
 def method_results(side: str) -> dict[str, dict]:
@@ -44,10 +44,10 @@ def compare(first: str, second: str) -> list[dict]:
     a, b = method_results(first), method_results(second)
     rows = []
     for benchmark in [name for name in BENCHMARKS if name in a and name in b]:
-        first, second = a[benchmark]["predictions"], b[benchmark]["predictions"]
-        paired = paired_difference(first, second)
-        picks = {p["id"]: p.get("predicted") for p in second}
-        same = sum(p.get("predicted") is not None and p.get("predicted") == picks[p["id"]] for p in first)
+        first_predictions, second_predictions = a[benchmark]["predictions"], b[benchmark]["predictions"]
+        paired = paired_difference(first_predictions, second_predictions)
+        picks = {p["id"]: p.get("predicted") for p in second_predictions}
+        same = sum(p.get("predicted") is not None and p.get("predicted") == picks[p["id"]] for p in first_predictions)
         rows.append({"benchmark": benchmark, "first": a[benchmark]["accuracy"], "second": b[benchmark]["accuracy"],
                      **paired, "same_choice": same})  # fmt: skip
     return rows
@@ -62,10 +62,9 @@ def markdown(first: str, second: str, rows: list[dict]) -> str:
         "|---|---|---|---|---|",
     ]
     for row in rows:
-        low, high = (100 * bound for bound in row["ci95"])
         lines.append(
-            f"| {row['benchmark']} | {100 * row['first']:.1f} | {100 * row['second']:.1f} | "
-            f"{100 * row['difference']:+.1f} [{low:+.1f}, {high:+.1f}] ({row['only_this']} / {row['only_baseline']}) | {row['same_choice']} of {row['n']} |"
+            f"| {row['benchmark']} | {100 * row['first']:.1f} | {100 * row['second']:.1f} | {format_paired(row)} | "
+            f"{row['same_choice']} of {row['n']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -726,6 +726,15 @@ def _method_table(results: Mapping[str, Any], methods: Sequence[str], benchmarks
     return lines
 
 
+def format_paired(paired: Mapping[str, Any]) -> str:
+    """A `paired_difference` result as table text: points [95% interval] (only this right / only the baseline)."""
+    low, high = (100 * bound for bound in paired["ci95"])
+    return (
+        f"{100 * paired['difference']:+.1f} [{low:+.1f}, {high:+.1f}] "
+        f"({paired['only_this']} / {paired['only_baseline']})"
+    )
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
     """Method x benchmark table: accuracy (%) [95% Wilson interval] and median latency per question; then, when the
     report has the receiver, each other method's paired difference from it on the same items."""
@@ -752,11 +761,8 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     def difference_cell(method: str, benchmark: str) -> str:
         if benchmark not in baseline:
             return "-"
-        paired = paired_difference(results[method][benchmark]["predictions"], baseline[benchmark]["predictions"])
-        low, high = (100 * bound for bound in paired["ci95"])
-        return (
-            f"{100 * paired['difference']:+.1f} [{low:+.1f}, {high:+.1f}] "
-            f"({paired['only_this']} / {paired['only_baseline']})"
+        return format_paired(
+            paired_difference(results[method][benchmark]["predictions"], baseline[benchmark]["predictions"])
         )
 
     if compared:
@@ -990,6 +996,7 @@ __all__ = [
     "build_methods",
     "confidence_features",
     "evaluate",
+    "format_paired",
     "hint_request",
     "hinted_prompt",
     "load_models",
