@@ -16,6 +16,8 @@
 # (HINT_TOKENS) to fit a CPU session: on one thread the 0.5B sharer writes ~11 hints a minute.
 # DTYPE (default bfloat16, what the committed runs used): bf16 bases are fast only on CPUs with bf16 matrix units
 # (AMX, AVX512-BF16); elsewhere (e.g. AVX2 only) a bf16 matmul is ~50x slower than fp32: use DTYPE=float32.
+# BATCH (default 1, the paper's protocol and every latency we compare): a larger batch only to get accuracies sooner
+# (t2t fp32 on one AVX2 thread: 12 s an item at 1, 6.8 s at 16); its latency is a batch's wall clock / BATCH.
 set -euo pipefail
 SHARER=${1:-qwen2.5-coder-0.5b-instruct}
 MODE=${MODE:-likelihood}
@@ -38,7 +40,7 @@ for BENCHMARK in ${BENCHMARKS:-arc_easy arc_challenge openbookqa mmlu_redux}; do
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} c2c-hf eval "${MODEL_ARGS[@]}" --dtype "${DTYPE:-bfloat16}" \
       --benchmarks "$BENCHMARK" --benchmark-paths "${PATHS[@]}" --limit ${LIMIT:-500} --seed 0 \
       --methods "$METHOD" --mode "$MODE" --prompt "$PROMPT" --max-new-tokens 32 --hint-tokens ${HINT_TOKENS:-64} \
-      --routing-fit-benchmark $FIT --routing-fit-limit 100 --batch-size 1 --output "$OUT"
+      --routing-fit-benchmark $FIT --routing-fit-limit 100 --batch-size ${BATCH:-1} --output "$OUT"
   done
 done
 FINISHED=$(ls -d "$RESULTS"/*/*/ 2>/dev/null | while read -r DIR; do [ -f "$DIR/results.json" ] && echo "$DIR"; done)

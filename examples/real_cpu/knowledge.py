@@ -55,6 +55,7 @@ RESULTS = ROOT / "docs" / "results" / "real-cpu" / "knowledge"
 RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
 DEFAULT_PEOPLE = (48, 16)  # fuser group, held-out group
 SHARERS = ("statements", "recall")  # the LoRA sharer; + a LoRA that recalls facts at the name (recall_texts)
+DTYPES = ("bfloat16", "float32")  # the bases'; the fuser stays fp32
 
 
 def load_world(args: argparse.Namespace) -> World:
@@ -135,7 +136,7 @@ def train_sharer(args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.models / SHARER)
     statements_sharer = experiment_dirs(args, "statements")[0] / "sharer-private"
     base = args.models / SHARER if args.sharer == "statements" else statements_sharer
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=args.dtype)
     torch.manual_seed(args.seed)
     checkpoint = runs / "sharer-lora-checkpoint"
     if (checkpoint / "state.pt").is_file():
@@ -236,8 +237,8 @@ def train_fuser(args: argparse.Namespace) -> None:
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
     sharer_path = runs / "sharer-private"
     torch.manual_seed(args.seed)
-    receiver = AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=torch.bfloat16)
-    sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=torch.bfloat16)
+    receiver = AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=args.dtype)
+    sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=args.dtype)
     layers = layer_map(args.layer_map, receiver.config.num_hidden_layers, sharer.config.num_hidden_layers)
     model = C2CForCausalLM.from_base_models(
         receiver, sharer, receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path), token_alignment="longest",
@@ -299,7 +300,7 @@ def run_eval(args: argparse.Namespace) -> None:
     world, (runs, reports) = load_world(args), experiment_dirs(args)
     output = report_dir(args, reports)
     path = runs / f"c2c-{run_name(args)}"
-    model = C2CForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    model = C2CForCausalLM.from_pretrained(path, dtype=args.dtype).eval()
     receiver_tokenizer = AutoTokenizer.from_pretrained(path)
     sharer_tokenizer = AutoTokenizer.from_pretrained(model.config.sharer_name_or_path)
     scoring = Scoring("generate", args.max_new_tokens, args.prompt)
@@ -316,7 +317,7 @@ def run_eval(args: argparse.Namespace) -> None:
         "prompt": args.prompt, "fusion": args.fusion, "fuser_answer": args.fuser_answer, "fuser": {"params": sum(p.numel() for p in model.fuser.parameters()),
                                          "open_gates_kv": model.fuser.open_gates().sum(0).tolist()},
         "mode": "generate", "max_new_tokens": args.max_new_tokens, "hint_tokens": args.hint_tokens,
-        "dtype": "bfloat16 bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
+        "dtype": f"{args.dtype} bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
     }  # fmt: skip
     report = build_report(results, config)
     if earlier is not None:
@@ -342,11 +343,7 @@ def summarize(args: argparse.Namespace) -> None:
 
     results = experiment_dirs(args)[1] / ("open" if args.prompt == "open" else "")
     tag = f"-{args.tag}" if args.tag else ""
-    reports = {
-        f: load_report(results / f"{f}{tag}")
-        for f in ABLATION
-        if (results / f"{f}{tag}").is_dir()
-    }
+    reports = {f: load_report(results / f"{f}{tag}") for f in ABLATION if (results / f"{f}{tag}").is_dir()}
     rows = {f: r["results"]["c2c"]["heldout"] for f, r in reports.items()}
     baselines = {m: s["heldout"] for m, s in reports["gated"]["results"].items() if m != "c2c"}
     table = {**{m: baselines[m] for m in ("receiver", "t2t") if m in baselines},
@@ -382,6 +379,10 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="bfloat16",
+        help="the bases' dtype: bfloat16 (every committed run) needs bf16 matrix units (AMX); else float32",
+    )  # fmt: skip
     parser.add_argument(
         "--fuser-people", type=int, default=DEFAULT_PEOPLE[0], help="people whose facts train the fuser"
     )

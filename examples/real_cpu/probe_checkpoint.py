@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--fuser-people", type=int, default=knowledge.DEFAULT_PEOPLE[0])
     parser.add_argument("--heldout-people", type=int, default=knowledge.DEFAULT_PEOPLE[1])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", choices=knowledge.DTYPES, default="bfloat16", help="the bases' dtype (see knowledge.py)"
+    )
     parser.add_argument("--output", type=Path, help="append one JSON line per checkpoint here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -46,7 +49,7 @@ def main() -> None:
         for name, people in (("trained-people", trained), ("validation-people", validation + validation))
     }
     for checkpoint in args.checkpoints:
-        model = C2CForCausalLM.from_pretrained(checkpoint, dtype=torch.bfloat16).eval()
+        model = C2CForCausalLM.from_pretrained(checkpoint, dtype=args.dtype).eval()
         tokenizer = AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)
         method = Direct("c2c", LM(model, tokenizer), Scoring("generate", 16, args.prompt))
         row = {"checkpoint": str(checkpoint)}

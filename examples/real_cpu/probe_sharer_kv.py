@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--heldout-people", type=int, default=knowledge.DEFAULT_PEOPLE[1])
     parser.add_argument("--validation-people", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", choices=knowledge.DTYPES, default="bfloat16", help="the bases' dtype (see knowledge.py)"
+    )
     parser.add_argument("--sharer", choices=knowledge.SHARERS, default="statements", help="see knowledge.py")
     parser.add_argument("--l2", type=float, default=1e-2)
     parser.add_argument("--answer-prefix", action="store_true", help="append the answer's start (a positive control)")
@@ -111,7 +114,7 @@ def main() -> None:
     torch.set_num_threads(1)
     world, (runs, _) = knowledge.load_world(args), knowledge.experiment_dirs(args)
     sharer_path = runs / "sharer-private"
-    sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=torch.bfloat16).eval()
+    sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=args.dtype).eval()
     sharer_tokenizer = AutoTokenizer.from_pretrained(sharer_path)
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / knowledge.RECEIVER)
     trained, validation = knowledge.split_fuser_people(world, args.validation_people)

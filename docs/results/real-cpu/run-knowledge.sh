@@ -3,6 +3,8 @@
 # and the fusion ablation. Models: ../shared/tools/get-real-models (~/.cache/c2c-real-models). CPU.
 # Intermediate models go to runs/real-cpu/knowledge/ (not in git); reports to docs/results/real-cpu/knowledge/.
 # Every stage resumes from its checkpoints when re-run.
+# Every run below used bf16 bases on a CPU with AMX; without bf16 matrix units (e.g. AVX2 only) a bf16 matmul is
+# ~50x slower: add --dtype float32 to every knowledge.py / probe_*.py command there.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 K=examples/real_cpu/knowledge.py
