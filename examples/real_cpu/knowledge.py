@@ -29,6 +29,7 @@ import datasets
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers.trainer_pt_utils import get_length_grouped_indices
 from transformers.trainer_utils import get_last_checkpoint
 
 from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, build_layer_map, make_trainer
@@ -63,12 +64,21 @@ def load_world(args: argparse.Namespace) -> World:
 
 
 def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tuple[Path, Path]:
-    """(runs, results) folders: `knowledge/` for the default world, `knowledge/world-<F>-<H>/` for another size,
-    and a `recall-sharer/` subfolder for everything built on the recall sharer (`--sharer recall`)."""
+    """(runs, results) folders below `--runs` / `--results` (`.../knowledge/` by default): the root for the default
+    world, `world-<F>-<H>/` for another size, and a `recall-sharer/` subfolder for everything built on the recall
+    sharer (`--sharer recall`)."""
     people = (args.fuser_people, args.heldout_people)
     suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
     suffix += ["recall-sharer"] if (sharer or args.sharer) == "recall" else []
-    return RUNS.joinpath(*suffix), RESULTS.joinpath(*suffix)
+    return args.runs.resolve().joinpath(*suffix), args.results.resolve().joinpath(*suffix)
+
+
+def add_location_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--runs` / `--results`: the roots of an experiment's models (never committed) and of its reports."""
+    parser.add_argument("--runs", type=Path, default=RUNS, help="root of the trained sharers and fusers")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="root of the reports (another one for a rebuilt sharer)"
+    )
 
 
 # --------------------------------------------------------------------------- 1. the sharer learns the facts
@@ -129,7 +139,7 @@ def recall_texts(world: World, count: int, seed: int, tokenizer, receiver_tokeni
 
 def train_sharer(args: argparse.Namespace) -> None:
     """LoRA (peft) on every linear layer of the sharer; the merged model is saved as a plain checkpoint. The adapter,
-    optimizer and schedule are checkpointed every 50 steps; running the stage again resumes from there.
+    optimizer and schedule are checkpointed every 20 steps; running the stage again resumes from there.
     `--sharer statements` trains the base sharer on `sharer_texts`; `--sharer recall` trains a second LoRA on
     `recall_texts` over the merged statements sharer of the same world."""
     world, (runs, _) = load_world(args), experiment_dirs(args)
@@ -150,6 +160,10 @@ def train_sharer(args: argparse.Namespace) -> None:
         texts = sharer_texts(world, count, args.seed, tokenizer)
     else:
         texts = recall_texts(world, count, args.seed, tokenizer, AutoTokenizer.from_pretrained(args.models / RECEIVER))
+    if args.group_by_length:  # batches of similar lengths: ~45% fewer padded tokens to compute (transformers' helper)
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        order = get_length_grouped_indices(lengths, args.batch_size, generator=torch.Generator().manual_seed(args.seed))
+        texts = [texts[i] for i in order]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.sharer_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.0, 1 - step / args.sharer_steps))  # fmt: skip
     start, log, seconds = 0, [], 0.0
@@ -172,7 +186,7 @@ def train_sharer(args: argparse.Namespace) -> None:
         if step % 20 == 19:
             print(f"sharer step {step + 1}/{args.sharer_steps} loss {sum(log[-20:]) / 20:.3f} "
                   f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
-        if step % 50 == 49 and step + 1 < args.sharer_steps:
+        if step % 20 == 19 and step + 1 < args.sharer_steps:
             model.save_pretrained(checkpoint)
             state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step + 1,
                      "log": log, "seconds": time.perf_counter() - began}  # fmt: skip
@@ -181,7 +195,10 @@ def train_sharer(args: argparse.Namespace) -> None:
     model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
     model.merge_and_unload().save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (runs / "sharer-log.json").write_text(json.dumps({"losses": log, "seconds": time.perf_counter() - began}))
+    settings = {name: getattr(args, name) for name in ("sharer", "sharer_steps", "batch_size", "lora_r", "sharer_lr",
+                                                       "group_by_length", "dtype", "threads", "seed")}  # fmt: skip
+    record = {"settings": settings, "losses": log, "seconds": time.perf_counter() - began}
+    (runs / "sharer-log.json").write_text(json.dumps(record))
     print(f"sharer with private knowledge -> {out}")
 
 
@@ -377,6 +394,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=("sharer", "fuser", "eval", "summary"))
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
+    add_location_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -395,6 +413,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="the sharer's LoRA batch")
     parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument(
+        "--group-by-length", action="store_true",
+        help="the sharer's LoRA batches hold texts of similar lengths (every committed sharer trained without)",
+    )  # fmt: skip
     parser.add_argument("--sharer-steps", type=int, default=200)
     parser.add_argument("--sharer-lr", type=float, default=1.5e-3)
     parser.add_argument("--fusion", default="gated", choices=("gated", "weighted", "projection"))

@@ -99,6 +99,7 @@ def probe_accuracy(groups: dict[str, list], position: str, layer: int, kv: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
+    knowledge.add_location_arguments(parser)
     parser.add_argument("--fuser-people", type=int, default=knowledge.DEFAULT_PEOPLE[0])
     parser.add_argument("--heldout-people", type=int, default=knowledge.DEFAULT_PEOPLE[1])
     parser.add_argument("--validation-people", type=int, default=8)

@@ -37,7 +37,8 @@ python $K eval "${OPEN[@]}" --threads 1                                         
 python examples/real_cpu/probe_sharer_kv.py --output docs/results/real-cpu/knowledge/sharer-kv-probe.json   # ~3 min
 
 # 4. A 4x larger world (224 fuser + 32 held-out people): LoRA of 800 steps (5.3 h on one thread beside other jobs), then as in 2.
-#    (With --dtype float32 on an AVX2-only CPU: 72 s a step on one thread beside another job, ~16 h for the 800 steps.)
+#    (With --dtype float32 on an AVX2-only CPU: 72 s a step on one thread beside another job, ~16 h for the 800 steps.
+#    The rebuild there, run-knowledge-fp32.sh, adds --group-by-length (44% fewer padded tokens) and two threads.)
 python $K sharer --fuser-people 224 --heldout-people 32 --sharer-steps 800 --threads 1
 W=(--fuser-people 224 --heldout-people 32 --validation-people 16)
 P=docs/results/real-cpu/knowledge/world-224-32
