@@ -14,7 +14,7 @@ W=(--fuser-people 224 --heldout-people 32 --validation-people 16)
 R=("${W[@]}" --sharer recall)
 RUN=$RUNS/world-224-32/recall-sharer REPORT=$RESULTS/world-224-32/recall-sharer
 
-# 1. The sharers: statements LoRA, 800 steps (~17.5 s a step on two threads, ~4 h); recall LoRA over it, 300 steps.
+# 1. The sharers: statements LoRA, 800 steps (~21 s a step on two threads, ~4.5 h); recall LoRA over it, 300 steps.
 [ -f $RUNS/world-224-32/sharer-log.json ] ||
   python $K sharer "${ROOTS[@]}" "${W[@]}" --sharer-steps 800 --threads 2 --group-by-length
 [ -f $RUN/sharer-log.json ] || python $K sharer "${ROOTS[@]}" "${R[@]}" --sharer-steps 300 --threads 2 --group-by-length
