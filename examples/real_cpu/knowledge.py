@@ -73,8 +73,31 @@ def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tupl
     return args.runs.resolve().joinpath(*suffix), args.results.resolve().joinpath(*suffix)
 
 
+def add_world_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every knowledge script must agree on: the world (seed, group sizes, validation people) and the bases'
+    dtype."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fuser-people", type=int, default=DEFAULT_PEOPLE[0], help="people whose facts train the fuser"
+    )
+    parser.add_argument(
+        "--heldout-people", type=int, default=DEFAULT_PEOPLE[1], help="people the evaluation asks about"
+    )
+    parser.add_argument("--validation-people", type=int, default=8, help="fuser-group people kept out of training")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="bfloat16",
+        help="the bases' dtype: bfloat16 (every committed run) needs bf16 matrix units (AMX); else float32",
+    )  # fmt: skip
+
+
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--runs` / `--results`: the roots of an experiment's models (never committed) and of its reports."""
+    """Where an experiment's files are: the base models, the sharer, the roots of its models (never committed) and
+    of its reports (see `experiment_dirs`)."""
+    parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
+    parser.add_argument(
+        "--sharer", choices=SHARERS, default="statements",
+        help="statements: the LoRA sharer; recall: + a LoRA that recalls facts at the name (see recall_texts)",
+    )  # fmt: skip
     parser.add_argument("--runs", type=Path, default=RUNS, help="root of the trained sharers and fusers")
     parser.add_argument(
         "--results", type=Path, default=RESULTS, help="root of the reports (another one for a rebuilt sharer)"
@@ -393,24 +416,9 @@ def summarize(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=("sharer", "fuser", "eval", "summary"))
-    parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
+    add_world_arguments(parser)
     add_location_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--dtype", choices=DTYPES, default="bfloat16",
-        help="the bases' dtype: bfloat16 (every committed run) needs bf16 matrix units (AMX); else float32",
-    )  # fmt: skip
-    parser.add_argument(
-        "--fuser-people", type=int, default=DEFAULT_PEOPLE[0], help="people whose facts train the fuser"
-    )
-    parser.add_argument(
-        "--heldout-people", type=int, default=DEFAULT_PEOPLE[1], help="people the evaluation asks about"
-    )
-    parser.add_argument(
-        "--sharer", choices=SHARERS, default="statements",
-        help="statements: the LoRA sharer; recall: + a LoRA that recalls facts at the name (see recall_texts)",
-    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="the sharer's LoRA batch")
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument(
@@ -426,7 +434,6 @@ def main() -> None:
         default="open",
         help="open: bare questions, answers read by the value they name; choices: lettered prompt",
     )
-    parser.add_argument("--validation-people", type=int, default=8, help="fuser-group people kept out of training")
     parser.add_argument("--layer-map", choices=("terminal", "proportional", "top2", "top4"), default="terminal")
     parser.add_argument("--fuser-hidden-size", type=int, default=256)
     parser.add_argument("--fuser-dropout", type=float, default=0.1)

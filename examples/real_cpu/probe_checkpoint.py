@@ -31,13 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--prompt", choices=PROMPTS, default="open")
-    parser.add_argument("--validation-people", type=int, default=8)
-    parser.add_argument("--fuser-people", type=int, default=knowledge.DEFAULT_PEOPLE[0])
-    parser.add_argument("--heldout-people", type=int, default=knowledge.DEFAULT_PEOPLE[1])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--dtype", choices=knowledge.DTYPES, default="bfloat16", help="the bases' dtype (see knowledge.py)"
-    )
+    knowledge.add_world_arguments(parser)
     parser.add_argument("--output", type=Path, help="append one JSON line per checkpoint here")
     args = parser.parse_args()
     torch.set_num_threads(1)

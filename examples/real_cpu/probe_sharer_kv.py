@@ -98,16 +98,8 @@ def probe_accuracy(groups: dict[str, list], position: str, layer: int, kv: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
+    knowledge.add_world_arguments(parser)
     knowledge.add_location_arguments(parser)
-    parser.add_argument("--fuser-people", type=int, default=knowledge.DEFAULT_PEOPLE[0])
-    parser.add_argument("--heldout-people", type=int, default=knowledge.DEFAULT_PEOPLE[1])
-    parser.add_argument("--validation-people", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--dtype", choices=knowledge.DTYPES, default="bfloat16", help="the bases' dtype (see knowledge.py)"
-    )
-    parser.add_argument("--sharer", choices=knowledge.SHARERS, default="statements", help="see knowledge.py")
     parser.add_argument("--l2", type=float, default=1e-2)
     parser.add_argument("--answer-prefix", action="store_true", help="append the answer's start (a positive control)")
     parser.add_argument("--output", type=Path, required=True)
