@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -160,9 +161,17 @@ def recall_texts(world: World, count: int, seed: int, tokenizer, receiver_tokeni
     return texts
 
 
+def last_sharer_checkpoint(runs: Path) -> Path | None:
+    """The sharer LoRA's newest complete checkpoint under `runs`, if any."""
+    complete = [folder for folder in runs.glob("sharer-lora-checkpoint-*") if (folder / "state.pt").is_file()]
+    return max(complete, key=lambda folder: int(folder.name.rsplit("-", 1)[1]), default=None)
+
+
 def train_sharer(args: argparse.Namespace) -> None:
     """LoRA (peft) on every linear layer of the sharer; the merged model is saved as a plain checkpoint. The adapter,
-    optimizer and schedule are checkpointed every 20 steps; running the stage again resumes from there.
+    optimizer and schedule are checkpointed every 20 steps (`sharer-lora-checkpoint-<step>/`, complete once its
+    `state.pt` is there: a process killed while saving leaves the previous one); running the stage again resumes
+    from the last complete one.
     `--sharer statements` trains the base sharer on `sharer_texts`; `--sharer recall` trains a second LoRA on
     `recall_texts` over the merged statements sharer of the same world."""
     world, (runs, _) = load_world(args), experiment_dirs(args)
@@ -171,8 +180,8 @@ def train_sharer(args: argparse.Namespace) -> None:
     base = args.models / SHARER if args.sharer == "statements" else statements_sharer
     model = AutoModelForCausalLM.from_pretrained(base, dtype=args.dtype)
     torch.manual_seed(args.seed)
-    checkpoint = runs / "sharer-lora-checkpoint"
-    if (checkpoint / "state.pt").is_file():
+    checkpoint = last_sharer_checkpoint(runs)
+    if checkpoint:
         model = PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
     else:
         lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
@@ -190,7 +199,7 @@ def train_sharer(args: argparse.Namespace) -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.sharer_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.0, 1 - step / args.sharer_steps))  # fmt: skip
     start, log, seconds = 0, [], 0.0
-    if (checkpoint / "state.pt").is_file():
+    if checkpoint:
         state = torch.load(checkpoint / "state.pt", weights_only=True)
         optimizer.load_state_dict(state["optimizer"]), schedule.load_state_dict(state["schedule"])
         start, log, seconds = state["step"], state["log"], state["seconds"]
@@ -210,10 +219,14 @@ def train_sharer(args: argparse.Namespace) -> None:
             print(f"sharer step {step + 1}/{args.sharer_steps} loss {sum(log[-20:]) / 20:.3f} "
                   f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
         if step % 20 == 19 and step + 1 < args.sharer_steps:
+            checkpoint = runs / f"sharer-lora-checkpoint-{step + 1}"
             model.save_pretrained(checkpoint)
             state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step + 1,
                      "log": log, "seconds": time.perf_counter() - began}  # fmt: skip
-            torch.save(state, checkpoint / "state.pt")
+            torch.save(state, checkpoint / "state.pt.partial")
+            (checkpoint / "state.pt.partial").replace(checkpoint / "state.pt")  # complete: the older ones can go
+            for older in set(runs.glob("sharer-lora-checkpoint-*")) - {checkpoint}:
+                shutil.rmtree(older)
     out = runs / "sharer-private"
     model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
     model.merge_and_unload().save_pretrained(out)
