@@ -115,8 +115,9 @@ def main() -> None:
     groups = {g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer, args.answer_prefix)
               for g, p in people.items()}  # fmt: skip
     layers = sharer.config.num_hidden_layers
+    shown_path = sharer_path.relative_to(knowledge.ROOT) if sharer_path.is_relative_to(knowledge.ROOT) else sharer_path
     report = {
-        "sharer": str(sharer_path.relative_to(knowledge.ROOT)), "people": {g: len(p) for g, p in people.items()},
+        "sharer": str(shown_path), "people": {g: len(p) for g, p in people.items()},
         "questions": {g: len(rows) for g, rows in groups.items()}, "classes_per_attribute": 8, "l2": args.l2,
         "answer_prefix": args.answer_prefix,
         "accuracy": {},
