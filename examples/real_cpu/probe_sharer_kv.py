@@ -103,8 +103,9 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=1e-2)
     parser.add_argument("--answer-prefix", action="store_true", help="append the answer's start (a positive control)")
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the sharer's prefills)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     world, (runs, _) = knowledge.load_world(args), knowledge.experiment_dirs(args)
     sharer_path = runs / "sharer-private"
     sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=args.dtype).eval()
