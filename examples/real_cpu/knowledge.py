@@ -5,6 +5,7 @@ the receiver (SmolLM2-135M-Instruct) cannot know them. A fuser is trained on mul
 group of people and evaluated on questions about held-out people (the sharer knows both groups):
 
     python examples/real_cpu/knowledge.py sharer              # LoRA on the sharer, merged copy in runs/
+    python examples/real_cpu/knowledge.py check               # does the sharer alone state the held-out facts?
     python examples/real_cpu/knowledge.py fuser --fusion gated     # (ablations: --fusion weighted | projection)
     python examples/real_cpu/knowledge.py eval --fusion gated      # all methods -> docs/results/real-cpu/knowledge/
     python examples/real_cpu/knowledge.py eval --fusion weighted --methods c2c   # adds to the rows already there
@@ -39,6 +40,7 @@ from c2c_hf.benchmarks import MCItem, format_prompt
 from c2c_hf.demo import Oracle
 from c2c_hf.evaluation import (
     LM,
+    Direct,
     Scoring,
     build_methods,
     build_report,
@@ -48,6 +50,7 @@ from c2c_hf.evaluation import (
     markdown_table,
     merge_reports,
     save_report,
+    wilson_interval,
 )
 from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
 
@@ -67,10 +70,11 @@ def load_world(args: argparse.Namespace) -> World:
 def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tuple[Path, Path]:
     """(runs, results) folders below `--runs` / `--results` (`.../knowledge/` by default): the root for the default
     world, `world-<F>-<H>/` for another size, and a `recall-sharer/` subfolder for everything built on the recall
-    sharer (`--sharer recall`)."""
+    sharer (`--sharer recall`; `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`)."""
     people = (args.fuser_people, args.heldout_people)
     suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
-    suffix += ["recall-sharer"] if (sharer or args.sharer) == "recall" else []
+    if (sharer or args.sharer) == "recall":
+        suffix += ["-".join(["recall-sharer"] + ([args.sharer_tag] if args.sharer_tag else []))]
     return args.runs.resolve().joinpath(*suffix), args.results.resolve().joinpath(*suffix)
 
 
@@ -99,6 +103,9 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
         "--sharer", choices=SHARERS, default="statements",
         help="statements: the LoRA sharer; recall: + a LoRA that recalls facts at the name (see recall_texts)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sharer-tag", help="suffix of the recall sharer's folders, for another recipe of it (e.g. --sharer-tag 900)"
+    )
     parser.add_argument("--runs", type=Path, default=RUNS, help="root of the trained sharers and fusers")
     parser.add_argument(
         "--results", type=Path, default=RESULTS, help="root of the reports (another one for a rebuilt sharer)"
@@ -328,6 +335,30 @@ def heldout_items(world: World, seed: int) -> list[MCItem]:
     return world.questions("heldout", random.Random(f"eval-{seed}"), per_fact=2)
 
 
+def check_sharer(args: argparse.Namespace) -> None:
+    """The sharer alone on the first question about each held-out fact (open prompt, greedy, batches of 8): whether
+    it learned the facts, before fusers are built on it (`sharer-check.json` beside its reports; the evaluation's
+    sharer row asks both questions about each fact, one at a time)."""
+    world, (runs, reports) = load_world(args), experiment_dirs(args)
+    sharer = AutoModelForCausalLM.from_pretrained(runs / "sharer-private", dtype=args.dtype).eval()
+    sharer_lm = LM(sharer, AutoTokenizer.from_pretrained(runs / "sharer-private"))
+    method = Direct("sharer", sharer_lm, Scoring("generate", args.max_new_tokens, "open"))
+    items = heldout_items(world, args.seed)[::2]  # question #0 of each fact
+    began = time.perf_counter()
+    predictions = [p for start in range(0, len(items), 8) for p in method.answer(items[start : start + 8])]
+    correct = sum(p.correct for p in predictions)
+    check = {
+        "sharer": args.sharer, "sharer_tag": args.sharer_tag, "dtype": args.dtype, "questions": len(items),
+        "correct": correct, "accuracy": correct / len(items), "interval_95": wilson_interval(correct, len(items)),
+        "seconds": time.perf_counter() - began, "answers": [p.to_dict() for p in predictions],
+    }  # fmt: skip
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "sharer-check.json").write_text(json.dumps(check, indent=1) + "\n")
+    low, high = check["interval_95"]
+    print(f"sharer alone: {correct}/{len(items)} held-out facts ({100 * correct / len(items):.1f}% "
+          f"[{100 * low:.1f}, {100 * high:.1f}])")  # fmt: skip
+
+
 def report_dir(args: argparse.Namespace, results: Path) -> Path:
     """`gated/`, `letter-answers/gated/`, `open/gated-h64/`...: where a fuser's evaluation report goes."""
     if args.prompt == "open":
@@ -428,7 +459,7 @@ def summarize(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sharer", "fuser", "eval", "summary"))
+    parser.add_argument("stage", choices=("sharer", "check", "fuser", "eval", "summary"))
     add_world_arguments(parser)
     add_location_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
@@ -468,7 +499,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     experiment_dirs(args)[0].mkdir(parents=True, exist_ok=True)
-    {"sharer": train_sharer, "fuser": train_fuser, "eval": run_eval, "summary": summarize}[args.stage](args)
+    stages = {"sharer": train_sharer, "check": check_sharer, "fuser": train_fuser, "eval": run_eval,
+              "summary": summarize}  # fmt: skip
+    stages[args.stage](args)
 
 
 if __name__ == "__main__":
