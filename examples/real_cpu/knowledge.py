@@ -71,6 +71,8 @@ def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tupl
     """(runs, results) folders below `--runs` / `--results` (`.../knowledge/` by default): the root for the default
     world, `world-<F>-<H>/` for another size, and a `recall-sharer/` subfolder for everything built on the recall
     sharer (`--sharer recall`; `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`)."""
+    if args.sharer_tag and args.sharer != "recall":
+        raise ValueError(f"--sharer-tag {args.sharer_tag} names a recipe of the recall sharer: add --sharer recall.")
     people = (args.fuser_people, args.heldout_people)
     suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
     if (sharer or args.sharer) == "recall":
