@@ -76,7 +76,7 @@ def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tupl
     people = (args.fuser_people, args.heldout_people)
     suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
     if (sharer or args.sharer) == "recall":
-        suffix += ["-".join(["recall-sharer"] + ([args.sharer_tag] if args.sharer_tag else []))]
+        suffix += [f"recall-sharer-{args.sharer_tag}" if args.sharer_tag else "recall-sharer"]
     return args.runs.resolve().joinpath(*suffix), args.results.resolve().joinpath(*suffix)
 
 
