@@ -50,7 +50,6 @@ from c2c_hf.evaluation import (
     markdown_table,
     merge_reports,
     save_report,
-    wilson_interval,
 )
 from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
 
@@ -240,8 +239,8 @@ def train_sharer(args: argparse.Namespace) -> None:
     model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
     model.merge_and_unload().save_pretrained(out)
     tokenizer.save_pretrained(out)
-    settings = {name: getattr(args, name) for name in ("sharer", "sharer_steps", "batch_size", "lora_r", "sharer_lr",
-                                                       "group_by_length", "dtype", "threads", "seed")}  # fmt: skip
+    settings = {name: getattr(args, name) for name in ("sharer", "sharer_tag", "sharer_steps", "batch_size", "lora_r",
+                                                       "sharer_lr", "group_by_length", "dtype", "threads", "seed")}  # fmt: skip
     record = {"settings": settings, "losses": log, "seconds": time.perf_counter() - began}
     (runs / "sharer-log.json").write_text(json.dumps(record))
     print(f"sharer with private knowledge -> {out}")
@@ -339,26 +338,23 @@ def heldout_items(world: World, seed: int) -> list[MCItem]:
 
 def check_sharer(args: argparse.Namespace) -> None:
     """The sharer alone on the first question about each held-out fact (open prompt, greedy, batches of 8): whether
-    it learned the facts, before fusers are built on it (`sharer-check.json` beside its reports; the evaluation's
-    sharer row asks both questions about each fact, one at a time)."""
+    it learned the facts, before fusers are built on it (`sharer-check.json` beside its reports, in the evaluation's
+    report format; the evaluation's sharer row asks both questions about each fact, one at a time)."""
     world, (runs, reports) = load_world(args), experiment_dirs(args)
     sharer = AutoModelForCausalLM.from_pretrained(runs / "sharer-private", dtype=args.dtype).eval()
     sharer_lm = LM(sharer, AutoTokenizer.from_pretrained(runs / "sharer-private"))
     method = Direct("sharer", sharer_lm, Scoring("generate", args.max_new_tokens, "open"))
     items = heldout_items(world, args.seed)[::2]  # question #0 of each fact
-    began = time.perf_counter()
-    predictions = [p for start in range(0, len(items), 8) for p in method.answer(items[start : start + 8])]
-    correct = sum(p.correct for p in predictions)
-    check = {
-        "sharer": args.sharer, "sharer_tag": args.sharer_tag, "dtype": args.dtype, "questions": len(items),
-        "correct": correct, "accuracy": correct / len(items), "interval_95": wilson_interval(correct, len(items)),
-        "seconds": time.perf_counter() - began, "answers": [p.to_dict() for p in predictions],
+    config = {
+        "task": "the sharer alone: question #0 about each held-out fact", "sharer": args.sharer,
+        "sharer_tag": args.sharer_tag, "seed": args.seed, "prompt": "open", "mode": "generate",
+        "max_new_tokens": args.max_new_tokens, "dtype": args.dtype, "threads": torch.get_num_threads(),
+        "batch_size": 8,
     }  # fmt: skip
+    report = build_report(evaluate([method], {"heldout": items}, batch_size=8), config)
     reports.mkdir(parents=True, exist_ok=True)
-    (reports / "sharer-check.json").write_text(json.dumps(check, indent=1) + "\n")
-    low, high = check["interval_95"]
-    print(f"sharer alone: {correct}/{len(items)} held-out facts ({100 * correct / len(items):.1f}% "
-          f"[{100 * low:.1f}, {100 * high:.1f}])")  # fmt: skip
+    (reports / "sharer-check.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown_table(report))
 
 
 def report_dir(args: argparse.Namespace, results: Path) -> Path:

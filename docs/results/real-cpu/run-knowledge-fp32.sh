@@ -14,23 +14,27 @@ W=(--fuser-people 224 --heldout-people 32 --validation-people 16)
 R=("${W[@]}" --sharer recall --sharer-tag 900)   # the fusers' sharer: the recall LoRA of 900 steps (below)
 RUN=$RUNS/world-224-32/recall-sharer-900 REPORT=$RESULTS/world-224-32/recall-sharer-900
 
-# 1. The sharers: statements LoRA, 800 steps (~21 s a step on two threads, 5.2 h); recall LoRA over it, 300 steps.
-#    Each is checked: the sharer alone on one question per held-out fact (`sharer-check.json`).
-[ -f $RUNS/world-224-32/sharer-log.json ] ||
-  python $K sharer "${ROOTS[@]}" "${W[@]}" --sharer-steps 800 --threads 2 --group-by-length
-[ -f $RESULTS/world-224-32/sharer-check.json ] || python $K check "${ROOTS[@]}" "${W[@]}"
-R300=("${W[@]}" --sharer recall) RUN300=$RUNS/world-224-32/recall-sharer REPORT300=$RESULTS/world-224-32/recall-sharer
-[ -f $RUN300/sharer-log.json ] ||
-  python $K sharer "${ROOTS[@]}" "${R300[@]}" --sharer-steps 300 --threads 2 --group-by-length
-[ -f $REPORT300/sharer-check.json ] || python $K check "${ROOTS[@]}" "${R300[@]}"
-[ -f $REPORT300/sharer-kv-probe.json ] ||   # is the fact readable at the name for people a linear probe never saw?
-  python examples/real_cpu/probe_sharer_kv.py "${ROOTS[@]}" "${R300[@]}" --output $REPORT300/sharer-kv-probe.json
+# 1. The sharers, each trained (resumes) and checked: the sharer alone on one question per held-out fact
+#    (`sharer-check.json`). A recall sharer's cache is probed too: is the fact readable at the name for people a
+#    linear probe never saw? (`sharer-kv-probe.json`, ~1 h on two threads; the 900-step sharer's at the end.)
+sharer() {  # STEPS RUN_DIR REPORT_DIR knowledge.py-flags...
+  local steps=$1 run=$2 report=$3 && shift 3
+  [ -f $run/sharer-log.json ] || python $K sharer "${ROOTS[@]}" "$@" --sharer-steps $steps --threads 2 --group-by-length
+  [ -f $report/sharer-check.json ] || python $K check "${ROOTS[@]}" "$@"
+}
+probe() {  # REPORT_DIR knowledge.py-flags...
+  local report=$1 && shift
+  [ -f $report/sharer-kv-probe.json ] ||
+    python examples/real_cpu/probe_sharer_kv.py "${ROOTS[@]}" "$@" --output $report/sharer-kv-probe.json
+}
+#    The statements LoRA, 800 steps (~21 s a step on two threads, 5.2 h), and a recall LoRA of 300 steps over it.
+R300=("${W[@]}" --sharer recall) REPORT300=$RESULTS/world-224-32/recall-sharer
+sharer 800 $RUNS/world-224-32 $RESULTS/world-224-32 "${W[@]}"
+sharer 300 $RUNS/world-224-32/recall-sharer $REPORT300 "${R300[@]}"
+probe $REPORT300 "${R300[@]}"
 #    The 300-step recall sharer states 37.5% of the held-out facts (the statements sharer 68.0%; the AMX run's
 #    recall sharer 94.1%), so the fusers are built on a recall LoRA of 900 steps over the same statements sharer.
-[ -f $RUN/sharer-log.json ] || python $K sharer "${ROOTS[@]}" "${R[@]}" --sharer-steps 900 --threads 2 --group-by-length
-[ -f $REPORT/sharer-check.json ] || python $K check "${ROOTS[@]}" "${R[@]}"
-[ -f $REPORT/sharer-kv-probe.json ] ||
-  python examples/real_cpu/probe_sharer_kv.py "${ROOTS[@]}" "${R[@]}" --output $REPORT/sharer-kv-probe.json
+sharer 900 $RUN $REPORT "${R[@]}"
 
 # 2. A fuser (900 steps, top2 map, 16 wide), then its C2C evaluation on the held-out people.
 fuse() {  # FUSION TAG [more fuser flags]
@@ -54,3 +58,4 @@ grep -q '"oracle"' $REPORT/open/gated-h16-top2/results.json ||
   python $K eval "${ROOTS[@]}" "${R[@]}" --prompt open --questions-per-fact 3 --fusion gated --tag h16-top2 \
     --methods receiver sharer t2t oracle --threads 2
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation.{md,json,png}
+probe $REPORT "${R[@]}"   # the 900-step recall sharer's cache
