@@ -53,7 +53,7 @@ import transformers
 from torch import nn
 from transformers import DynamicCache, GenerationMixin, LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
-from c2c_hf import C2CForCausalLM, MCItem, format_prompt, kv_shape
+from c2c_hf import C2CForCausalLM, MCItem, SharerCacheMemo, format_prompt, kv_shape
 from c2c_hf.data import left_pad
 from c2c_hf.evaluation import LM, Direct, Prediction, Scoring, TextToText
 from c2c_hf.modeling_c2c import C2CFuser
@@ -530,9 +530,10 @@ def memory(bench: Bench) -> dict[str, dict[str, Any]]:
 
 
 def train(bench: Bench) -> dict[str, dict[str, Any]]:
-    """One fuser training forward + backward vs its parts timed alone and vs the two plain forwards; the AdamW step
-    is timed apart. Batch `--train-batch-size` x (`--prompt-tokens` + `--response-tokens`); the response is
-    supervised, the prompt minus its last token fused."""
+    """One fuser training forward + backward vs its parts timed alone and vs the two plain forwards, and vs the same
+    step taking the sharer's KV from a `SharerCacheMemo` (every epoch after the first); the AdamW step is timed
+    apart. Batch `--train-batch-size` x (`--prompt-tokens` + `--response-tokens`); the response is supervised, the
+    prompt minus its last token fused."""
     pair, args = bench.pair, bench.args
     size, prompt, response = args.train_batch_size, args.prompt_tokens, args.response_tokens
     fused = prompt - 1
@@ -543,6 +544,7 @@ def train(bench: Bench) -> dict[str, dict[str, Any]]:
     kv = bench.fuser_inputs(size, fused)
     fused_grads = [torch.randn_like(x) for *_, keys, values in kv for x in (keys, values)]  # d loss / d fused K, V
     c2c_batch = dict(input_ids=ids, labels=labels, fuse_length=fused, logits_to_keep=response + 1)
+    mask = torch.ones_like(ids)  # (B, P + R): no padding
 
     def receiver_forward_backward() -> None:
         # As inside C2C: a prefill (no graph: frozen weights), then the rest on a prompt KV that needs gradients.
@@ -562,9 +564,10 @@ def train(bench: Bench) -> dict[str, dict[str, Any]]:
             pair.receiver(input_ids=ids, logits_to_keep=response + 1)
             pair.sharer.base_model(input_ids=sharer_ids)
 
-    def step(model: C2CForCausalLM, optimizer: torch.optim.Optimizer) -> float:
-        """Forward + backward, then AdamW; returns the AdamW step's seconds."""
-        model(**c2c_batch).loss.backward()
+    def step(model: C2CForCausalLM, optimizer: torch.optim.Optimizer, memo: SharerCacheMemo | None = None) -> float:
+        """Forward + backward (the sharer's KV from `memo`, when given), then AdamW; returns AdamW's seconds."""
+        batch = c2c_batch if memo is None else {**c2c_batch, "cache": memo.batch_cache(ids, mask, fused)}
+        model(**batch).loss.backward()
         synchronize(bench.device)
         start = time.perf_counter()
         optimizer.step()
@@ -581,6 +584,7 @@ def train(bench: Bench) -> dict[str, dict[str, Any]]:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         fns[f"fuser/{name}"] = partial(fuser_forward_backward, model.fuser)
         fns[f"step/{name}"] = partial(step, model, optimizer)
+        fns[f"step_reusing_sharer_kv/{name}"] = partial(step, model, optimizer, SharerCacheMemo(model))
     try:
         for model in bench.models.values():
             model.train()  # the fuser trains; the bases stay in eval mode
@@ -590,8 +594,11 @@ def train(bench: Bench) -> dict[str, dict[str, Any]]:
             model.eval()
     results = {}
     for name in bench.models:
-        steps = runs[f"step/{name}"]
-        forward_backward = statistics.median(total - adamw for total, adamw in zip(steps.seconds, steps.outputs))
+        steps, reusing = runs[f"step/{name}"], runs[f"step_reusing_sharer_kv/{name}"]
+        forward_backward, reusing_forward_backward = (
+            statistics.median(total - adamw for total, adamw in zip(timed.seconds, timed.outputs))
+            for timed in (steps, reusing)
+        )
         parts = runs["receiver"].median + runs["sharer"].median + runs[f"fuser/{name}"].median
         results[name] = {
             "receiver_fwd_bwd_s": runs["receiver"].median,
@@ -604,6 +611,8 @@ def train(bench: Bench) -> dict[str, dict[str, Any]]:
             "plain_forwards_s": runs["plain_forwards"].median,
             "step_over_parts": forward_backward / parts,
             "step_over_plain_forwards": forward_backward / runs["plain_forwards"].median,
+            "step_reusing_sharer_kv_fwd_bwd_s": reusing_forward_backward,
+            "reusing_sharer_kv_over_step": reusing_forward_backward / forward_backward,
         }
     return results
 

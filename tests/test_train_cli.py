@@ -59,6 +59,23 @@ def test_train_command_writes_a_loadable_fuser_only_checkpoint(pair_dir, tmp_pat
     assert state["global_step"] == 6
 
 
+def test_train_command_reuses_the_sharer_kv_across_epochs(pair_dir, tmp_path):
+    """48 chats of 6 distinct prompts, 2 epochs: with --reuse_sharer_kv the sharer prefills each prompt once."""
+    sharer_rows = []
+    original = C2CForCausalLM.sharer_prefill
+
+    def counted(self, ids, mask):
+        sharer_rows.append(ids.shape[0])
+        return original(self, ids, mask)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(C2CForCausalLM, "sharer_prefill", counted)
+        train_main(cli_args(pair_dir, tmp_path / "plain", "--max_steps", "48", "--save_strategy", "no"))
+        plain_rows, sharer_rows[:] = sum(sharer_rows), []
+        train_main(cli_args(pair_dir, tmp_path / "memo", "--max_steps", "48", "--save_strategy", "no", "--reuse_sharer_kv"))
+    assert (plain_rows, sum(sharer_rows)) == (96, 6)
+
+
 @pytest.mark.slow
 def test_two_process_training_with_torchrun(pair_dir, tmp_path):
     """Two CPU processes (gloo) train one fuser: a global batch of 2 x 2, one checkpoint, loadable."""

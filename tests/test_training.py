@@ -13,7 +13,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from c2c_hf import C2CForCausalLM
 from c2c_hf.data import C2CDataCollator
-from c2c_hf.training import check_resume_checkpoint, make_trainer
+from c2c_hf.training import SharerCacheMemo, check_resume_checkpoint, make_trainer
 
 SECRETS = list(range(40, 50))  # the answer is one of 10 tokens: ln(10) nats without information
 MASK, QUERY, SECRET_COLUMN, PROMPT_LEN = 6, 7, 3, 8
@@ -189,3 +189,70 @@ def test_bf16_training_keeps_the_fuser_and_gates_fp32(tmp_path):
     assert {p.dtype for p in model.fuser.parameters()} == {torch.float32}
     assert model.receiver.dtype == torch.bfloat16
     assert 0 < abs(gate.item() - before) < 2**-7
+
+
+def uneven_features(n: int, seed: int) -> list[dict]:
+    """`secret_features` with prompts of 6-8 tokens (their first 0-2 tokens cut), so that batches are padded."""
+    features = []
+    for i, row in enumerate(secret_features(n, seed)):
+        cut = i % 3
+        features.append(
+            {"input_ids": row["input_ids"][cut:], "labels": row["labels"][cut:], "fuse_length": row["fuse_length"] - cut}
+        )
+    return features
+
+
+def count_sharer_rows(model: C2CForCausalLM) -> list[int]:
+    """Rows of every sharer prefill from now on (a forward hook on the sharer's backbone)."""
+    rows = []
+    model.sharer.base_model.register_forward_hook(
+        lambda module, args, kwargs, output: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    return rows
+
+
+def test_sharer_cache_memo_equals_running_the_sharer_and_runs_it_once_per_prompt():
+    model = make_model(fuser_hidden_size=16).eval()
+    features = uneven_features(12, seed=3)
+    memo = SharerCacheMemo(model)
+    plain, memoized = C2CDataCollator(pad_token_id=0), C2CDataCollator(0, sharer_caches=memo)
+    sharer_rows = count_sharer_rows(model)
+    # New prompts are prefilled once (the duplicate 4 in the second batch too); the last batch is all from the memo.
+    for rows, new_prompts in (([0, 1, 2, 3, 4], 5), ([4, 4, 5, 6, 7, 8], 4), ([9, 10, 11], 3), ([11, 0, 6, 2], 0)):
+        batch = [features[row] for row in rows]
+        sharer_rows.clear()
+        memo_batch = memoized(batch)
+        assert sum(sharer_rows) == new_prompts and memo_batch["cache"].has_sharer_state
+        with torch.no_grad():
+            memo_out = model(**memo_batch)
+            assert sum(sharer_rows) == new_prompts  # the forward pass fused the memo's KV without the sharer
+            plain_out = model(**plain(batch))
+        torch.testing.assert_close(memo_out.logits, plain_out.logits, atol=1e-5, rtol=0)
+        assert abs(memo_out.loss.item() - plain_out.loss.item()) < 1e-5
+    assert len(memo) == 12
+
+
+def test_trainer_with_sharer_cache_memo_trains_the_same_fuser(tmp_path):
+    """Two epochs: the same fuser as running the sharer every step, with the sharer run once per prompt."""
+    features = Dataset.from_list(uneven_features(32, seed=4))
+    settings = dict(max_steps=8, per_device_train_batch_size=8)
+    straight = make_model(fuser_hidden_size=16)
+    make_trainer(straight, training_args(tmp_path / "straight", **settings), features, C2CDataCollator(0)).train()
+    memoized = make_model(fuser_hidden_size=16)
+    sharer_rows = count_sharer_rows(memoized)
+    collator = C2CDataCollator(0, sharer_caches=SharerCacheMemo(memoized))
+    make_trainer(memoized, training_args(tmp_path / "memo", **settings), features, collator).train()
+    assert sum(sharer_rows) == 32 and len(collator.sharer_caches) == 32
+    for (name, expected), actual in zip(straight.fuser.state_dict().items(), memoized.fuser.state_dict().values()):
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0, msg=name)
+
+
+def test_sharer_cache_memo_refuses_other_sharer_ids_and_worker_processes():
+    model = make_model(fuser_hidden_size=16)
+    memo = SharerCacheMemo(model)
+    batch = SharerSeesSecret(0, sharer_caches=memo)(list(secret_features(4, seed=5)))
+    with pytest.raises(ValueError, match=r"Got both sharer_input_ids and a cache that already holds the sharer's KV"):
+        model(**batch)
+    loader = torch.utils.data.DataLoader(uneven_features(4, 6), batch_size=2, collate_fn=C2CDataCollator(0, memo), num_workers=1)
+    with pytest.raises(RuntimeError, match=r"set dataloader_num_workers=0"):
+        next(iter(loader))

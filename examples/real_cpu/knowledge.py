@@ -13,7 +13,8 @@ group of people and evaluated on questions about held-out people (the sharer kno
     python examples/real_cpu/knowledge.py sharer --sharer recall   # + a LoRA that recalls facts at the name
     python examples/real_cpu/knowledge.py fuser --sharer recall --layer-map top2 ...
 
-The fuser stage checkpoints every 100 steps and resumes from its last checkpoint when run again.
+The fuser stage runs the frozen sharer once per training question (`SharerCacheMemo`: later epochs reuse its KV),
+checkpoints every `--save-steps` and resumes from its last checkpoint when run again.
 
 Every stage is deterministic for `--seed`; models come from `../shared/tools/get-real-models` (`--models`).
 """
@@ -34,7 +35,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 from transformers.trainer_pt_utils import get_length_grouped_indices
 from transformers.trainer_utils import get_last_checkpoint
 
-from c2c_hf import C2CDataCollator, C2CForCausalLM, build_features, build_layer_map, make_trainer
+from c2c_hf import C2CDataCollator, C2CForCausalLM, SharerCacheMemo, build_features, build_layer_map, make_trainer
 from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.benchmarks import MCItem, format_prompt
 from c2c_hf.demo import Oracle
@@ -317,7 +318,8 @@ def train_fuser(args: argparse.Namespace) -> None:
         max_grad_norm=1.0, logging_steps=10, save_steps=args.save_steps, save_total_limit=None, report_to="none", use_cpu=True,
         seed=args.seed, disable_tqdm=True,
     )  # fmt: skip
-    trainer = make_trainer(model, training, features, C2CDataCollator.for_tokenizer(receiver_tokenizer))
+    collator = C2CDataCollator.for_tokenizer(receiver_tokenizer, SharerCacheMemo(model))  # the sharer once per prompt
+    trainer = make_trainer(model, training, features, collator)
     began = time.perf_counter()
     last = get_last_checkpoint(training.output_dir) if Path(training.output_dir).is_dir() else None
     trainer.train(resume_from_checkpoint=last)  # None: from scratch

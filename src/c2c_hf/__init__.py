@@ -12,7 +12,7 @@ from .cache import C2CCache
 from .configuration_c2c import C2CConfig, build_layer_map, kv_shape
 from .data import C2CDataCollator, build_features, load_dataset_any
 from .modeling_c2c import C2CForCausalLM, C2CFuser, C2CPreTrainedModel
-from .training import GateTemperatureCallback, check_resume_checkpoint, make_trainer
+from .training import GateTemperatureCallback, SharerCacheMemo, check_resume_checkpoint, make_trainer
 
 AutoConfig.register(C2CConfig.model_type, C2CConfig, exist_ok=True)
 AutoModel.register(C2CConfig, C2CForCausalLM, exist_ok=True)
@@ -29,6 +29,7 @@ __all__ = [
     "C2CPreTrainedModel",
     "GateTemperatureCallback",
     "MCItem",
+    "SharerCacheMemo",
     "TokenMap",
     "build_features",
     "build_layer_map",

@@ -15,13 +15,17 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from .benchmarks import MCItem, format_prompt
+
+if TYPE_CHECKING:
+    from .cache import C2CCache
+    from .training import SharerCacheMemo
 
 IGNORE_INDEX = -100
 OVERFLOW_MODES = ("drop", "truncate")
@@ -238,20 +242,24 @@ class C2CDataCollator:
 
     With P the longest prompt and R the longest response, every row's response starts at column P, so
     `fuse_length` is P-1 for all rows and `logits_to_keep = R+1` keeps logits for the last prompt token and the
-    response only.
+    response only. With `sharer_caches` (a `SharerCacheMemo`), each batch also carries a `cache` holding the sharer's
+    KV of its prompts, so the sharer runs once per distinct prompt rather than once per step.
     """
 
     pad_token_id: int
+    sharer_caches: SharerCacheMemo | None = None
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> "C2CDataCollator":
+    def for_tokenizer(
+        cls, tokenizer: PreTrainedTokenizerBase, sharer_caches: SharerCacheMemo | None = None
+    ) -> "C2CDataCollator":
         """A collator padding with the tokenizer's pad token, or its eos token when it has none."""
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:
             raise ValueError("The tokenizer has neither a pad nor an eos token: set tokenizer.pad_token.")
-        return cls(pad_token_id=pad_id)
+        return cls(pad_token_id=pad_id, sharer_caches=sharer_caches)
 
-    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor | int]:
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor | int | C2CCache]:
         if not features:
             raise ValueError("C2CDataCollator got an empty batch.")
         examples = []  # (input_ids (L,), labels (L,), prompt length)
@@ -287,13 +295,16 @@ class C2CDataCollator:
             input_ids[row, span] = ids
             attention_mask[row, span] = 1
             labels[row, span] = row_labels
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
             "fuse_length": torch.full((len(examples),), prompt_width - 1, dtype=torch.long),  # (B,)
             "logits_to_keep": response_width + 1,
         }
+        if self.sharer_caches is not None:
+            batch["cache"] = self.sharer_caches.batch_cache(input_ids, attention_mask, prompt_width - 1)
+        return batch
 
 
 def load_dataset_any(

@@ -664,6 +664,11 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
 
         # 1. Sharer prefill over [0, num_fused) (unless `generate` already ran it on the un-expanded batch).
         if cache.has_sharer_state:
+            if sharer_input_ids is not None:
+                raise ValueError(
+                    "Got both sharer_input_ids and a cache that already holds the sharer's KV (a SharerCacheMemo "
+                    "batch, or generate's): give one of them."
+                )
             sharer_batch = cache.sharer_cache.layers[0].keys.shape[0]
             if batch % sharer_batch:
                 raise ValueError(f"The sharer cache has batch {sharer_batch}, which does not divide the input batch {batch}.")

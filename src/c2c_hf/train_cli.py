@@ -19,7 +19,7 @@ from transformers.utils import logging
 
 from .data import C2CDataCollator, build_features, load_dataset_any
 from .modeling_c2c import C2CForCausalLM
-from .training import check_resume_checkpoint, make_trainer
+from .training import SharerCacheMemo, check_resume_checkpoint, make_trainer
 
 logger = logging.get_logger(__name__)
 
@@ -61,6 +61,13 @@ class DataArguments:
     max_length: int = field(default=1024, metadata={"help": "Longest prompt + response, in receiver tokens."})
     overflow: str = field(default="drop", metadata={"help": "drop or truncate examples longer than max_length."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message for conversations without one."})
+    reuse_sharer_kv: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the frozen sharer once per distinct prompt and reuse its KV in later epochs (SharerCacheMemo; "
+            "memory: the sharer's KV of every prompt, on the CPU; needs dataloader_num_workers=0)."
+        },
+    )
 
 
 def build_model(args: ModelArguments) -> tuple[C2CForCausalLM, object]:
@@ -120,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         resume = get_last_checkpoint(training_args.output_dir)
     if resume:
         check_resume_checkpoint(model, resume)
-    trainer = make_trainer(model, training_args, features, C2CDataCollator.for_tokenizer(tokenizer))
+    sharer_caches = SharerCacheMemo(model) if data_args.reuse_sharer_kv else None
+    trainer = make_trainer(model, training_args, features, C2CDataCollator.for_tokenizer(tokenizer, sharer_caches))
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_model()
     if trainer.is_world_process_zero():

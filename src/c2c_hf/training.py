@@ -1,12 +1,15 @@
-"""Training a fuser with the stock `transformers.Trainer`: gate annealing and a checked resume."""
+"""Training a fuser with the stock `transformers.Trainer`: gate annealing, a checked resume, and the frozen sharer's
+prompt KV computed once per prompt instead of once per step."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+import torch
+from transformers import DynamicCache, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from .cache import C2CCache
 from .modeling_c2c import C2CForCausalLM
 
 
@@ -54,6 +57,61 @@ def check_resume_checkpoint(model: C2CForCausalLM, checkpoint: str | os.PathLike
         raise ValueError(f"Cannot resume from {checkpoint}: it was written for another C2C model ({details}).")
 
 
+class SharerCacheMemo:
+    """The frozen sharer's KV over each training prompt, computed the first time a batch holds the prompt and reused
+    every later time (each further epoch): the sharer then runs once per distinct prompt instead of once per step.
+    Costs memory: every layer's sharer KV of every distinct prompt, kept on the CPU.
+
+    Give it to the collator, `C2CDataCollator.for_tokenizer(tokenizer, sharer_caches=SharerCacheMemo(model))`: its
+    batches then carry a `C2CCache` holding the sharer's KV, which `C2CForCausalLM.forward` fuses instead of running
+    the sharer. The losses equal those of running the sharer on every batch (to float rounding: a prompt's KV is
+    computed in one batch and reused in others). The sharer runs inside the collator, so data loading must stay in
+    the main process (`dataloader_num_workers=0`, the default).
+    """
+
+    def __init__(self, model: C2CForCausalLM):
+        self.model = unwrap_c2c(model)
+        # The sharer ids of a prompt's fused tokens -> per sharer layer, its (keys, values), each (H_s, n, D_s).
+        self.prompts: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def batch_cache(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor, num_fused: int) -> C2CCache:
+        """A `C2CCache` holding the sharer's KV of the left-padded prompts' first `num_fused` positions (zeros at
+        padding), from the memo, the sharer running only on prompts it has not seen."""
+        if torch.utils.data.get_worker_info() is not None:
+            raise RuntimeError(
+                "SharerCacheMemo runs the sharer while collating, which a DataLoader worker process cannot share: "
+                "set dataloader_num_workers=0."
+            )
+        ids, mask = self.model.sharer_inputs(input_ids[:, :num_fused], attention_mask[:, :num_fused])  # (B, F) each
+        keys = [tuple(row[row_mask.bool()].tolist()) for row, row_mask in zip(ids, mask)]
+        device = self.model.sharer.device
+        new_rows = list({key: row for row, key in enumerate(keys) if key not in self.prompts}.values())
+        if new_rows:
+            with torch.no_grad():
+                computed = self.model.sharer_prefill(ids[new_rows].to(device), mask[new_rows].to(device))
+            for i, row in enumerate(new_rows):
+                real = slice(num_fused - len(keys[row]), num_fused)  # a left-padded row's real tokens
+                self.prompts[keys[row]] = [
+                    (layer.keys[i, :, real].cpu().clone(), layer.values[i, :, real].cpu().clone())
+                    for layer in computed.layers
+                ]
+        layers = []
+        for layer_idx in range(len(self.prompts[keys[0]])):
+            layer_kv = []
+            for part in (0, 1):  # keys, values
+                stored = [self.prompts[key][layer_idx][part] for key in keys]  # each (H_s, n, D_s)
+                heads, _, dim = stored[0].shape
+                padded = stored[0].new_zeros(len(keys), heads, num_fused, dim)  # (B, H_s, F, D_s)
+                for row, kv in enumerate(stored):
+                    padded[row, :, num_fused - kv.shape[1] :] = kv
+                layer_kv.append(padded.to(device))
+            layers.append(tuple(layer_kv))
+        return C2CCache(self.model.receiver.config, DynamicCache(ddp_cache_data=layers) if layers else None)
+
+
 def make_trainer(model: C2CForCausalLM, args: TrainingArguments, train_dataset, data_collator, **trainer_kwargs) -> Trainer:
     """A stock `Trainer` for the fuser, with the gate-temperature schedule; only the fuser is trainable."""
     callbacks = [GateTemperatureCallback(), *trainer_kwargs.pop("callbacks", [])]
@@ -67,4 +125,4 @@ def make_trainer(model: C2CForCausalLM, args: TrainingArguments, train_dataset, 
     )
 
 
-__all__ = ["GateTemperatureCallback", "check_resume_checkpoint", "make_trainer", "unwrap_c2c"]
+__all__ = ["GateTemperatureCallback", "SharerCacheMemo", "check_resume_checkpoint", "make_trainer", "unwrap_c2c"]
