@@ -201,10 +201,13 @@ def train_sharer(args: argparse.Namespace) -> None:
         texts = sharer_texts(world, count, args.seed, tokenizer)
     else:
         texts = recall_texts(world, count, args.seed, tokenizer, AutoTokenizer.from_pretrained(args.models / RECEIVER))
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     if args.group_by_length:  # batches of similar lengths: 44% fewer padded tokens to compute (transformers' helper)
-        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
         order = get_length_grouped_indices(lengths, args.batch_size, generator=torch.Generator().manual_seed(args.seed))
         texts = [texts[i] for i in order]
+    # A batch's summed token loss is divided by its own count of predicted tokens (the model's mean), or with
+    # --run-token-mean by the run's mean count per batch: every token then weighs the same whatever its batch.
+    tokens_per_batch = (sum(lengths) - len(texts)) / args.sharer_steps if args.run_token_mean else None
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.sharer_lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20) * max(0.0, 1 - step / args.sharer_steps))  # fmt: skip
     start, log, seconds = 0, [], 0.0
@@ -219,7 +222,7 @@ def train_sharer(args: argparse.Namespace) -> None:
         batch = tokenizer(texts[step * args.batch_size : (step + 1) * args.batch_size], padding=True,
                           add_special_tokens=False, return_tensors="pt")  # fmt: skip
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
+        loss = model(**batch, labels=labels, num_items_in_batch=tokens_per_batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step(), schedule.step(), optimizer.zero_grad()
@@ -241,7 +244,8 @@ def train_sharer(args: argparse.Namespace) -> None:
     model.merge_and_unload().save_pretrained(out)
     tokenizer.save_pretrained(out)
     settings = {name: getattr(args, name) for name in ("sharer", "sharer_tag", "sharer_steps", "batch_size", "lora_r",
-                                                       "sharer_lr", "group_by_length", "dtype", "threads", "seed")}  # fmt: skip
+                                                       "sharer_lr", "group_by_length", "run_token_mean", "dtype",
+                                                       "threads", "seed")}  # fmt: skip
     record = {"settings": settings, "losses": log, "seconds": time.perf_counter() - began}
     (runs / "sharer-log.json").write_text(json.dumps(record))
     print(f"sharer with private knowledge -> {out}")
@@ -468,6 +472,11 @@ def main() -> None:
     parser.add_argument(
         "--group-by-length", action="store_true",
         help="the sharer's LoRA batches hold texts of similar lengths (every committed sharer trained without)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--run-token-mean", action="store_true",
+        help="the sharer's LoRA loss: summed over a batch's tokens, divided by the run's mean tokens per batch "
+        "(every token weighs the same, as in ungrouped batches) instead of by the batch's own token count",
     )  # fmt: skip
     parser.add_argument("--sharer-steps", type=int, default=200)
     parser.add_argument("--sharer-lr", type=float, default=1.5e-3)
