@@ -71,7 +71,8 @@ def test_train_command_reuses_the_sharer_kv_across_epochs(pair_dir, tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(C2CForCausalLM, "sharer_prefill", counted)
         train_main(cli_args(pair_dir, tmp_path / "plain", "--max_steps", "48", "--save_strategy", "no"))
-        plain_rows, sharer_rows[:] = sum(sharer_rows), []
+        plain_rows = sum(sharer_rows)
+        sharer_rows.clear()
         train_main(cli_args(pair_dir, tmp_path / "memo", "--max_steps", "48", "--save_strategy", "no", "--reuse_sharer_kv"))
     assert (plain_rows, sum(sharer_rows)) == (96, 6)
 
