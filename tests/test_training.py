@@ -217,8 +217,9 @@ def test_sharer_cache_memo_equals_running_the_sharer_and_runs_it_once_per_prompt
     memo = SharerCacheMemo(model)
     plain, memoized = C2CDataCollator(pad_token_id=0), C2CDataCollator(0, sharer_caches=memo)
     sharer_rows = count_sharer_rows(model)
-    # New prompts are prefilled once (the duplicate 4 in the second batch too); the last batch is all from the memo.
-    for rows, new_prompts in (([0, 1, 2, 3, 4], 5), ([4, 4, 5, 6, 7, 8], 4), ([9, 10, 11], 3), ([11, 0, 6, 2], 0)):
+    # Only new prompts are prefilled: not 4 again in the second batch, and its 5 (twice) once; the last batch is all
+    # from the memo.
+    for rows, new_prompts in (([0, 1, 2, 3, 4], 5), ([4, 5, 5, 6, 7, 8], 4), ([9, 10, 11], 3), ([11, 0, 6, 2], 0)):
         batch = [features[row] for row in rows]
         sharer_rows.clear()
         memo_batch = memoized(batch)
