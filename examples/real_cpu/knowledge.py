@@ -12,6 +12,7 @@ group of people and evaluated on questions about held-out people (the sharer kno
     python examples/real_cpu/knowledge.py summary                  # the ablation table and plot
     python examples/real_cpu/knowledge.py sharer --sharer recall   # + a LoRA that recalls facts at the name
     python examples/real_cpu/knowledge.py fuser --sharer recall --layer-map top2 ...
+    python examples/real_cpu/knowledge.py sharer --sharer dense    # or: one LoRA that learns and recalls the facts
 
 The fuser stage runs the frozen sharer once per training question (`SharerCacheMemo`: later epochs reuse its KV),
 checkpoints every `--save-steps` and resumes from its last checkpoint when run again.
@@ -59,7 +60,7 @@ RUNS = ROOT / "runs" / "real-cpu" / "knowledge"
 RESULTS = ROOT / "docs" / "results" / "real-cpu" / "knowledge"
 RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
 DEFAULT_PEOPLE = (48, 16)  # fuser group, held-out group
-SHARERS = ("statements", "recall")  # the LoRA sharer; + a LoRA that recalls facts at the name (recall_texts)
+SHARERS = ("statements", "recall", "dense")  # see --sharer
 DTYPES = ("bfloat16", "float32")  # the bases'; the fuser stays fp32
 
 
@@ -69,14 +70,17 @@ def load_world(args: argparse.Namespace) -> World:
 
 def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tuple[Path, Path]:
     """(runs, results) folders below `--runs` / `--results` (`.../knowledge/` by default): the root for the default
-    world, `world-<F>-<H>/` for another size, and a `recall-sharer/` subfolder for everything built on the recall
-    sharer (`--sharer recall`; `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`)."""
-    if args.sharer_tag and args.sharer != "recall":
-        raise ValueError(f"--sharer-tag {args.sharer_tag} names a recipe of the recall sharer: add --sharer recall.")
+    world, `world-<F>-<H>/` for another size, and a `recall-sharer/` (`dense-sharer/`) subfolder for everything built
+    on the recall (dense) sharer (`--sharer`; `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`)."""
+    if args.sharer_tag and args.sharer == "statements":
+        raise ValueError(
+            f"--sharer-tag {args.sharer_tag} names a recipe of the recall or dense sharer: add --sharer recall|dense."
+        )
     people = (args.fuser_people, args.heldout_people)
     suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
-    if (sharer or args.sharer) == "recall":
-        suffix += [f"recall-sharer-{args.sharer_tag}" if args.sharer_tag else "recall-sharer"]
+    sharer = sharer or args.sharer
+    if sharer != "statements":
+        suffix += [f"{sharer}-sharer-{args.sharer_tag}" if args.sharer_tag else f"{sharer}-sharer"]
     return args.runs.resolve().joinpath(*suffix), args.results.resolve().joinpath(*suffix)
 
 
@@ -103,7 +107,8 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
     parser.add_argument(
         "--sharer", choices=SHARERS, default="statements",
-        help="statements: the LoRA sharer; recall: + a LoRA that recalls facts at the name (see recall_texts)",
+        help="statements: the LoRA sharer; recall: + a LoRA that recalls facts at the name (see recall_texts); "
+        "dense: one LoRA over the base on texts denser in facts (DENSE_MIX)",
     )  # fmt: skip
     parser.add_argument(
         "--sharer-tag", help="suffix of the recall sharer's folders, for another recipe of it (e.g. --sharer-tag 900)"
@@ -140,26 +145,39 @@ def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:
     return texts
 
 
-def recall_texts(world: World, count: int, seed: int, tokenizer, receiver_tokenizer) -> list[str]:
+# Kinds of recall text, each drawn below its bound of one uniform draw per text.
+RECALL_MIX = (("cut", 0.4), ("roster", 0.6), ("value-first", 0.85), ("hint", 1.0))
+DENSE_MIX = (("roster", 0.35), ("biography", 0.5), ("cut", 0.75), ("value-first", 0.9), ("hint", 1.0))
+
+
+def recall_texts(
+    world: World, count: int, seed: int, tokenizer, receiver_tokenizer, mix: tuple = RECALL_MIX
+) -> list[str]:
     """Texts that make the sharer recall a fact where it reads the person's name, so that the fact is in its cache
-    of a question (what C2C fuses): a question, rendered as the receiver's chat prompt (as C2C feeds it), cut after
-    the name and followed by the value ("...In which city does Trenkai Dublin"); rosters of "name value" lines;
-    open questions answered value first ("Dublin. Trenkai lives in Dublin.") in either model's chat template; and
-    the open T2T hint request answered with the fact's statement."""
+    of a question (what C2C fuses), about every person of the fuser and held-out groups. Kinds (`mix`): `cut`, a
+    question rendered as the receiver's chat prompt (as C2C feeds it), cut after the name and followed by the value
+    ("...In which city does Trenkai Dublin"); `roster`, six "name value" lines; `value-first`, an open question
+    answered value first ("Dublin. Trenkai lives in Dublin.") in either model's chat template; `hint`, the open T2T
+    hint request answered with the fact's statement; `biography` (`DENSE_MIX` only), one to four of a person's facts
+    in plain sentences. `RECALL_MIX` trains over the statements sharer; `DENSE_MIX`, richer in facts per token,
+    teaches the facts and their recall in one LoRA over the base sharer."""
     rng = random.Random(f"recall-{seed}")
     known = world.entities["fuser"] + world.entities["heldout"]
     texts = []
     for _ in range(count):
-        entity, attribute, kind = rng.choice(known), rng.choice(list(ATTRIBUTES)), rng.random()
+        entity, attribute, draw = rng.choice(known), rng.choice(list(ATTRIBUTES)), rng.random()
+        kind = next(name for name, bound in mix if draw < bound)
         value, question = entity.value(attribute), rng.choice(QUESTIONS[attribute]).format(name=entity.name)
-        if kind < 0.4:
+        if kind == "cut":
             prompt = receiver_tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False)
             texts.append(f"{prompt[: prompt.index(entity.name) + len(entity.name)]} {value}")
-        elif kind < 0.6:
+        elif kind == "roster":
             lines = [(rng.choice(known), rng.choice(list(ATTRIBUTES))) for _ in range(6)]
             texts.append("\n".join(f"{e.name} {e.value(a)}" for e, a in lines) + tokenizer.eos_token)
+        elif kind == "biography":
+            texts.append(world.biography(entity, rng, rng.randint(1, 4)) + tokenizer.eos_token)
         else:
-            if kind < 0.85:
+            if kind == "value-first":
                 reply = f"{value}. {world.statement(entity, attribute)}"
                 template = rng.choice((tokenizer, receiver_tokenizer))
             else:
@@ -180,14 +198,22 @@ def train_sharer(args: argparse.Namespace) -> None:
     """LoRA (peft) on every linear layer of the sharer; the merged model is saved as a plain checkpoint. The adapter,
     optimizer and schedule are checkpointed every 20 steps (`sharer-lora-checkpoint-<step>/`, complete once its
     `state.pt` is there: a process killed while saving leaves the previous one); running the stage again resumes
-    from the last complete one.
+    from the last complete one. The finished adapter and the loss log go beside the reports (`sharer-lora/`,
+    `sharer-log.json`): where that adapter is already there, the merged sharer is rebuilt from it, not trained.
     `--sharer statements` trains the base sharer on `sharer_texts`; `--sharer recall` trains a second LoRA on
-    `recall_texts` over the merged statements sharer of the same world."""
-    world, (runs, _) = load_world(args), experiment_dirs(args)
+    `recall_texts` over the merged statements sharer of the same world; `--sharer dense` one LoRA over the base
+    sharer on `recall_texts` in the `DENSE_MIX`."""
+    world, (runs, reports) = load_world(args), experiment_dirs(args)
     tokenizer = AutoTokenizer.from_pretrained(args.models / SHARER)
     statements_sharer = experiment_dirs(args, "statements")[0] / "sharer-private"
-    base = args.models / SHARER if args.sharer == "statements" else statements_sharer
+    base = statements_sharer if args.sharer == "recall" else args.models / SHARER
     model = AutoModelForCausalLM.from_pretrained(base, dtype=args.dtype)
+    out, adapter = runs / "sharer-private", reports / "sharer-lora"
+    if (adapter / "adapter_config.json").is_file():
+        PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        print(f"sharer with private knowledge, merged from the adapter in {adapter} -> {out}")
+        return
     torch.manual_seed(args.seed)
     checkpoint = last_sharer_checkpoint(runs)
     if checkpoint:
@@ -200,7 +226,9 @@ def train_sharer(args: argparse.Namespace) -> None:
     if args.sharer == "statements":
         texts = sharer_texts(world, count, args.seed, tokenizer)
     else:
-        texts = recall_texts(world, count, args.seed, tokenizer, AutoTokenizer.from_pretrained(args.models / RECEIVER))
+        mix = RECALL_MIX if args.sharer == "recall" else DENSE_MIX
+        receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
+        texts = recall_texts(world, count, args.seed, tokenizer, receiver_tokenizer, mix)
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     if args.group_by_length:  # batches of similar lengths: 44% fewer padded tokens to compute (transformers' helper)
         order = get_length_grouped_indices(lengths, args.batch_size, generator=torch.Generator().manual_seed(args.seed))
@@ -239,15 +267,14 @@ def train_sharer(args: argparse.Namespace) -> None:
             (checkpoint / "state.pt.partial").replace(checkpoint / "state.pt")  # complete: the older ones can go
             for older in set(runs.glob("sharer-lora-checkpoint-*")) - {checkpoint}:
                 shutil.rmtree(older)
-    out = runs / "sharer-private"
-    model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
+    model.save_pretrained(adapter)  # the adapter alone (peft)
     model.merge_and_unload().save_pretrained(out)
     tokenizer.save_pretrained(out)
     settings = {name: getattr(args, name) for name in ("sharer", "sharer_tag", "sharer_steps", "batch_size", "lora_r",
                                                        "sharer_lr", "group_by_length", "run_token_mean", "dtype",
                                                        "threads", "seed")}  # fmt: skip
     record = {"settings": settings, "losses": log, "seconds": time.perf_counter() - began}
-    (runs / "sharer-log.json").write_text(json.dumps(record))
+    (reports / "sharer-log.json").write_text(json.dumps(record))
     print(f"sharer with private knowledge -> {out}")
 
 
