@@ -62,6 +62,7 @@ RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
 DEFAULT_PEOPLE = (48, 16)  # fuser group, held-out group
 SHARERS = ("statements", "recall", "dense")  # see --sharer
 DTYPES = ("bfloat16", "float32")  # the bases'; the fuser stays fp32
+METHODS = ["receiver", "sharer", "t2t", "c2c", "oracle"]  # the eval stage's default; baselines: all but c2c
 
 
 def load_world(args: argparse.Namespace) -> World:
@@ -411,39 +412,65 @@ def earlier_rows(output: Path, methods: list[str]) -> dict | None:
     return {**earlier, "results": kept} if kept else None
 
 
-def run_eval(args: argparse.Namespace) -> None:
-    world, (runs, reports) = load_world(args), experiment_dirs(args)
-    output = report_dir(args, reports)
-    path = runs / f"c2c-{run_name(args)}"
-    model = C2CForCausalLM.from_pretrained(path, dtype=args.dtype).eval()
-    receiver_tokenizer = AutoTokenizer.from_pretrained(path)
+def evaluate_heldout(args: argparse.Namespace, model: C2CForCausalLM, output: Path, config: dict) -> None:
+    """`args.methods` over `model` on the held-out questions -> the report in `output`, its config updated with
+    `config` (rows of other methods already there are kept)."""
+    world, receiver_tokenizer = load_world(args), AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)
     sharer_tokenizer = AutoTokenizer.from_pretrained(model.config.sharer_name_or_path)
     scoring = Scoring("generate", args.max_new_tokens, args.prompt)
     names = [m for m in args.methods if m != "oracle"]
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, names, scoring, args.hint_tokens)
     if "oracle" in args.methods:
         methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
-    items = heldout_items(world, args.seed)
-    results = evaluate(methods, {"heldout": items}, batch_size=1)
-    earlier = earlier_rows(output, args.methods)
+    results = evaluate(methods, {"heldout": heldout_items(world, args.seed)}, batch_size=1)
     config = {
         "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
         "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
-        "prompt": args.prompt, "fusion": args.fusion, "fuser_answer": args.fuser_answer, "fuser": {"params": sum(p.numel() for p in model.fuser.parameters()),
-                                         "open_gates_kv": model.fuser.open_gates().sum(0).tolist()},
-        "mode": "generate", "max_new_tokens": args.max_new_tokens, "hint_tokens": args.hint_tokens,
-        "dtype": f"{args.dtype} bases, fp32 fuser", "threads": torch.get_num_threads(), "batch_size": 1,
-    }  # fmt: skip
+        "prompt": args.prompt, "mode": "generate", "max_new_tokens": args.max_new_tokens,
+        "hint_tokens": args.hint_tokens, "dtype": f"{args.dtype} bases", "threads": torch.get_num_threads(),
+        "batch_size": 1,
+    } | config  # fmt: skip
     report = build_report(results, config)
+    earlier = earlier_rows(output, args.methods)
     if earlier is not None:
         report = merge_reports([earlier, report])
     save_report(report, output)
     print(markdown_table(report))
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    """A fuser's evaluation (`--methods`, all five by default) -> its report folder (see `report_dir`), with its
+    gates and dynamic weights on the same prompts."""
+    output = report_dir(args, experiment_dirs(args)[1])
+    path = experiment_dirs(args)[0] / f"c2c-{run_name(args)}"
+    model = C2CForCausalLM.from_pretrained(path, dtype=args.dtype).eval()
+    fuser = {"params": sum(p.numel() for p in model.fuser.parameters()),
+             "open_gates_kv": model.fuser.open_gates().sum(0).tolist()}  # fmt: skip
+    settings = {"fusion": args.fusion, "fuser_answer": args.fuser_answer, "fuser": fuser,
+                "dtype": f"{args.dtype} bases, fp32 fuser"}  # fmt: skip
+    evaluate_heldout(args, model, output, settings)
     if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
-        ids, mask = LM(model, receiver_tokenizer).encode([scoring.question(item) for item in items])  # (B, L)
+        scoring = Scoring("generate", args.max_new_tokens, args.prompt)
+        questions = [scoring.question(item) for item in heldout_items(load_world(args), args.seed)]
+        ids, mask = LM(model, AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)).encode(questions)
         gates = gate_map(model, ids, mask)
         (output / "gates.json").write_text(json.dumps(gates, indent=1) + "\n")
         plot_gates(gates, output / "gates.png")
+
+
+def run_baselines(args: argparse.Namespace) -> None:
+    """The methods without a fuser (`--methods`, default receiver, sharer, t2t, oracle) -> `open/baselines/`: they
+    depend on the sharer only, so they run in any session, before or after its fusers."""
+    runs, reports = experiment_dirs(args)
+    if "c2c" in args.methods:
+        raise ValueError("The baselines stage evaluates no fuser: drop c2c from --methods (the eval stage runs it).")
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
+    receiver = AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=args.dtype)
+    sharer = AutoModelForCausalLM.from_pretrained(runs / "sharer-private", dtype=args.dtype)
+    sharer_tokenizer = AutoTokenizer.from_pretrained(runs / "sharer-private")
+    model = C2CForCausalLM.from_base_models(receiver, sharer, receiver_tokenizer, sharer_tokenizer)  # fuser unused
+    output = reports / ("open" if args.prompt == "open" else "") / "baselines"
+    evaluate_heldout(args, model, output, {})
 
 
 # --------------------------------------------------------------------------- 4. the ablation table
@@ -453,14 +480,16 @@ ABLATION = {"projection": "projection only (no receiver input, no gate)", "weigh
 
 
 def summarize(args: argparse.Namespace) -> None:
-    """`ablation.md` / `.json` / `.png` from the three fusions' reports (C2C rows) and the gated run's baselines."""
+    """`ablation.md` / `.json` / `.png` from the three fusions' reports (C2C rows) and the baselines."""
     from matplotlib.figure import Figure
 
     results = experiment_dirs(args)[1] / ("open" if args.prompt == "open" else "")
     tag = f"-{args.tag}" if args.tag else ""
     reports = {f: load_report(results / f"{f}{tag}") for f in ABLATION if (results / f"{f}{tag}").is_dir()}
     rows = {f: r["results"]["c2c"]["heldout"] for f, r in reports.items()}
-    baselines = {m: s["heldout"] for m, s in reports["gated"]["results"].items() if m != "c2c"}
+    # the baselines stage's report, or (earlier runs) the baseline rows of the gated fuser's report
+    baselines_report = load_report(results / "baselines") if (results / "baselines").is_dir() else reports["gated"]
+    baselines = {m: s["heldout"] for m, s in baselines_report["results"].items() if m != "c2c"}
     table = {**{m: baselines[m] for m in ("receiver", "t2t") if m in baselines},
              **{ABLATION[f]: rows[f] for f in ABLATION if f in rows},
              **{m: baselines[m] for m in ("sharer", "oracle") if m in baselines}}  # fmt: skip
@@ -490,7 +519,7 @@ def summarize(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sharer", "check", "fuser", "eval", "summary"))
+    parser.add_argument("stage", choices=("sharer", "check", "fuser", "eval", "baselines", "summary"))
     add_world_arguments(parser)
     add_location_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
@@ -529,14 +558,15 @@ def main() -> None:
     )
     parser.add_argument("--questions-per-fact", type=int, default=8)
     parser.add_argument("--tag", help="suffix of this run's folders (e.g. a longer schedule: --tag long)")
-    parser.add_argument("--methods", nargs="+", default=["receiver", "sharer", "t2t", "c2c", "oracle"])
+    parser.add_argument("--methods", nargs="+", help="eval: default all five; baselines: all but c2c")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--hint-tokens", type=int, default=256)
     args = parser.parse_args()
+    args.methods = args.methods or {"eval": METHODS, "baselines": [m for m in METHODS if m != "c2c"]}.get(args.stage)
     torch.set_num_threads(args.threads)
     experiment_dirs(args)[0].mkdir(parents=True, exist_ok=True)
     stages = {"sharer": train_sharer, "check": check_sharer, "fuser": train_fuser, "eval": run_eval,
-              "summary": summarize}  # fmt: skip
+              "baselines": run_baselines, "summary": summarize}  # fmt: skip
     stages[args.stage](args)
 
 

@@ -30,6 +30,8 @@ RUN=$RUNS/world-224-32/dense-sharer REPORT=$RESULTS/world-224-32/dense-sharer
 [ -d $RUN/sharer-private ] ||
   python $K sharer "${ROOTS[@]}" "${R[@]}" --sharer-steps 600 --lora-r 8 --threads 2 --group-by-length --run-token-mean
 [ -f $REPORT/sharer-check.json ] || python $K check "${ROOTS[@]}" "${R[@]}"
+#    The baselines on the held-out questions (receiver, sharer, t2t, oracle; ~40 min on two threads).
+[ -f $REPORT/open/baselines/results.json ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads 2
 
 # 2. A fuser (900 steps, top2 map, 16 wide), then its C2C evaluation on the held-out people.
 fuse() {  # FUSION TAG [more fuser flags]
@@ -44,14 +46,9 @@ fuse() {  # FUSION TAG [more fuser flags]
 fuse gated h16-top2 & first=$!   # (a failure of either of a pair stops the script)
 fuse weighted h16-top2
 wait $first
-# 3. The baselines on the same held-out questions, rows added to the gated report (its evaluation loads the gated
-#    fuser, which is not committed: they run in the same session, ~40 min on two threads).
-grep -q '"oracle"' $REPORT/open/gated-h16-top2/results.json ||
-  python $K eval "${ROOTS[@]}" "${R[@]}" --prompt open --questions-per-fact 3 --fusion gated --tag h16-top2 \
-    --methods receiver sharer t2t oracle --threads 2
 fuse projection h16-top2 & first=$!
 fuse gated h16-top2-gate4 --gate-init-logit 4
 wait $first
 
-# 4. The ablation table.
+# 3. The ablation table.
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation.{md,json,png}
