@@ -72,16 +72,20 @@ def load_world(args: argparse.Namespace) -> World:
 def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tuple[Path, Path]:
     """(runs, results) folders below `--runs` / `--results` (`.../knowledge/` by default): the root for the default
     world, `world-<F>-<H>/` for another size, and a `recall-sharer/` (`dense-sharer/`) subfolder for everything built
-    on the recall (dense) sharer (`--sharer`; `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`)."""
+    on the recall (dense) sharer (`--sharer`; `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`; a
+    recall sharer over the dense one in `dense-sharer/recall-sharer/`). `sharer` names another sharer than
+    `--sharer` (a base of it), whose folders take no tag."""
     if args.sharer_tag and args.sharer == "statements":
         raise ValueError(
             f"--sharer-tag {args.sharer_tag} names a recipe of the recall or dense sharer: add --sharer recall|dense."
         )
     people = (args.fuser_people, args.heldout_people)
     suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
-    sharer = sharer or args.sharer
+    tag, sharer = (args.sharer_tag, args.sharer) if sharer is None else (None, sharer)
+    if sharer == "recall" and args.recall_over == "dense":
+        suffix += ["dense-sharer"]
     if sharer != "statements":
-        suffix += [f"{sharer}-sharer-{args.sharer_tag}" if args.sharer_tag else f"{sharer}-sharer"]
+        suffix += [f"{sharer}-sharer-{tag}" if tag else f"{sharer}-sharer"]
     return args.runs.resolve().joinpath(*suffix), args.results.resolve().joinpath(*suffix)
 
 
@@ -110,6 +114,10 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
         "--sharer", choices=SHARERS, default="statements",
         help="statements: the LoRA sharer; recall: + a LoRA that recalls facts at the name (see recall_texts); "
         "dense: one LoRA over the base on texts denser in facts (DENSE_MIX)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--recall-over", choices=("statements", "dense"), default="statements",
+        help="the sharer the recall LoRA is trained over (merged)",
     )  # fmt: skip
     parser.add_argument(
         "--sharer-tag", help="suffix of the recall sharer's folders, for another recipe of it (e.g. --sharer-tag 900)"
@@ -202,12 +210,12 @@ def train_sharer(args: argparse.Namespace) -> None:
     from the last complete one. The finished adapter and the loss log go beside the reports (`sharer-lora/`,
     `sharer-log.json`): where that adapter is already there, the merged sharer is rebuilt from it, not trained.
     `--sharer statements` trains the base sharer on `sharer_texts`; `--sharer recall` trains a second LoRA on
-    `recall_texts` over the merged statements sharer of the same world; `--sharer dense` one LoRA over the base
-    sharer on `recall_texts` in the `DENSE_MIX`."""
+    `recall_texts` over the merged statements (`--recall-over dense`: dense) sharer of the same world; `--sharer
+    dense` one LoRA over the base sharer on `recall_texts` in the `DENSE_MIX`."""
     world, (runs, reports) = load_world(args), experiment_dirs(args)
     tokenizer = AutoTokenizer.from_pretrained(args.models / SHARER)
-    statements_sharer = experiment_dirs(args, "statements")[0] / "sharer-private"
-    base = statements_sharer if args.sharer == "recall" else args.models / SHARER
+    under = experiment_dirs(args, args.recall_over)[0] / "sharer-private"
+    base = under if args.sharer == "recall" else args.models / SHARER
     model = AutoModelForCausalLM.from_pretrained(base, dtype=args.dtype)
     out, adapter = runs / "sharer-private", reports / "sharer-lora"
     if (adapter / "adapter_config.json").is_file():
@@ -271,7 +279,7 @@ def train_sharer(args: argparse.Namespace) -> None:
     model.save_pretrained(adapter)  # the adapter alone (peft)
     model.merge_and_unload().save_pretrained(out)
     tokenizer.save_pretrained(out)
-    settings = {name: getattr(args, name) for name in ("sharer", "sharer_tag", "sharer_steps", "batch_size", "lora_r",
+    settings = {name: getattr(args, name) for name in ("sharer", "recall_over", "sharer_tag", "sharer_steps", "batch_size", "lora_r",
                                                        "sharer_lr", "group_by_length", "run_token_mean", "dtype",
                                                        "threads", "seed")}  # fmt: skip
     record = {"settings": settings, "losses": log, "seconds": time.perf_counter() - began}
