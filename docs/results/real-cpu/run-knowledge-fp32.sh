@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 7, parts 2 and 3, rebuilt on a CPU without bf16 matrix units (AVX2 only), fp32 bases: a sharer for the
-# 224 + 32 world, checked, then the fusion ablation on it with the fixed fuser init (run-knowledge.sh section 6: the
-# three fusions and the open gates, top2 map, 16 wide), then its baselines.
+# Issue 7, parts 2 and 3, rebuilt on a CPU without bf16 matrix units (AVX2 only), fp32 bases: the sharer of the
+# 224 + 32 world (two LoRAs, each checked), the baselines, then the fusion ablation on it with the fixed fuser init
+# (run-knowledge.sh section 6: the three fusions and the open gates, top2 map, 16 wide).
 # Models go to runs/real-cpu/knowledge-fp32/ (not in git), reports to docs/results/real-cpu/knowledge-fp32/.
 # Re-run to resume across sessions: a stage whose report is there is skipped, an unfinished one resumes from its
-# checkpoints on the same machine. The sharer's adapter is committed: on a new machine the sharer is merged from it.
+# checkpoints on the same machine. The sharers' adapters are committed: on a new machine they are merged again.
 # Two cores: the sharer trains on both; then two fusers at a time, one thread each.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -12,11 +12,11 @@ K=examples/real_cpu/knowledge.py
 RUNS=runs/real-cpu/knowledge-fp32 RESULTS=docs/results/real-cpu/knowledge-fp32
 ROOTS=(--runs $RUNS --results $RESULTS --dtype float32)
 W=(--fuser-people 224 --heldout-people 32 --validation-people 16)
-R=("${W[@]}" --sharer dense)   # the fusers' sharer (below)
-RUN=$RUNS/world-224-32/dense-sharer REPORT=$RESULTS/world-224-32/dense-sharer
+D=("${W[@]}" --sharer dense) R=("${W[@]}" --sharer recall --recall-over dense)   # R: the fusers' sharer (below)
+RUN=$RUNS/world-224-32/dense-sharer/recall-sharer REPORT=$RESULTS/world-224-32/dense-sharer/recall-sharer
 
-# 1. The sharer, trained (or merged from its committed adapter) and checked: the sharer alone on one question per
-#    held-out fact (`sharer-check.json`).
+# 1. The sharers, each trained (or merged from its committed adapter) and checked: the sharer alone on one question
+#    per held-out fact (`sharer-check.json`).
 #    Earlier sharers of this rebuild, two LoRAs as in run-knowledge.sh (their reports are in world-224-32/ and
 #    world-224-32/recall-sharer/; their models were lost with their machine, and a new machine lost the 900-step
 #    recall LoRA at step 720):
@@ -25,11 +25,17 @@ RUN=$RUNS/world-224-32/dense-sharer REPORT=$RESULTS/world-224-32/dense-sharer
 #      python $K check "${ROOTS[@]}" "${W[@]}" [--sharer recall]
 #      python examples/real_cpu/probe_sharer_kv.py "${ROOTS[@]}" "${W[@]}" --sharer recall \
 #        --output $RESULTS/world-224-32/recall-sharer/sharer-kv-probe.json
-#    They stated 68.0% and 37.5% of the held-out facts; the dense sharer is one LoRA (r 8) over the base sharer on
-#    texts richer in facts per token (rosters, biographies, the recall forms), 600 steps of 16 (~2 h on two threads).
-[ -d $RUN/sharer-private ] ||
-  python $K sharer "${ROOTS[@]}" "${R[@]}" --sharer-steps 600 --lora-r 8 --threads 2 --group-by-length --run-token-mean
-[ -f $REPORT/sharer-check.json ] || python $K check "${ROOTS[@]}" "${R[@]}"
+#    They stated 68.0% and 37.5% of the held-out facts. Now: the dense sharer, one LoRA (r 8) over the base sharer on
+#    texts richer in facts per token (rosters, biographies, the recall forms), 600 steps of 16 (72 min on two
+#    threads), then a recall LoRA (r 8) of 300 steps over it.
+sharer() {  # RUN_DIR REPORT_DIR STEPS knowledge.py-flags...
+  local run=$1 report=$2 steps=$3 && shift 3
+  [ -d $run/sharer-private ] || python $K sharer "${ROOTS[@]}" "$@" --sharer-steps $steps --lora-r 8 --threads 2 \
+    --group-by-length --run-token-mean
+  [ -f $report/sharer-check.json ] || python $K check "${ROOTS[@]}" "$@"
+}
+sharer $RUNS/world-224-32/dense-sharer $RESULTS/world-224-32/dense-sharer 600 "${D[@]}"
+sharer $RUN $REPORT 300 "${R[@]}"
 #    The baselines on the held-out questions (receiver, sharer, t2t, oracle; ~40 min on two threads).
 [ -f $REPORT/open/baselines/results.json ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads 2
 
