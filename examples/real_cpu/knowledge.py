@@ -120,7 +120,7 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
         help="the sharer the recall LoRA is trained over (merged)",
     )  # fmt: skip
     parser.add_argument(
-        "--sharer-tag", help="suffix of the recall sharer's folders, for another recipe of it (e.g. --sharer-tag 900)"
+        "--sharer-tag", help="suffix of the recall or dense sharer's folders, for another recipe of it (e.g. 900)"
     )
     parser.add_argument("--runs", type=Path, default=RUNS, help="root of the trained sharers and fusers")
     parser.add_argument(
