@@ -207,8 +207,7 @@ def train_sharer(args: argparse.Namespace) -> None:
     """LoRA (peft) on every linear layer of the sharer; the merged model is saved as a plain checkpoint. The adapter,
     optimizer and schedule are checkpointed every 20 steps (`sharer-lora-checkpoint-<step>/`, complete once its
     `state.pt` is there: a process killed while saving leaves the previous one); running the stage again resumes
-    from the last complete one. The finished adapter and the loss log go beside the reports (`sharer-lora/`,
-    `sharer-log.json`): where that adapter is already there, the merged sharer is rebuilt from it, not trained.
+    from the last complete one. The adapter goes to `sharer-lora/`, the loss log beside the reports.
     `--sharer statements` trains the base sharer on `sharer_texts`; `--sharer recall` trains a second LoRA on
     `recall_texts` over the merged statements (`--recall-over dense`: dense) sharer of the same world; `--sharer
     dense` one LoRA over the base sharer on `recall_texts` in the `DENSE_MIX`."""
@@ -217,12 +216,6 @@ def train_sharer(args: argparse.Namespace) -> None:
     under = experiment_dirs(args, args.recall_over)[0] / "sharer-private"
     base = under if args.sharer == "recall" else args.models / SHARER
     model = AutoModelForCausalLM.from_pretrained(base, dtype=args.dtype)
-    out, adapter = runs / "sharer-private", reports / "sharer-lora"
-    if (adapter / "adapter_config.json").is_file():
-        PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        print(f"sharer with private knowledge, merged from the adapter in {adapter} -> {out}")
-        return
     torch.manual_seed(args.seed)
     checkpoint = last_sharer_checkpoint(runs)
     if checkpoint:
@@ -276,13 +269,15 @@ def train_sharer(args: argparse.Namespace) -> None:
             (checkpoint / "state.pt.partial").replace(checkpoint / "state.pt")  # complete: the older ones can go
             for older in set(runs.glob("sharer-lora-checkpoint-*")) - {checkpoint}:
                 shutil.rmtree(older)
-    model.save_pretrained(adapter)  # the adapter alone (peft)
+    out = runs / "sharer-private"
+    model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
     model.merge_and_unload().save_pretrained(out)
     tokenizer.save_pretrained(out)
     settings = {name: getattr(args, name) for name in ("sharer", "recall_over", "sharer_tag", "sharer_steps", "batch_size", "lora_r",
                                                        "sharer_lr", "group_by_length", "run_token_mean", "dtype",
                                                        "threads", "seed")}  # fmt: skip
     record = {"settings": settings, "losses": log, "seconds": time.perf_counter() - began}
+    reports.mkdir(parents=True, exist_ok=True)
     (reports / "sharer-log.json").write_text(json.dumps(record))
     print(f"sharer with private knowledge -> {out}")
 

@@ -4,7 +4,8 @@
 # (run-knowledge.sh section 6: the three fusions and the open gates, top2 map, 16 wide).
 # Models go to runs/real-cpu/knowledge-fp32/ (not in git), reports to docs/results/real-cpu/knowledge-fp32/.
 # Re-run to resume across sessions: a stage whose report is there is skipped, an unfinished one resumes from its
-# checkpoints on the same machine. The sharers' adapters are committed: on a new machine they are merged again.
+# checkpoints on the same machine. Each sharer trains within one session (~2 h for both); the models stay out of git,
+# so on a new machine they are trained again (same seed) before the fusers.
 # Two cores: the sharer trains on both; then two fusers at a time, one thread each.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -15,7 +16,7 @@ W=(--fuser-people 224 --heldout-people 32 --validation-people 16)
 D=("${W[@]}" --sharer dense) R=("${W[@]}" --sharer recall --recall-over dense)   # R: the fusers' sharer (below)
 RUN=$RUNS/world-224-32/dense-sharer/recall-sharer REPORT=$RESULTS/world-224-32/dense-sharer/recall-sharer
 
-# 1. The sharers, each trained (or merged from its committed adapter) and checked: the sharer alone on one question
+# 1. The sharers, each trained and checked: the sharer alone on one question
 #    per held-out fact (`sharer-check.json`).
 #    Earlier sharers of this rebuild, two LoRAs as in run-knowledge.sh (their reports are in world-224-32/ and
 #    world-224-32/recall-sharer/; their models were lost with their machine, and a new machine lost the 900-step
