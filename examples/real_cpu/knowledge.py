@@ -444,8 +444,8 @@ def evaluate_heldout(args: argparse.Namespace, model: C2CForCausalLM, output: Pa
 def run_eval(args: argparse.Namespace) -> None:
     """A fuser's evaluation (`--methods`, all five by default) -> its report folder (see `report_dir`), with its
     gates and dynamic weights on the same prompts."""
-    output = report_dir(args, experiment_dirs(args)[1])
-    path = experiment_dirs(args)[0] / f"c2c-{run_name(args)}"
+    runs, reports = experiment_dirs(args)
+    output, path = report_dir(args, reports), runs / f"c2c-{run_name(args)}"
     model = C2CForCausalLM.from_pretrained(path, dtype=args.dtype).eval()
     fuser = {"params": sum(p.numel() for p in model.fuser.parameters()),
              "open_gates_kv": model.fuser.open_gates().sum(0).tolist()}  # fmt: skip
