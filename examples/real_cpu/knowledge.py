@@ -333,7 +333,8 @@ def train_fuser(args: argparse.Namespace) -> None:
     world, (runs, _) = load_world(args), experiment_dirs(args)
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
     sharer_path = runs / "sharer-private"
-    torch.manual_seed(args.seed)
+    fuser_seed = args.seed if args.fuser_seed is None else args.fuser_seed
+    torch.manual_seed(fuser_seed)
     receiver = AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=args.dtype)
     sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=args.dtype)
     layers = layer_map(args.layer_map, receiver.config.num_hidden_layers, sharer.config.num_hidden_layers)
@@ -351,7 +352,7 @@ def train_fuser(args: argparse.Namespace) -> None:
         output_dir=str(out / "trainer"), max_steps=args.fuser_steps, per_device_train_batch_size=args.fuser_batch_size,
         learning_rate=args.fuser_lr, weight_decay=0.01, warmup_steps=args.fuser_steps // 10, lr_scheduler_type="linear",
         max_grad_norm=1.0, logging_steps=10, save_steps=args.save_steps, save_total_limit=None, report_to="none", use_cpu=True,
-        seed=args.seed, disable_tqdm=True,
+        seed=fuser_seed, disable_tqdm=True,
     )  # fmt: skip
     collator = C2CDataCollator.for_tokenizer(receiver_tokenizer, SharerCacheMemo(model))  # the sharer once per prompt
     trainer = make_trainer(model, training, features, collator)
@@ -451,6 +452,8 @@ def run_eval(args: argparse.Namespace) -> None:
              "open_gates_kv": model.fuser.open_gates().sum(0).tolist()}  # fmt: skip
     settings = {"fusion": args.fusion, "fuser_answer": args.fuser_answer, "fuser": fuser,
                 "dtype": f"{args.dtype} bases, fp32 fuser"}  # fmt: skip
+    if args.fuser_seed is not None:
+        settings["fuser_seed"] = args.fuser_seed
     evaluate_heldout(args, model, output, settings)
     if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
         scoring = Scoring("generate", args.max_new_tokens, args.prompt)
@@ -556,6 +559,10 @@ def main() -> None:
     parser.add_argument("--fuser-steps", type=int, default=200)
     parser.add_argument("--fuser-lr", type=float, default=1e-3)
     parser.add_argument("--fuser-batch-size", type=int, default=8)
+    parser.add_argument(
+        "--fuser-seed", type=int, help="the fuser's init, dropout and batch order (default --seed; the world and the "
+        "training questions stay --seed's); give it a --tag of its own, and the same flags to eval"
+    )  # fmt: skip
     parser.add_argument(
         "--fuser-answer", choices=("text", "letter"), default="text", help="the fuser's training target"
     )
