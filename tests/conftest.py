@@ -13,9 +13,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import build, receiver_config, sharer_configs  # noqa: E402
+from tiny_models import build, receiver_config, sharer_configs
 
-from c2c_hf import C2CForCausalLM  # noqa: E402
+from c2c_hf import C2CForCausalLM
 
 SHARERS = tuple(sharer_configs())
 FUSER_KWARGS = dict(fuser_hidden_size=32, fuser_intermediate_size=48, fuser_dropout=0.0)

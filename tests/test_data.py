@@ -231,7 +231,7 @@ def test_build_features_errors(tokenizer):
         features_of(tokenizer, empty)
     with pytest.raises(ValueError, match="Example 0: the last message must be the assistant's, got role 'user'"):
         features_of(tokenizer, [{"messages": CONVERSATION[:2]}])
-    with pytest.raises(ValueError, match="overflow must be one of .*'drop', 'truncate'.*got 'wrap'"):
+    with pytest.raises(ValueError, match=r"overflow must be one of .*'drop', 'truncate'.*got 'wrap'"):
         features_of(tokenizer, [{"messages": CONVERSATION}], overflow="wrap")
     no_template = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer)
     with pytest.raises(ValueError, match=r"no chat template: set `tokenizer.chat_template`"):
@@ -272,7 +272,7 @@ def test_load_dataset_any_reads_local_files(isolated_datasets_cache, tokenizer):
 
 def test_load_dataset_any_errors(isolated_datasets_cache):
     missing = isolated_datasets_cache / "nope.jsonl"
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
         load_dataset_any(str(missing))
     with pytest.raises(ValueError, match="Cannot load"):
         load_dataset_any([str(missing), "other.csv"])

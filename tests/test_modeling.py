@@ -235,7 +235,7 @@ def test_streamer_receives_prompt_and_tokens(make_c2c):
     ids = torch.stack(prompts((6,), seed=6))
     out = model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, streamer=streamer)
     assert streamer.ended and streamer.chunks[0] == ids[0].tolist()
-    assert sum(streamer.chunks[1:], []) == out[0, 6:].tolist()
+    assert [token for chunk in streamer.chunks[1:] for token in chunk] == out[0, 6:].tolist()
 
 
 def test_bases_frozen_and_only_fuser_trains(make_c2c):
@@ -370,8 +370,9 @@ def test_sliding_window_receiver(sharers):
 
 
 def test_from_config_builds_random_bases():
-    from c2c_hf import C2CConfig
     from tiny_models import sharer_configs
+
+    from c2c_hf import C2CConfig
 
     config = C2CConfig(text_config=receiver_config(), sharer_config=sharer_configs()["qwen2"], fuser_hidden_size=16)
     model = C2CForCausalLM(config).eval()
@@ -420,7 +421,7 @@ def test_forward_input_errors(make_c2c):
     model.receiver(ids, cache=plain)
     with pytest.raises(ValueError, match="non-empty DynamicCache that holds no fused prompt"):
         model(ids[:, :1], cache=plain)
-    with pytest.raises(ValueError, match="pass no cache .* or a C2CCache"):
+    with pytest.raises(ValueError, match=r"pass no cache .* or a C2CCache"):
         model.generate(ids, cache=DynamicCache(), max_new_tokens=2)
 
 

@@ -68,7 +68,7 @@ def test_reload_gives_identical_logits(saved, auto_class):
 @pytest.mark.parametrize("fusion", ["weighted", "projection"])
 def test_ablation_fusions_round_trip(saved, tmp_path, fusion):
     """A fuser without gates (and without receiver input) saves its own tensors and reloads to identical logits."""
-    root, model, _ = saved
+    _, model, _ = saved
     torch.manual_seed(1)
     variant = C2CForCausalLM.from_base_models(model.receiver, model.sharer, **FUSER_KWARGS, fusion=fusion).eval()
     variant.save_pretrained(tmp_path)

@@ -29,7 +29,7 @@ def secret_features(n: int, seed: int) -> Dataset:
         secret = SECRETS[int(torch.randint(0, len(SECRETS), (1,), generator=generator))]
         prompt[SECRET_COLUMN] = secret
         rows.append(
-            {"input_ids": prompt.tolist() + [secret], "labels": [-100] * PROMPT_LEN + [secret], "fuse_length": PROMPT_LEN - 1}
+            {"input_ids": [*prompt.tolist(), secret], "labels": [-100] * PROMPT_LEN + [secret], "fuse_length": PROMPT_LEN - 1}
         )
     return Dataset.from_list(rows)
 

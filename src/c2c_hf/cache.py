@@ -33,7 +33,7 @@ class C2CCache(DynamicCache):
     def has_sharer_state(self) -> bool:
         return self.sharer_cache is not None and self.sharer_cache.get_seq_length() > 0
 
-    def fuse(self, fuser: "C2CFuser") -> None:
+    def fuse(self, fuser: C2CFuser) -> None:
         """Fuse the stored sharer KV into every receiver layer, in place; afterwards the sharer cache is released."""
         if self.is_fused:
             raise RuntimeError("This C2CCache is already fused: only the prompt is fused, once.")

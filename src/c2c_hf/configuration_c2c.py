@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -104,7 +106,7 @@ class C2CConfig(PreTrainedConfig):
 
     model_type = "c2c"
     _auto_class = "AutoConfig"  # saved checkpoints carry this file, for `trust_remote_code=True` without c2c_hf
-    sub_configs_defaults = {
+    sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3"),
         "sharer_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
     }
@@ -185,7 +187,7 @@ class C2CConfig(PreTrainedConfig):
     @classmethod
     def from_base_configs(
         cls, receiver_config: PreTrainedConfig, sharer_config: PreTrainedConfig, **kwargs
-    ) -> "C2CConfig":
+    ) -> C2CConfig:
         """Build a config from the two bases' configs; their `_name_or_path` becomes the id they are loaded from."""
         kwargs.setdefault("receiver_name_or_path", receiver_config.name_or_path or None)
         kwargs.setdefault("sharer_name_or_path", sharer_config.name_or_path or None)

@@ -13,9 +13,10 @@ import functools
 import os
 import string
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
@@ -252,7 +253,7 @@ class C2CDataCollator:
     @classmethod
     def for_tokenizer(
         cls, tokenizer: PreTrainedTokenizerBase, sharer_caches: SharerCacheMemo | None = None
-    ) -> "C2CDataCollator":
+    ) -> C2CDataCollator:
         """A collator padding with the tokenizer's pad token, or its eos token when it has none."""
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:

@@ -270,7 +270,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         sharer_tokenizer: PreTrainedTokenizerBase | None = None,
         token_alignment: str | None = "longest",
         **config_kwargs,
-    ) -> "C2CForCausalLM":
+    ) -> C2CForCausalLM:
         """A C2C model over two already-loaded causal LMs, with a fresh fuser (`config_kwargs` go to `C2CConfig`).
 
         With both tokenizers given and different vocabularies, a receiver-to-sharer token map is built with the
@@ -346,7 +346,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         receiver_kwargs: dict | None = None,
         sharer_kwargs: dict | None = None,
         **kwargs,
-    ) -> "C2CForCausalLM":
+    ) -> C2CForCausalLM:
         """Load the fuser (always fp32) from a C2C checkpoint, then the receiver and sharer from their own repos.
 
         `dtype`, `device_map`, `attn_implementation` and the Hub options (`cache_dir`, `token`, `local_files_only`,
@@ -486,7 +486,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ training behaviour
 
-    def train(self, mode: bool = True) -> "C2CForCausalLM":
+    def train(self, mode: bool = True) -> C2CForCausalLM:
         """Train the fuser; the frozen bases always stay in eval mode (no dropout, caches kept)."""
         super().train(mode)
         if hasattr(self, "receiver"):
@@ -593,7 +593,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         if not isinstance(logits_to_keep, int):
             raise ValueError(f"logits_to_keep must be an int for C2CForCausalLM, got {type(logits_to_keep).__name__}.")
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        batch, length = input_ids.shape
+        length = input_ids.shape[1]
         if position_ids is None and attention_mask is not None:
             position_ids = position_ids_from_mask(attention_mask, length)
 
@@ -786,4 +786,4 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
                 raise ValueError(f"{name} (assisted decoding) is not supported by C2CForCausalLM.")
 
 
-__all__ = ["C2CForCausalLM", "C2CPreTrainedModel", "C2CFuser", "C2CLayerFuser", "C2CFuserBranch", "C2CResidualBlock"]
+__all__ = ["C2CForCausalLM", "C2CFuser", "C2CFuserBranch", "C2CLayerFuser", "C2CPreTrainedModel", "C2CResidualBlock"]
