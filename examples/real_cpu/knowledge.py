@@ -47,10 +47,12 @@ from c2c_hf.evaluation import (
     build_methods,
     build_report,
     evaluate,
+    format_paired,
     hint_request,
     load_report,
     markdown_table,
     merge_reports,
+    paired_difference,
     save_report,
 )
 from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
@@ -485,6 +487,16 @@ ABLATION = {"projection": "projection only (no receiver input, no gate)", "weigh
             "gated": "+ gate (C2C)"}  # fmt: skip
 
 
+def ablation_pairs(rows: dict[str, dict], baselines: dict[str, dict]) -> list[dict]:
+    """Each fusion against the receiver alone and text-to-text (the issue's targets), and each ablation step against
+    the one before it (the paper's order), paired on the same held-out questions."""
+    steps = [f for f in ABLATION if f in rows]
+    pairs = [(f, m) for f in steps for m in ("receiver", "t2t") if m in baselines] + list(zip(steps[1:], steps))
+    every = rows | baselines  # fusion or baseline name -> its held-out summary, with every answer
+    return [{"first": ABLATION.get(a, a), "second": ABLATION.get(b, b),
+             **paired_difference(every[a]["predictions"], every[b]["predictions"])} for a, b in pairs]  # fmt: skip
+
+
 def summarize(args: argparse.Namespace) -> None:
     """`ablation.md` / `.json` / `.png` from the three fusions' reports (C2C rows) and the baselines."""
     from matplotlib.figure import Figure
@@ -500,13 +512,17 @@ def summarize(args: argparse.Namespace) -> None:
              **{ABLATION[f]: rows[f] for f in ABLATION if f in rows},
              **{m: baselines[m] for m in ("sharer", "oracle") if m in baselines}}  # fmt: skip
     summary = {name: {k: r[k] for k in ("accuracy", "ci95", "n", "latency_median_s")} for name, r in table.items()}
-    (results / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    paired = ablation_pairs(rows, baselines)
+    (results / "ablation.json").write_text(json.dumps({"methods": summary, "paired": paired}, indent=2) + "\n")
     lines = ["| method | held-out accuracy % [95% CI] | median latency |", "|---|---|---|"]
     for name, r in summary.items():
         low, high = r["ci95"]
         lines.append(
             f"| {name} | {100 * r['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}] | {r['latency_median_s']:.3f} s |"
         )
+    lines += ["", "Paired on the same questions: points [95% interval] (questions only the first / only the second "
+              "gets right).", "", "| first | second | first - second |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {p['first']} | {p['second']} | {format_paired(p)} |" for p in paired]
     (results / "ablation.md").write_text("\n".join(lines) + "\n")
     figure = Figure(figsize=(8, 3.5), layout="constrained")
     axes = figure.subplots()
