@@ -42,15 +42,16 @@ B=$REPORT/open/baselines/results.json BASELINES=(baselines "${ROOTS[@]}" "${R[@]
 grep -qs '"oracle"' $B || python $K "${BASELINES[@]}" --methods receiver oracle
 grep -qs '"t2t"' $B || python $K "${BASELINES[@]}" --methods sharer t2t
 
-# 2. A fuser (900 steps, top2 map, 16 wide), then its C2C evaluation on the held-out people.
-fuse() {  # FUSION TAG [more fuser flags]
+# 2. A fuser (900 steps, top2 map, 16 wide), then its C2C evaluation on the held-out people. Measured with two jobs on
+#    the two cores, one thread each: 37-40 min a fuser, 5-7 min an evaluation.
+fuse() {  # FUSION TAG [more flags, given to the fuser and its evaluation]
   local fusion=$1 tag=$2 && shift 2
   local run=(--prompt open --questions-per-fact 3 --fusion "$fusion" --tag "$tag")
   [ -f $REPORT/open/$fusion-$tag/results.json ] && return 0
   [ -f $RUN/c2c-open-$fusion-$tag/model.safetensors ] ||
     python $K fuser "${ROOTS[@]}" "${R[@]}" "${run[@]}" --layer-map top2 --fuser-hidden-size 16 --fuser-dropout 0.3 \
       --fuser-lr 3e-3 --fuser-steps 900 --save-steps 150 --threads 1 "$@"
-  python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1
+  python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1 "$@"
 }
 fuse gated h16-top2 & first=$!   # (a failure of either of a pair stops the script)
 fuse weighted h16-top2
@@ -58,6 +59,7 @@ wait $first
 fuse projection h16-top2 & first=$!
 fuse gated h16-top2-gate4 --gate-init-logit 4
 wait $first
+fuse projection h16-top2-seed1 --fuser-seed 1   # run to run: the best fusion again, another init and batch order
 
-# 3. The ablation table.
+# 3. The ablation table, with the paired differences (each fusion vs receiver and t2t, each step vs the last).
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation.{md,json,png}
