@@ -498,7 +498,8 @@ def ablation_pairs(rows: dict[str, dict], baselines: dict[str, dict]) -> list[di
 
 
 def summarize(args: argparse.Namespace) -> None:
-    """`ablation.md` / `.json` / `.png` from the three fusions' reports (C2C rows) and the baselines."""
+    """`ablation.md` / `.json` / `.png` from the three fusions' reports (C2C rows) and the baselines, with the paired
+    differences of `ablation_pairs`."""
     from matplotlib.figure import Figure
 
     results = experiment_dirs(args)[1] / ("open" if args.prompt == "open" else "")
