@@ -275,9 +275,9 @@ def train_sharer(args: argparse.Namespace) -> None:
     model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
     model.merge_and_unload().save_pretrained(out)
     tokenizer.save_pretrained(out)
-    settings = {name: getattr(args, name) for name in ("sharer", "recall_over", "sharer_tag", "sharer_steps", "batch_size", "lora_r",
-                                                       "sharer_lr", "group_by_length", "run_token_mean", "dtype",
-                                                       "threads", "seed")}  # fmt: skip
+    settings = {name: getattr(args, name) for name in ("sharer", "recall_over", "sharer_tag", "sharer_steps",
+                                                       "batch_size", "lora_r", "sharer_lr", "group_by_length",
+                                                       "run_token_mean", "dtype", "threads", "seed")}  # fmt: skip
     record = {"settings": settings, "losses": log, "seconds": time.perf_counter() - began}
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "sharer-log.json").write_text(json.dumps(record))
