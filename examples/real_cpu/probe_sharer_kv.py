@@ -10,6 +10,11 @@ last fused position (the prompt minus its last token, what C2C fuses last), of t
 fused), and the mean over the fused positions. Every question template is used for every fact, in the receiver's
 chat-rendered prompt read by the sharer's tokenizer (both use ChatML).
 
+Beside K and V, each position's residual stream entering the layer (`H`, the hidden state that layer's K and V are
+projected from, through its input norm) is probed too: what the sharer computed there, against what its cache keeps
+of it. `recall_at_name` is how often the sharer's own next token after the name is the value's first token (what
+the recall LoRA trains), read from its last layer's output, which no cache holds.
+
 `--answer-prefix` (a positive control) appends the start of the sharer's answer up to the value ("Trenkai lives
 in"), so that the last position is the one where the sharer retrieves the value to say it next.
 """
@@ -31,13 +36,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import knowledge  # this folder's script
 
 POSITIONS = ("name", "last_fused", "last", "mean_fused")
+KINDS = ("K", "V", "H")
 
 
 @torch.no_grad()
 def sharer_features(
     people: list[Entity], sharer, sharer_tokenizer, receiver_tokenizer, answer_prefix: bool
-) -> list[tuple[str, int, dict]]:
-    """Per question: (attribute, value index, {position: (layers, 2, H_s * D_s) K and V features})."""
+) -> list[tuple[str, int, dict, bool]]:
+    """Per question: (attribute, value index, {(position, kind): (layers, features)}, whether the sharer's next token
+    after the name is the value's first token). Kinds: K and V `(layers, H_s * D_s)`, H `(layers, hidden)`."""
     rows = []
     for entity in people:
         for attribute in ATTRIBUTES:
@@ -50,14 +57,24 @@ def sharer_features(
                 encoded = sharer_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
                 name_end = text.index(entity.name) + len(entity.name)  # the name's last character is at name_end - 1
                 name = next(i for i, (start, end) in enumerate(encoded["offset_mapping"]) if start < name_end <= end)
-                cache = sharer(torch.tensor([encoded["input_ids"]]), use_cache=True).cache
-                kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]).float()
-                kv = kv.transpose(2, 3).flatten(3)  # (layers, 2, N, H_s * D_s)
-                features = {
-                    "name": kv[:, :, name], "last_fused": kv[:, :, -2], "last": kv[:, :, -1],
-                    "mean_fused": kv[:, :, :-1].mean(2),
-                }  # fmt: skip
-                rows.append((attribute, ATTRIBUTES[attribute].index(entity.value(attribute)), features))
+                output = sharer(torch.tensor([encoded["input_ids"]]), use_cache=True, output_hidden_states=True)
+                keys = torch.stack([layer.keys[0] for layer in output.cache.layers]).float()
+                values = torch.stack([layer.values[0] for layer in output.cache.layers]).float()
+                by_kind = {
+                    "K": keys.transpose(1, 2).flatten(2),  # (layers, N, H_s * D_s)
+                    "V": values.transpose(1, 2).flatten(2),
+                    "H": torch.stack(output.hidden_states[:-1])[:, 0].float(),  # (layers, N, hidden): each layer's input
+                }
+                features = {}
+                for kind, per_position in by_kind.items():  # cloned: a view would keep the whole prompt's tensor
+                    features |= {
+                        ("name", kind): per_position[:, name].clone(), ("last_fused", kind): per_position[:, -2].clone(),
+                        ("last", kind): per_position[:, -1].clone(), ("mean_fused", kind): per_position[:, :-1].mean(1),
+                    }  # fmt: skip
+                value = entity.value(attribute)
+                value_token = sharer_tokenizer(f" {value}", add_special_tokens=False)["input_ids"][0]
+                recalled = int(output.logits[0, name].argmax()) == value_token
+                rows.append((attribute, ATTRIBUTES[attribute].index(value), features, recalled))
     return rows
 
 
@@ -79,12 +96,12 @@ def fit_softmax_regression(
     return weight.detach(), bias.detach()
 
 
-def probe_accuracy(groups: dict[str, list], position: str, layer: int, kv: int, l2: float) -> dict[str, float]:
+def probe_accuracy(groups: dict[str, list], feature: tuple[str, str], layer: int, l2: float) -> dict[str, float]:
     """Accuracy per group of per-attribute regressions fitted on group `"trained"` (standardised features)."""
     right, total = dict.fromkeys(groups, 0), dict.fromkeys(groups, 0)
     for attribute, values in ATTRIBUTES.items():
         x = {
-            g: torch.stack([r[2][position][layer, kv] for r in rows if r[0] == attribute]) for g, rows in groups.items()
+            g: torch.stack([r[2][feature][layer] for r in rows if r[0] == attribute]) for g, rows in groups.items()
         }
         y = {g: torch.tensor([r[1] for r in rows if r[0] == attribute]) for g, rows in groups.items()}
         mean, std = x["trained"].mean(0), x["trained"].std(0) + 1e-4
@@ -102,6 +119,8 @@ def main() -> None:
     knowledge.add_location_arguments(parser)
     parser.add_argument("--l2", type=float, default=1e-2)
     parser.add_argument("--answer-prefix", action="store_true", help="append the answer's start (a positive control)")
+    parser.add_argument("--positions", nargs="+", choices=POSITIONS, default=POSITIONS)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=KINDS)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the sharer's prefills)")
     args = parser.parse_args()
@@ -121,14 +140,16 @@ def main() -> None:
         "sharer": str(shown_path), "people": {g: len(p) for g, p in people.items()},
         "questions": {g: len(rows) for g, rows in groups.items()}, "classes_per_attribute": 8, "l2": args.l2,
         "answer_prefix": args.answer_prefix,
+        "recall_at_name": {g: sum(r[3] for r in rows) / len(rows) for g, rows in groups.items()},
         "accuracy": {},
     }  # fmt: skip
-    for position in POSITIONS:
-        for kv, name in enumerate("KV"):
-            by_layer = [probe_accuracy(groups, position, layer, kv, args.l2) for layer in range(layers)]
-            report["accuracy"][f"{position}/{name}"] = by_layer
+    print(f"recall at the name: {report['recall_at_name']}", flush=True)
+    for position in args.positions:
+        for kind in args.kinds:
+            by_layer = [probe_accuracy(groups, (position, kind), layer, args.l2) for layer in range(layers)]
+            report["accuracy"][f"{position}/{kind}"] = by_layer
             best = max(range(layers), key=lambda i: by_layer[i]["validation"])
-            print(f"{position} {name}: best validation layer {best} {by_layer[best]}", flush=True)
+            print(f"{position} {kind}: best validation layer {best} {by_layer[best]}", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=1) + "\n")
 
