@@ -324,7 +324,8 @@ def run_name(args: argparse.Namespace) -> str:
 def layer_map(strategy: str, receiver_layers: int, sharer_layers: int) -> str | list[int]:
     """`terminal` / `proportional` (the library's), or `top<k>`: the terminal map with every receiver layer taking
     at least the sharer's k-th layer from the top. `top2`: the sharer's last two layers, where the recall sharer
-    holds a fact at the name; `top4`: also layers 20-21, whose values hold it at the positions after the name."""
+    holds a fact at the name; `top4`: also layers 20-21, whose values hold it at the positions after the name;
+    `top7`: layers 17-23, where the dense recall sharer's values hold it at the name (its `sharer-kv-probe.json`)."""
     if not strategy.startswith("top"):
         return strategy
     terminal = build_layer_map("terminal", receiver_layers, sharer_layers)
@@ -487,34 +488,47 @@ ABLATION = {"projection": "projection only (no receiver input, no gate)", "weigh
             "gated": "+ gate (C2C)"}  # fmt: skip
 
 
-def ablation_pairs(rows: dict[str, dict], baselines: dict[str, dict]) -> list[dict]:
-    """Each fusion against the receiver alone and text-to-text (the issue's targets), and each ablation step against
-    the one before it (the paper's order), paired on the same held-out questions."""
+def ablation_pairs(
+    rows: dict[str, dict], baselines: dict[str, dict], compared: dict[str, dict], compare_tag: str | None
+) -> list[dict]:
+    """Each fusion against the receiver alone and text-to-text (the issue's targets), each ablation step against
+    the one before it (the paper's order), and each fusion against the same fusion of run `compare_tag`
+    (`compared`), paired on the same held-out questions."""
     steps = [f for f in ABLATION if f in rows]
     pairs = [(f, m) for f in steps for m in ("receiver", "t2t") if m in baselines] + list(zip(steps[1:], steps))
-    every = rows | baselines  # fusion or baseline name -> its held-out summary, with every answer
-    return [{"first": ABLATION.get(a, a), "second": ABLATION.get(b, b),
+    pairs += [(f, f"{f}-{compare_tag}") for f in steps if f in compared]
+    every = rows | baselines | {f"{f}-{compare_tag}": row for f, row in compared.items()}  # name -> held-out summary
+    names = ABLATION | {f"{f}-{compare_tag}": f"{ABLATION[f]}, {compare_tag}" for f in compared}
+    return [{"first": names.get(a, a), "second": names.get(b, b),
              **paired_difference(every[a]["predictions"], every[b]["predictions"])} for a, b in pairs]  # fmt: skip
 
 
+def heldout_c2c_rows(results: Path, tag: str | None) -> dict[str, dict]:
+    """Fusion -> the held-out C2C summary of each fusion's report of run `tag` under `results`."""
+    suffix = f"-{tag}" if tag else ""
+    reports = {f: load_report(results / f"{f}{suffix}") for f in ABLATION if (results / f"{f}{suffix}").is_dir()}
+    return {f: r["results"]["c2c"]["heldout"] for f, r in reports.items()}
+
+
 def summarize(args: argparse.Namespace) -> None:
-    """`ablation.md` / `.json` / `.png` from the three fusions' reports (C2C rows) and the baselines, with the paired
-    differences of `ablation_pairs`."""
+    """`ablation-<tag>.md` / `.json` / `.png` from the three fusions' reports of run `--tag` (C2C rows) and the
+    baselines, with the paired differences of `ablation_pairs` (`--compare-tag`: also against another run's)."""
     from matplotlib.figure import Figure
 
     results = experiment_dirs(args)[1] / ("open" if args.prompt == "open" else "")
-    tag = f"-{args.tag}" if args.tag else ""
-    reports = {f: load_report(results / f"{f}{tag}") for f in ABLATION if (results / f"{f}{tag}").is_dir()}
-    rows = {f: r["results"]["c2c"]["heldout"] for f, r in reports.items()}
+    rows = heldout_c2c_rows(results, args.tag)
+    compared = heldout_c2c_rows(results, args.compare_tag) if args.compare_tag else {}
+    stem = f"ablation-{args.tag}" if args.tag else "ablation"
     # the baselines stage's report, or (earlier runs) the baseline rows of the gated fuser's report
-    baselines_report = load_report(results / "baselines") if (results / "baselines").is_dir() else reports["gated"]
+    suffix = f"-{args.tag}" if args.tag else ""
+    baselines_report = load_report(results / ("baselines" if (results / "baselines").is_dir() else f"gated{suffix}"))
     baselines = {m: s["heldout"] for m, s in baselines_report["results"].items() if m != "c2c"}
     table = {**{m: baselines[m] for m in ("receiver", "t2t") if m in baselines},
              **{ABLATION[f]: rows[f] for f in ABLATION if f in rows},
              **{m: baselines[m] for m in ("sharer", "oracle") if m in baselines}}  # fmt: skip
     summary = {name: {k: r[k] for k in ("accuracy", "ci95", "n", "latency_median_s")} for name, r in table.items()}
-    paired = ablation_pairs(rows, baselines)
-    (results / "ablation.json").write_text(json.dumps({"methods": summary, "paired": paired}, indent=2) + "\n")
+    paired = ablation_pairs(rows, baselines, compared, args.compare_tag)
+    (results / f"{stem}.json").write_text(json.dumps({"methods": summary, "paired": paired}, indent=2) + "\n")
     lines = ["| method | held-out accuracy % [95% CI] | median latency |", "|---|---|---|"]
     for name, r in summary.items():
         low, high = r["ci95"]
@@ -524,7 +538,7 @@ def summarize(args: argparse.Namespace) -> None:
     lines += ["", "Paired on the same questions: points [95% interval] (questions only the first / only the second "
               "gets right).", "", "| first | second | first - second |", "|---|---|---|"]  # fmt: skip
     lines += [f"| {p['first']} | {p['second']} | {format_paired(p)} |" for p in paired]
-    (results / "ablation.md").write_text("\n".join(lines) + "\n")
+    (results / f"{stem}.md").write_text("\n".join(lines) + "\n")
     figure = Figure(figsize=(8, 3.5), layout="constrained")
     axes = figure.subplots()
     names = list(summary)
@@ -536,7 +550,7 @@ def summarize(args: argparse.Namespace) -> None:
     axes.set_xlabel("held-out accuracy (%), 95% Wilson interval")
     axes.set_xlim(0, 100)
     figure.suptitle("Private knowledge: SmolLM2-135M <- Qwen2.5-Coder-0.5B + LoRA, fusion ablation", fontsize=10)
-    figure.savefig(results / "ablation.png", dpi=120)
+    figure.savefig(results / f"{stem}.png", dpi=120)
     print("\n".join(lines))
 
 
@@ -566,7 +580,7 @@ def main() -> None:
         default="open",
         help="open: bare questions, answers read by the value they name; choices: lettered prompt",
     )
-    parser.add_argument("--layer-map", choices=("terminal", "proportional", "top2", "top4"), default="terminal")
+    parser.add_argument("--layer-map", choices=("terminal", "proportional", "top2", "top4", "top7"), default="terminal")
     parser.add_argument("--fuser-hidden-size", type=int, default=256)
     parser.add_argument("--fuser-dropout", type=float, default=0.1)
     parser.add_argument(
@@ -585,6 +599,7 @@ def main() -> None:
     )
     parser.add_argument("--questions-per-fact", type=int, default=8)
     parser.add_argument("--tag", help="suffix of this run's folders (e.g. a longer schedule: --tag long)")
+    parser.add_argument("--compare-tag", help="summary: also pair each fusion with its run of this tag")
     parser.add_argument("--methods", nargs="+", help="eval: default all five; baselines: all but c2c")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--hint-tokens", type=int, default=256)

@@ -60,6 +60,17 @@ fuse projection h16-top2 & first=$!
 fuse gated h16-top2-gate4 --gate-init-logit 4
 wait $first
 fuse projection h16-top2-seed1 --fuser-seed 1   # run to run: the best fusion again, another init and batch order
+#    The fusers' checkpoints against validation people (64 questions each; ~5 min a checkpoint on one thread), and what
+#    the sharer's cache holds: the linear probe at the name and over the fused positions, K, V and the residual stream
+#    (18 min on two threads), which finds the facts in the values of layers 17-21; then fusers that take those layers.
+P=$REPORT/open/projection-h16-top2/probe.jsonl CHECKPOINTS=$RUN/c2c-open-projection-h16-top2/trainer/checkpoint-
+[ -f $P ] || python examples/real_cpu/probe_checkpoint.py $CHECKPOINTS{300,450,600,750,900} "${W[@]}" --dtype float32 \
+  --output $P
+[ -f $REPORT/sharer-kv-probe.json ] || python examples/real_cpu/probe_sharer_kv.py "${ROOTS[@]}" "${R[@]}" \
+  --positions name mean_fused --threads 2 --output $REPORT/sharer-kv-probe.json
+fuse projection h16-top4 --layer-map top4 & first=$!   # receiver layers take sharer layers >= 20
+fuse projection h16-top7 --layer-map top7              # >= 17
+wait $first
 
 # 3. The ablation table, with the paired differences (each fusion vs receiver and t2t, each step vs the last).
-python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation.{md,json,png}
+python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation-h16-top2.{md,json,png}

@@ -79,7 +79,7 @@ for fusion in projection weighted; do
   python $K fuser "${R[@]}" --prompt open --fusion $fusion --questions-per-fact 3 --tag h16-top2 "${A[@]}"
   python $K eval "${R[@]}" --prompt open --fusion $fusion --questions-per-fact 3 --tag h16-top2 --methods c2c --threads 1
 done
-python $K summary "${R[@]}" --prompt open --tag h16-top2           # open/ablation.{md,json,png}
+python $K summary "${R[@]}" --prompt open --tag h16-top2           # open/ablation-h16-top2.{md,json,png}
 for run in "gated --tag h16-top4 --layer-map top4" "projection --tag h16-top4 --layer-map top4" \
            "gated --tag h16-top2-gate4 --gate-init-logit 4" "weighted --tag h16-top2-long --fuser-steps 1500" \
            "gated --tag h16-fixed-token-map --layer-map terminal"; do   # each run's own flags come last and win
