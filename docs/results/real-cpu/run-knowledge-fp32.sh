@@ -71,6 +71,12 @@ P=$REPORT/open/projection-h16-top2/probe.jsonl CHECKPOINTS=$RUN/c2c-open-project
 fuse projection h16-top4 --layer-map top4 & first=$!   # receiver layers take sharer layers >= 20
 fuse projection h16-top7 --layer-map top7              # >= 17
 wait $first
+fuse weighted h16-top7 --layer-map top7 & first=$!
+fuse projection h64-top7 --layer-map top7 --fuser-hidden-size 64 --fuser-lr 1e-3   # at lr 3e-3 it diverged (step 320)
+wait $first
 
 # 3. The ablation table, with the paired differences (each fusion vs receiver and t2t, each step vs the last).
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation-h16-top2.{md,json,png}
+for tag in h16-top4 h16-top7 h64-top7; do   # each against the same fusion on the top2 map as well
+  python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag $tag --compare-tag h16-top2
+done
