@@ -77,6 +77,7 @@ wait $first
 
 # 3. The ablation table, with the paired differences (each fusion vs receiver and t2t, each step vs the last).
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation-h16-top2.{md,json,png}
-for tag in h16-top4 h16-top7 h64-top7; do   # each against the same fusion on the top2 map as well
+for tag in h16-top4 h16-top7; do   # each against the same fusion on the top2 map as well
   python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag $tag --compare-tag h16-top2
 done
+python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7 --compare-tag h16-top7   # the width
