@@ -39,12 +39,23 @@ POSITIONS = ("name", "last_fused", "last", "mean_fused")
 KINDS = ("K", "V", "H")
 
 
+def layer_states(output, kind: str) -> torch.Tensor:
+    """`(layers, N, features)` of one sharer prefill: K or V of every layer flattened over heads (`H_s * D_s`), or H,
+    the hidden state entering each layer."""
+    if kind == "H":
+        return torch.stack(output.hidden_states[:-1])[:, 0].float()
+    kv = torch.stack([(layer.keys if kind == "K" else layer.values)[0] for layer in output.cache.layers]).float()
+    return kv.transpose(1, 2).flatten(2)  # (layers, H_s, N, D_s) -> (layers, N, H_s * D_s)
+
+
 @torch.no_grad()
 def sharer_features(
-    people: list[Entity], sharer, sharer_tokenizer, receiver_tokenizer, answer_prefix: bool
+    people: list[Entity], sharer, sharer_tokenizer, receiver_tokenizer, answer_prefix: bool,
+    positions: tuple[str, ...] = POSITIONS, kinds: tuple[str, ...] = KINDS,
 ) -> list[tuple[str, int, dict, bool]]:
-    """Per question: (attribute, value index, {(position, kind): (layers, features)}, whether the sharer's next token
-    after the name is the value's first token). Kinds: K and V `(layers, H_s * D_s)`, H `(layers, hidden)`."""
+    """Per question: (attribute, value index, {(position, kind): (layers, features)} for the asked positions and kinds,
+    whether the sharer's next token after the name is the value's first token). Kinds: K and V `(layers, H_s * D_s)`,
+    H `(layers, hidden)`."""
     rows = []
     for entity in people:
         for attribute in ATTRIBUTES:
@@ -57,20 +68,14 @@ def sharer_features(
                 encoded = sharer_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
                 name_end = text.index(entity.name) + len(entity.name)  # the name's last character is at name_end - 1
                 name = next(i for i, (start, end) in enumerate(encoded["offset_mapping"]) if start < name_end <= end)
-                output = sharer(torch.tensor([encoded["input_ids"]]), use_cache=True, output_hidden_states=True)
-                keys = torch.stack([layer.keys[0] for layer in output.cache.layers]).float()
-                values = torch.stack([layer.values[0] for layer in output.cache.layers]).float()
-                by_kind = {
-                    "K": keys.transpose(1, 2).flatten(2),  # (layers, N, H_s * D_s)
-                    "V": values.transpose(1, 2).flatten(2),
-                    "H": torch.stack(output.hidden_states[:-1])[:, 0].float(),  # (layers, N, hidden): each layer's input
-                }
+                output = sharer(torch.tensor([encoded["input_ids"]]), use_cache=True, output_hidden_states="H" in kinds)
+                index = {"name": name, "last_fused": -2, "last": -1}
                 features = {}
-                for kind, per_position in by_kind.items():  # cloned: a view would keep the whole prompt's tensor
-                    features |= {
-                        ("name", kind): per_position[:, name].clone(), ("last_fused", kind): per_position[:, -2].clone(),
-                        ("last", kind): per_position[:, -1].clone(), ("mean_fused", kind): per_position[:, :-1].mean(1),
-                    }  # fmt: skip
+                for kind in kinds:
+                    per_position = layer_states(output, kind)
+                    for position in positions:  # cloned: a view would keep the whole prompt's tensor alive
+                        features[position, kind] = (per_position[:, :-1].mean(1) if position == "mean_fused"
+                                                    else per_position[:, index[position]].clone())  # fmt: skip
                 value = entity.value(attribute)
                 value_token = sharer_tokenizer(f" {value}", add_special_tokens=False)["input_ids"][0]
                 recalled = int(output.logits[0, name].argmax()) == value_token
@@ -132,8 +137,8 @@ def main() -> None:
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / knowledge.RECEIVER)
     trained, validation = knowledge.split_fuser_people(world, args.validation_people)
     people = {"trained": trained, "validation": validation, "heldout": world.entities["heldout"]}
-    groups = {g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer, args.answer_prefix)
-              for g, p in people.items()}  # fmt: skip
+    groups = {g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer, args.answer_prefix,
+                                 tuple(args.positions), tuple(args.kinds)) for g, p in people.items()}  # fmt: skip
     layers = sharer.config.num_hidden_layers
     shown_path = sharer_path.relative_to(knowledge.ROOT) if sharer_path.is_relative_to(knowledge.ROOT) else sharer_path
     report = {
