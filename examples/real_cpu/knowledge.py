@@ -321,6 +321,11 @@ def run_name(args: argparse.Namespace) -> str:
     return "-".join(parts + ([args.tag] if args.tag else []))
 
 
+def tagged(name: str, tag: str | None) -> str:
+    """`name-tag`, or `name` for an untagged run: the folders and files of run `tag`."""
+    return f"{name}-{tag}" if tag else name
+
+
 def layer_map(strategy: str, receiver_layers: int, sharer_layers: int) -> str | list[int]:
     """`terminal` / `proportional` (the library's), or `top<k>`: the terminal map with every receiver layer taking
     at least the sharer's k-th layer from the top. `top2`: the sharer's last two layers, where the recall sharer
@@ -404,7 +409,7 @@ def report_dir(args: argparse.Namespace, results: Path) -> Path:
         output = results / "open" / args.fusion
     else:
         output = results / (args.fusion if args.fuser_answer == "text" else f"letter-answers/{args.fusion}")
-    return output.with_name(f"{output.name}-{args.tag}") if args.tag else output
+    return output.with_name(tagged(output.name, args.tag))
 
 
 def earlier_rows(output: Path, methods: list[str]) -> dict | None:
@@ -505,8 +510,7 @@ def ablation_pairs(
 
 def heldout_c2c_rows(results: Path, tag: str | None) -> dict[str, dict]:
     """Fusion -> the held-out C2C summary of each fusion's report of run `tag` under `results`."""
-    suffix = f"-{tag}" if tag else ""
-    reports = {f: load_report(results / f"{f}{suffix}") for f in ABLATION if (results / f"{f}{suffix}").is_dir()}
+    reports = {f: load_report(results / tagged(f, tag)) for f in ABLATION if (results / tagged(f, tag)).is_dir()}
     return {f: r["results"]["c2c"]["heldout"] for f, r in reports.items()}
 
 
@@ -518,10 +522,10 @@ def summarize(args: argparse.Namespace) -> None:
     results = experiment_dirs(args)[1] / ("open" if args.prompt == "open" else "")
     rows = heldout_c2c_rows(results, args.tag)
     compared = heldout_c2c_rows(results, args.compare_tag) if args.compare_tag else {}
-    stem = f"ablation-{args.tag}" if args.tag else "ablation"
+    stem = tagged("ablation", args.tag)
     # the baselines stage's report, or (earlier runs) the baseline rows of the gated fuser's report
-    suffix = f"-{args.tag}" if args.tag else ""
-    baselines_report = load_report(results / ("baselines" if (results / "baselines").is_dir() else f"gated{suffix}"))
+    baselines_dir = results / "baselines" if (results / "baselines").is_dir() else results / tagged("gated", args.tag)
+    baselines_report = load_report(baselines_dir)
     baselines = {m: s["heldout"] for m, s in baselines_report["results"].items() if m != "c2c"}
     table = {**{m: baselines[m] for m in ("receiver", "t2t") if m in baselines},
              **{ABLATION[f]: rows[f] for f in ABLATION if f in rows},
