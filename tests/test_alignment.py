@@ -14,7 +14,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from c2c_hf.alignment import TokenMap, build_token_map
+from c2c_hf.alignment import SpanAligner, TokenMap, build_token_map
+from c2c_hf.data import left_pad
 
 REAL_MODELS = Path.home() / ".cache" / "c2c-real-models"
 CHAT_MARKERS = ["<|im_start|>", "<|im_end|>"]
@@ -259,3 +260,63 @@ def test_real_tokenizers(sharer):
     if sharer.startswith("qwen"):  # both ChatML: a chat turn's markers read the same
         turn = "<|im_start|>user<|im_end|>"
         assert tm.apply(torch.tensor(encode(rec, turn))).tolist() == encode(sh, turn)
+
+
+# --------------------------------------------------------------------------- span alignment
+
+
+def check_span_row(receiver, sharer, receiver_ids: list[int], sharer_ids: list[int], positions: list[int]) -> None:
+    """Against decoded lengths: receiver token n takes the last sharer token whose text ends with or before its own
+    (or the first sharer token, when that ends later)."""
+    text = receiver.decode(receiver_ids)
+    assert sharer_ids == encode(sharer, text)
+    assert len(positions) == len(receiver_ids)
+    for n, position in enumerate(positions):
+        receiver_end = len(receiver.decode(receiver_ids[: n + 1]))
+        if position > 0 or len(sharer.decode(sharer_ids[:1])) <= receiver_end:
+            assert len(sharer.decode(sharer_ids[: position + 1])) <= receiver_end
+        if position + 1 < len(sharer_ids):
+            assert len(sharer.decode(sharer_ids[: position + 2])) > receiver_end
+
+
+def test_span_aligner_reads_the_sharers_own_tokenization(toks):
+    aligner = SpanAligner(toks.bl, toks.sp)
+    texts = [line for line in corpus(60, seed=3) if line.isascii()][:30]
+    texts = [f"<|im_start|>{line}<|im_end|>" for line in texts]
+    rows = [encode(toks.bl, text) for text in texts]
+    differ = 0
+    for ids in rows:
+        sharer_ids, positions = aligner.align_row(ids)
+        check_span_row(toks.bl, toks.sp, ids, sharer_ids, positions)
+        differ += positions != list(range(len(ids)))
+    assert differ >= len(rows) // 2  # the two tokenizers split most of these sentences differently
+
+    ids, mask = left_pad(rows[:4], toks.bl.pad_token_id)
+    aligned = aligner(ids, mask)
+    width = aligned.sharer_input_ids.shape[1]
+    for i, row in enumerate(rows[:4]):
+        sharer_ids, positions = aligner.align_row(row)
+        pad = width - len(sharer_ids)
+        assert aligned.sharer_input_ids[i, pad:].tolist() == sharer_ids
+        assert aligned.sharer_attention_mask[i].tolist() == [0] * pad + [1] * len(sharer_ids)
+        assert (aligned.sharer_input_ids[i, :pad] == toks.sp.pad_token_id).all()
+        receiver_pad = ids.shape[1] - len(row)
+        assert aligned.positions[i, receiver_pad:].tolist() == [p + pad for p in positions]
+        assert (aligned.positions[i, :receiver_pad] == pad).all()  # padding reads the row's first sharer token
+
+
+def test_span_aligner_on_ids_that_are_not_the_texts_own_tokenization(toks):
+    """Ids against the tokenizer's own merges (" garden" one character at a time) measure token ends by decoding."""
+    ids = encode(toks.bl, "The") + [i for c in " garden" for i in encode(toks.bl, c)] + encode(toks.bl, " sleeps.")
+    assert ids != encode(toks.bl, toks.bl.decode(ids))
+    sharer_ids, positions = SpanAligner(toks.bl, toks.sp).align_row(ids)
+    check_span_row(toks.bl, toks.sp, ids, sharer_ids, positions)
+
+
+def test_span_aligner_identity_and_errors(toks):
+    ids = encode(toks.bl, "<|im_start|>The old dog reads near the river.<|im_end|>")
+    assert SpanAligner(toks.bl, toks.bl).align_row(ids) == (ids, list(range(len(ids))))
+    with pytest.raises(ValueError, match="Span alignment needs character offsets, which the sharer tokenizer"):
+        SpanAligner(toks.bl, SimpleNamespace(is_fast=False))
+    with pytest.raises(ValueError, match="Span alignment got a row without tokens"):
+        SpanAligner(toks.bl, toks.sp)(torch.tensor([[5, 6]]), torch.tensor([[0, 0]]))

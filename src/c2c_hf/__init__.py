@@ -6,7 +6,7 @@ Importing this package registers `C2CConfig` and `C2CForCausalLM` with `AutoConf
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .alignment import TokenMap, build_token_map
+from .alignment import SpanAligner, SpanAlignment, TokenMap, build_token_map
 from .benchmarks import MCItem, extract_choice, format_prompt, load_benchmark
 from .cache import C2CCache
 from .configuration_c2c import C2CConfig, build_layer_map, kv_shape
@@ -30,6 +30,8 @@ __all__ = [
     "GateTemperatureCallback",
     "MCItem",
     "SharerCacheMemo",
+    "SpanAligner",
+    "SpanAlignment",
     "TokenMap",
     "build_features",
     "build_layer_map",

@@ -9,17 +9,25 @@ role (bos/eos/pad/unk): SmolLM2's bos is ``<|im_start|>``, which must stay Qwen'
 Byte pieces: a lone byte-fallback piece (``<0xE2>``) or a partial UTF-8 byte of a byte-level vocabulary decodes to
 U+FFFD. Such a piece maps to the sharer token of the same string when that decodes identically (same byte scheme),
 else the U+FFFD characters are dropped before re-encoding ("lossy"), and an empty rest falls back to unk/eos/pad.
+
+Span alignment (`SpanAligner`, `token_alignment="span"`) instead lets the sharer read the prompt in its own
+tokenization: the receiver's ids are decoded to text, the sharer tokenizes that text, and each receiver position
+takes the KV of the last sharer token that ends where the receiver token ends or before (never a later character).
+A name the two tokenizers split differently ("ĠK ron vo" / "ĠKron vo") then reaches the sharer as the sharer would
+read it, instead of as one sharer token per receiver token.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-STRATEGIES = ("longest", "first")
+STRATEGIES = ("longest", "first")  # per-token maps (`build_token_map`)
+ALIGNMENTS = (*STRATEGIES, "span")  # every `token_alignment` a C2C model accepts
 # How each receiver token was mapped; the first three count towards `coverage` (one-to-one).
 CATEGORIES = ("role", "string", "single", "multi", "lossy", "fallback")
 _COVERED = ("role", "string", "single")
@@ -154,6 +162,71 @@ def build_token_map(
         counts=counts,
         fallback_ids=fallback_ids,
     )
+
+
+@dataclass
+class SpanAlignment:
+    """The sharer's own tokenization of a left-padded receiver batch, and where each receiver position reads it."""
+
+    sharer_input_ids: torch.LongTensor  # (B, S) left-padded sharer ids
+    sharer_attention_mask: torch.LongTensor  # (B, S)
+    positions: torch.LongTensor  # (B, L) per receiver position, the sharer position whose KV it takes
+
+
+class SpanAligner:
+    """Receiver ids -> the sharer's own tokenization of the same text, plus one sharer position per receiver token.
+
+    Receiver token n (text ending at character e_n) takes the last sharer token ending at or before e_n; a receiver
+    token ending before the first sharer token does takes that first one. Padding positions (mask 0) take their
+    row's first real sharer position (their KV is masked out anyway). Both tokenizers must be fast (offsets).
+    """
+
+    def __init__(self, receiver_tokenizer: PreTrainedTokenizerBase, sharer_tokenizer: PreTrainedTokenizerBase):
+        for role, tokenizer in (("receiver", receiver_tokenizer), ("sharer", sharer_tokenizer)):
+            if not tokenizer.is_fast:
+                raise ValueError(
+                    f"Span alignment needs character offsets, which the {role} tokenizer "
+                    f"({type(tokenizer).__name__}) does not give: load its fast version (use_fast=True)."
+                )
+        self.receiver_tokenizer = receiver_tokenizer
+        self.sharer_tokenizer = sharer_tokenizer
+        pad_id = sharer_tokenizer.pad_token_id
+        self.sharer_pad_id = pad_id if pad_id is not None else _fallback_id(sharer_tokenizer)
+
+    def __call__(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> SpanAlignment:
+        """Align a `(B, L)` batch (left or no padding); the result is on the input's device."""
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        rows = [self.align_row(row[row_mask.bool()].tolist()) for row, row_mask in zip(input_ids, mask)]
+        width = max(len(sharer_ids) for sharer_ids, _ in rows)  # S
+        sharer_ids = torch.full((len(rows), width), self.sharer_pad_id, dtype=torch.long)  # (B, S)
+        sharer_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, S)
+        positions = torch.zeros(input_ids.shape, dtype=torch.long)  # (B, L)
+        for i, (row_ids, row_positions) in enumerate(rows):
+            offset = width - len(row_ids)  # the row's left padding
+            sharer_ids[i, offset:] = torch.tensor(row_ids, dtype=torch.long)
+            sharer_mask[i, offset:] = 1
+            positions[i] = offset
+            positions[i, mask[i].bool().cpu()] = torch.tensor(row_positions, dtype=torch.long) + offset
+        device = input_ids.device
+        return SpanAlignment(sharer_ids.to(device), sharer_mask.to(device), positions.to(device))
+
+    def align_row(self, receiver_ids: list[int]) -> tuple[list[int], list[int]]:
+        """`(sharer_ids, positions)` for one unpadded row: positions index `sharer_ids`, one per receiver token."""
+        if not receiver_ids:
+            raise ValueError("Span alignment got a row without tokens: every prompt needs at least one fused token.")
+        decode = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        text = self.receiver_tokenizer.decode(receiver_ids, **decode)
+        encoded = self.receiver_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if encoded["input_ids"] == receiver_ids:
+            receiver_ends = [end for _, end in encoded["offset_mapping"]]
+        else:  # not the text's own tokenization: measure each token's end by decoding the prefixes
+            receiver_ends = [len(self.receiver_tokenizer.decode(receiver_ids[: n + 1], **decode)) for n in range(len(receiver_ids))]
+        sharer = self.sharer_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if not sharer["input_ids"]:
+            raise ValueError(f"The sharer tokenizer gives no tokens for the prompt text {text!r}.")
+        sharer_ends = [end for _, end in sharer["offset_mapping"]]
+        positions = [max(bisect_right(sharer_ends, end) - 1, 0) for end in receiver_ends]
+        return list(sharer["input_ids"]), positions
 
 
 def _special_matches(

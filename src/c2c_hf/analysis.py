@@ -210,11 +210,8 @@ def fuse_prompt(
     """C2C's prompt cache for `input_ids` `(B, L)`: the fused `C2CCache` over positions `[0, L-1)`, as
     `C2CForCausalLM.forward` builds it, and the receiver's own KV of the same positions before fusion."""
     num_fused = input_ids.shape[1] - 1
-    sharer_ids, sharer_mask = model.sharer_inputs(input_ids, attention_mask)
     prefix_mask = None if attention_mask is None else attention_mask[:, :num_fused]
-    sharer_cache = model.sharer_prefill(
-        sharer_ids[:, :num_fused], None if sharer_mask is None else sharer_mask[:, :num_fused]
-    )
+    sharer_cache = model.sharer_cache_for(input_ids, attention_mask, num_fused)
     positions = None if prefix_mask is None else position_ids_from_mask(prefix_mask, num_fused)
     cache = prefill(
         model.receiver, input_ids[:, :num_fused], prefix_mask, positions, C2CCache(model.receiver.config, sharer_cache)

@@ -7,7 +7,7 @@ from typing import ClassVar
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .alignment import STRATEGIES as TOKEN_ALIGNMENT_STRATEGIES
+from .alignment import ALIGNMENTS as TOKEN_ALIGNMENT_STRATEGIES
 
 LAYER_MAP_STRATEGIES = ("terminal", "proportional")
 FUSION_MODES = ("gated", "weighted", "projection")
@@ -94,9 +94,11 @@ class C2CConfig(PreTrainedConfig):
         gate_temperature_start / gate_temperature_end (`float`, defaults to 1.0 / 0.001):
             Temperature of the relaxed (logistic-noise) gate, annealed from start to end over training.
         token_alignment (`str`, *optional*):
-            `None` when the sharer reads the receiver's token ids (same tokenizer). Otherwise the strategy
-            (`"longest"` or `"first"`) of the stored receiver-to-sharer token map (`fuser.token_map`), which turns
-            receiver ids into sharer ids inside `forward` / `generate`.
+            `None` when the sharer reads the receiver's token ids (same tokenizer). `"longest"` or `"first"`: the
+            strategy of the stored receiver-to-sharer token map (`fuser.token_map`), which turns receiver ids into
+            sharer ids inside `forward` / `generate`. `"span"`: the sharer reads the prompt's text in its own
+            tokenization and each receiver position takes the KV of the sharer token ending with it or last before
+            it (`SpanAligner`, built from both bases' tokenizers).
         token_alignment_coverage (`float`, *optional*):
             Share of receiver tokens that map to exactly one sharer token (reported, not used).
         receiver_lora (`dict`, *optional*):

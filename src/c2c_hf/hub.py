@@ -79,6 +79,11 @@ def card_variables(
     ]  # fmt: skip
     if config.token_alignment is None:
         alignment = "None: the receiver and the sharer share a tokenizer, so the sharer reads the receiver's token ids."
+    elif config.token_alignment == "span":
+        alignment = (
+            "Span: the sharer reads the prompt's text in its own tokenization, and each receiver position takes the KV "
+            "of the sharer token ending with it or last before it (`from_pretrained` loads both bases' tokenizers)."
+        )
     else:
         coverage = config.token_alignment_coverage
         alignment = (

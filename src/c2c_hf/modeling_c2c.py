@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
+    AutoTokenizer,
     Cache,
     DynamicCache,
     GenerationMixin,
@@ -26,8 +27,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
-from .alignment import TokenMap, build_token_map
-from .cache import C2CCache
+from .alignment import STRATEGIES, SpanAligner, TokenMap, build_token_map
+from .cache import C2CCache, gather_positions
 from .configuration_c2c import C2CConfig, kv_shape
 
 logger = logging.get_logger(__name__)
@@ -164,7 +165,7 @@ class C2CFuser(nn.Module):
         _, sharer_heads, sharer_head_dim = config.sharer_kv_shape
         self.layer_map = config.resolved_layer_map()
         self.gate_temperature = config.gate_temperature_start
-        if config.token_alignment is not None:  # receiver id -> sharer id, for pairs with different tokenizers
+        if config.token_alignment in STRATEGIES:  # receiver id -> sharer id, for pairs with different tokenizers
             self.register_buffer("token_map", torch.zeros(config.text_config.vocab_size, dtype=torch.long))
         self.layers = nn.ModuleList(
             C2CLayerFuser((sharer_heads, sharer_head_dim), (receiver_heads, receiver_head_dim), config)
@@ -253,6 +254,7 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         """`attach_bases=False` builds the fuser only (used by `from_pretrained`, which attaches loaded bases)."""
         super().__init__(config)
         self.fuser = C2CFuser(config)
+        self.span_aligner: SpanAligner | None = None  # token_alignment="span": set by from_base_models / from_pretrained
         self.post_init()  # initialises the fuser only: the bases are attached afterwards and keep their weights
         if attach_bases:
             receiver = receiver if receiver is not None else AutoModelForCausalLM.from_config(config.text_config)
@@ -274,20 +276,28 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         """A C2C model over two already-loaded causal LMs, with a fresh fuser (`config_kwargs` go to `C2CConfig`).
 
         With both tokenizers given and different vocabularies, a receiver-to-sharer token map is built with the
-        `token_alignment` strategy (`"longest"` / `"first"`) and stored in the model; `token_alignment=None` refuses
-        such a pair. Without tokenizers (or with identical vocabularies) the sharer reads the receiver's ids.
+        `token_alignment` strategy (`"longest"` / `"first"`) and stored in the model, or (`"span"`) the sharer reads
+        the prompt in its own tokenization (`SpanAligner`; `from_pretrained` reloads both tokenizers from the bases'
+        ids); `token_alignment=None` refuses such a pair. Without tokenizers (or with identical vocabularies) the
+        sharer reads the receiver's ids.
         """
-        token_map = None
+        token_map, span_aligner = None, None
         if receiver_tokenizer is not None and sharer_tokenizer is not None:
-            token_map = cls._token_map_for(receiver_tokenizer, sharer_tokenizer, token_alignment, receiver.config)
+            if token_alignment == "span":
+                cls._check_receiver_tokenizer(receiver_tokenizer, receiver.config)
+                if receiver_tokenizer.get_vocab() != sharer_tokenizer.get_vocab():
+                    span_aligner = SpanAligner(receiver_tokenizer, sharer_tokenizer)
+            else:
+                token_map = cls._token_map_for(receiver_tokenizer, sharer_tokenizer, token_alignment, receiver.config)
         config = C2CConfig.from_base_configs(
             copy.deepcopy(receiver.config),
             copy.deepcopy(sharer.config),
-            token_alignment=None if token_map is None else token_map.strategy,
+            token_alignment="span" if span_aligner is not None else None if token_map is None else token_map.strategy,
             token_alignment_coverage=None if token_map is None else token_map.coverage,
             **config_kwargs,
         )
         model = cls(config, receiver=receiver, sharer=sharer)
+        model.span_aligner = span_aligner
         if token_map is not None:
             table = token_map.to_tensor()  # (len(receiver_tokenizer),); ids past it never occur in text
             model.fuser.token_map.zero_()[: len(table)] = table
@@ -303,16 +313,21 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         if strategy is None:
             raise ValueError(
                 "The receiver and sharer tokenizers differ but token alignment is off (token_alignment=None): "
-                "use token_alignment='longest' or 'first' so that the sharer gets one token per receiver token."
+                "use token_alignment='longest' or 'first' (one sharer token per receiver token) or 'span' (the "
+                "sharer reads the prompt in its own tokenization)."
             )
+        C2CForCausalLM._check_receiver_tokenizer(receiver_tokenizer, receiver_config)
+        token_map = build_token_map(receiver_tokenizer, sharer_tokenizer, strategy=strategy)
+        logger.info("C2C token alignment: %s", token_map.summary())
+        return token_map
+
+    @staticmethod
+    def _check_receiver_tokenizer(receiver_tokenizer: PreTrainedTokenizerBase, receiver_config) -> None:
         if len(receiver_tokenizer) > receiver_config.get_text_config(decoder=True).vocab_size:
             raise ValueError(
                 f"The receiver tokenizer has {len(receiver_tokenizer)} tokens but the receiver's embedding only "
                 f"{receiver_config.get_text_config(decoder=True).vocab_size}: this tokenizer does not belong to it."
             )
-        token_map = build_token_map(receiver_tokenizer, sharer_tokenizer, strategy=strategy)
-        logger.info("C2C token alignment: %s", token_map.summary())
-        return token_map
 
     def attach_bases(self, receiver: PreTrainedModel, sharer: PreTrainedModel) -> None:
         """Attach frozen bases, checking that their KV shapes are the ones this fuser was built for."""
@@ -345,6 +360,8 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         sharer: PreTrainedModel | None = None,
         receiver_kwargs: dict | None = None,
         sharer_kwargs: dict | None = None,
+        receiver_tokenizer: PreTrainedTokenizerBase | None = None,
+        sharer_tokenizer: PreTrainedTokenizerBase | None = None,
         **kwargs,
     ) -> C2CForCausalLM:
         """Load the fuser (always fp32) from a C2C checkpoint, then the receiver and sharer from their own repos.
@@ -352,7 +369,9 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         `dtype`, `device_map`, `attn_implementation` and the Hub options (`cache_dir`, `token`, `local_files_only`,
         `force_download`) reach both bases; `revision` selects the C2C repo's revision, the bases use the revisions
         in the config. `receiver_kwargs` / `sharer_kwargs` add or override load arguments per base;
-        already-loaded `receiver` / `sharer` models are used as given (their shapes are checked).
+        already-loaded `receiver` / `sharer` models are used as given (their shapes are checked). A span-aligned
+        model (`token_alignment="span"`) also loads both tokenizers from the bases' ids, unless given as
+        `receiver_tokenizer` / `sharer_tokenizer`.
         """
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         base_kwargs = {k: kwargs[k] if k in HUB_KWARGS else kwargs.pop(k) for k in BASE_LOAD_KWARGS if k in kwargs}
@@ -381,6 +400,15 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         if sharer is None:
             sharer = cls._load_base("sharer", config.sharer_name_or_path, config.sharer_revision, base_kwargs, sharer_kwargs)
         model.attach_bases(receiver, sharer)
+        if config.token_alignment == "span":
+            tokenizers = [
+                given if given is not None else cls._load_tokenizer(role, name, revision, base_kwargs)
+                for role, given, name, revision in (
+                    ("receiver", receiver_tokenizer, config.receiver_name_or_path, config.receiver_revision),
+                    ("sharer", sharer_tokenizer, config.sharer_name_or_path, config.sharer_revision),
+                )
+            ]
+            model.span_aligner = SpanAligner(*tokenizers)
         if config.receiver_lora is not None:
             model._load_receiver_lora(pretrained_model_name_or_path, hub_kwargs)
         return (model, loading_info) if output_loading_info else model
@@ -397,6 +425,25 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
             return AutoModelForCausalLM.from_pretrained(name_or_path, **load_kwargs)
         except OSError as error:
             raise OSError(f"Could not load the C2C {role} {name_or_path!r}: {error}") from error
+
+    @staticmethod
+    def _load_tokenizer(role: str, name_or_path: str | None, revision: str | None, shared: dict) -> PreTrainedTokenizerBase:
+        if not name_or_path:
+            raise ValueError(
+                f"This span-aligned C2C config names no {role} (`{role}_name_or_path` is empty), so its tokenizer "
+                f"cannot be loaded: pass `{role}_tokenizer=<loaded tokenizer>` to from_pretrained."
+            )
+        hub = {k: v for k, v in shared.items() if k in HUB_KWARGS or k == "trust_remote_code"}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, **hub, **({"revision": revision} if revision else {}))
+        except OSError as error:
+            raise OSError(f"Could not load the C2C {role}'s tokenizer {name_or_path!r}: {error}") from error
+        if len(tokenizer) < 2:  # transformers builds an empty tokenizer from a model folder without tokenizer files
+            raise OSError(
+                f"Could not load the C2C {role}'s tokenizer {name_or_path!r}: it holds no tokenizer files (got "
+                f"{len(tokenizer)} token(s)). Pass `{role}_tokenizer=<loaded tokenizer>` to from_pretrained."
+            )
+        return tokenizer
 
     @staticmethod
     def _is_trained_key(key: str) -> bool:
@@ -553,6 +600,32 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         )
         return sharer_cache
 
+    def sharer_cache_for(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        num_fused: int,
+        sharer_input_ids: torch.LongTensor | None = None,
+        sharer_attention_mask: torch.Tensor | None = None,
+    ) -> DynamicCache:
+        """The sharer's KV for the receiver's first `num_fused` positions, one entry per receiver position: a prefill
+        over the position-aligned sharer ids (`sharer_inputs`), or, for a span-aligned model, over the sharer's own
+        tokenization of those positions' text, gathered onto the receiver's positions."""
+        if sharer_input_ids is not None or self.config.token_alignment != "span":
+            ids, mask = self.sharer_inputs(input_ids, attention_mask, sharer_input_ids, sharer_attention_mask)
+            return self.sharer_prefill(ids[:, :num_fused], None if mask is None else mask[:, :num_fused])
+        if self.span_aligner is None:
+            raise ValueError(
+                "This C2C model aligns tokens by span (token_alignment='span') but holds no SpanAligner: load it with "
+                "from_pretrained (which loads both tokenizers) or set `model.span_aligner = SpanAligner(receiver_"
+                "tokenizer, sharer_tokenizer)`."
+            )
+        if num_fused == 0:
+            return DynamicCache()
+        aligned = self.span_aligner(input_ids[:, :num_fused], None if attention_mask is None else attention_mask[:, :num_fused])
+        sharer_cache = self.sharer_prefill(aligned.sharer_input_ids, aligned.sharer_attention_mask)  # (B, H_s, S, D_s)
+        return gather_positions(sharer_cache, aligned.positions)  # (B, H_s, num_fused, D_s) per layer
+
     @can_return_tuple
     def forward(
         self,
@@ -675,8 +748,9 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
             if sharer_batch != batch:
                 cache.sharer_cache.batch_repeat_interleave(batch // sharer_batch)
         else:
-            ids, mask = self.sharer_inputs(input_ids, attention_mask, sharer_input_ids, sharer_attention_mask)
-            cache.sharer_cache = self.sharer_prefill(ids[:, :num_fused], None if mask is None else mask[:, :num_fused])
+            cache.sharer_cache = self.sharer_cache_for(
+                input_ids, attention_mask, num_fused, sharer_input_ids, sharer_attention_mask
+            )
 
         # Logits are computed only where kept: the last `logits_to_keep` positions (0 = all).
         kept_rest = length - num_fused if logits_to_keep == 0 else min(logits_to_keep, length - num_fused)
@@ -748,10 +822,10 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         sharer_attention_mask = kwargs.pop("sharer_attention_mask", None)
         cache = kwargs.get("cache")
         if cache is None:
-            ids, mask = self.sharer_inputs(input_ids, kwargs.get("attention_mask"), sharer_input_ids, sharer_attention_mask)
-            num_fused = input_ids.shape[1] - 1
             with torch.no_grad():
-                sharer_cache = self.sharer_prefill(ids[:, :num_fused], None if mask is None else mask[:, :num_fused])
+                sharer_cache = self.sharer_cache_for(
+                    input_ids, kwargs.get("attention_mask"), input_ids.shape[1] - 1, sharer_input_ids, sharer_attention_mask
+                )
             kwargs["cache"] = C2CCache(self.receiver.config, sharer_cache)
         elif not isinstance(cache, C2CCache):
             raise ValueError(

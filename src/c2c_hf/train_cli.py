@@ -44,7 +44,11 @@ class ModelArguments:
     gate_temperature_start: float = field(default=1.0)
     gate_temperature_end: float = field(default=0.001)
     token_alignment: str = field(
-        default="longest", metadata={"help": "longest, first, or none (refuse pairs whose tokenizers differ)."}
+        default="longest",
+        metadata={
+            "help": "longest or first (one sharer token per receiver token), span (the sharer reads the prompt in its "
+            "own tokenization), or none (refuse pairs whose tokenizers differ)."
+        },
     )
     receiver_lora_r: int = field(default=0, metadata={"help": "Rank of a LoRA trained on the receiver (0: none)."})
     receiver_lora_alpha: int = field(default=16)
@@ -103,7 +107,9 @@ def build_model(args: ModelArguments) -> tuple[C2CForCausalLM, object]:
             lora_alpha=args.receiver_lora_alpha,
             target_modules=args.receiver_lora_target_modules.split(","),
         )
-    if model.config.token_alignment is not None:
+    if model.config.token_alignment == "span":
+        logger.warning("Tokenizers differ: span alignment (the sharer reads the prompt in its own tokenization)")
+    elif model.config.token_alignment is not None:
         logger.warning(f"Tokenizers differ: token map '{model.config.token_alignment}', coverage {model.config.token_alignment_coverage:.1%}")
     return model, receiver_tokenizer
 

@@ -71,7 +71,7 @@ class SharerCacheMemo:
 
     def __init__(self, model: C2CForCausalLM):
         self.model = unwrap_c2c(model)
-        # The sharer ids of a prompt's fused tokens -> per sharer layer, its (keys, values), each (H_s, n, D_s).
+        # The receiver ids of a prompt's fused tokens -> per sharer layer, its (keys, values), each (H_s, n, D_s).
         self.prompts: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def __len__(self) -> int:
@@ -85,13 +85,13 @@ class SharerCacheMemo:
                 "SharerCacheMemo runs the sharer while collating, which a DataLoader worker process cannot share: "
                 "set dataloader_num_workers=0."
             )
-        ids, mask = self.model.sharer_inputs(input_ids[:, :num_fused], attention_mask[:, :num_fused])  # (B, F) each
+        ids, mask = input_ids[:, :num_fused], attention_mask[:, :num_fused]  # (B, F) each
         keys = [tuple(row[row_mask.bool()].tolist()) for row, row_mask in zip(ids, mask)]
         device = self.model.sharer.device
         new_rows = list({key: row for row, key in enumerate(keys) if key not in self.prompts}.values())
         if new_rows:
             with torch.no_grad():
-                computed = self.model.sharer_prefill(ids[new_rows].to(device), mask[new_rows].to(device))
+                computed = self.model.sharer_cache_for(ids[new_rows].to(device), mask[new_rows].to(device), num_fused)
             for i, row in enumerate(new_rows):
                 real = slice(num_fused - len(keys[row]), num_fused)  # a left-padded row's real tokens
                 self.prompts[keys[row]] = [
