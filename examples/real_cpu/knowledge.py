@@ -36,7 +36,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 from transformers.trainer_pt_utils import get_length_grouped_indices
 from transformers.trainer_utils import get_last_checkpoint
 
-from c2c_hf import C2CDataCollator, C2CForCausalLM, SharerCacheMemo, build_features, build_layer_map, make_trainer
+from c2c_hf import (
+    C2CDataCollator,
+    C2CForCausalLM,
+    SharerCacheMemo,
+    build_features,
+    build_layer_map,
+    build_token_map,
+    make_trainer,
+)
 from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.benchmarks import MCItem, format_prompt
 from c2c_hf.demo import Oracle
@@ -54,6 +62,7 @@ from c2c_hf.evaluation import (
     merge_reports,
     paired_difference,
     save_report,
+    wilson_interval,
 )
 from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
 
@@ -347,7 +356,8 @@ def train_fuser(args: argparse.Namespace) -> None:
     sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=args.dtype)
     layers = layer_map(args.layer_map, receiver.config.num_hidden_layers, sharer.config.num_hidden_layers)
     model = C2CForCausalLM.from_base_models(
-        receiver, sharer, receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path), token_alignment="longest",
+        receiver, sharer, receiver_tokenizer, AutoTokenizer.from_pretrained(sharer_path),
+        token_alignment=args.token_alignment,
         fuser_hidden_size=args.fuser_hidden_size, fuser_num_blocks=3, fuser_dropout=args.fuser_dropout, fusion=args.fusion,
         layer_map=layers, gate_init_logit=args.gate_init_logit,
     )  # fmt: skip
@@ -558,9 +568,54 @@ def summarize(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def name_splits(args: argparse.Namespace, names: set[str]) -> dict[str, bool]:
+    """Name -> whether the method's per-token alignment hands the sharer other tokens for " <name>" than the
+    sharer's own tokenization of it (e.g. "ĠKron vo" for its "ĠK ron vo")."""
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
+    sharer_tokenizer = AutoTokenizer.from_pretrained(experiment_dirs(args)[0] / "sharer-private")
+    token_map = build_token_map(receiver_tokenizer, sharer_tokenizer)
+
+    def sharer_ids(name: str) -> list[int]:
+        return sharer_tokenizer(f" {name}", add_special_tokens=False)["input_ids"]
+
+    def aligned_ids(name: str) -> list[int]:
+        return [token_map.receiver_to_sharer[i] for i in receiver_tokenizer(f" {name}", add_special_tokens=False)["input_ids"]]
+
+    return {name: aligned_ids(name) != sharer_ids(name) for name in sorted(names)}
+
+
+def segmentation(args: argparse.Namespace) -> None:
+    """`open/segmentation.{md,json}`: every held-out report's accuracy on the questions about names the per-token
+    alignment hands the sharer as the sharer itself would tokenize them, and on the others (`name_splits`)."""
+    results = experiment_dirs(args)[1] / "open"
+    rows = {m: r["heldout"] for m, r in load_report(results / "baselines")["results"].items() if m != "c2c"}
+    for folder in sorted(p for p in results.iterdir() if (p / "results.json").is_file() and p.name != "baselines"):
+        rows[f"C2C {folder.name}"] = load_report(folder)["results"]["c2c"]["heldout"]
+    people = {p["id"].split("/")[0] for p in rows["receiver"]["predictions"]}
+    split = name_splits(args, people)
+    table = {}
+    for method, row in rows.items():
+        table[method] = {}
+        for group, differs in (("alike", False), ("split differently", True)):
+            correct = [p["correct"] for p in row["predictions"] if split[p["id"].split("/")[0]] == differs]
+            table[method][group] = {"n": len(correct), "accuracy": sum(correct) / len(correct),
+                                    "ci95": wilson_interval(sum(correct), len(correct))}  # fmt: skip
+    summary = {"names_split_differently": sorted(n for n, d in split.items() if d), "names": len(split), "rows": table}
+    (results / "segmentation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    counts = {g: table["receiver"][g]["n"] for g in ("alike", "split differently")}
+    lines = [f"{sum(split.values())} of {len(split)} held-out names are split differently by the per-token alignment.",
+             "", f"| method | names alike ({counts['alike']} q) | names split differently ({counts['split differently']} q) |",
+             "|---|---|---|"]  # fmt: skip
+    for method, groups in table.items():
+        cells = [f"{100 * g['accuracy']:.1f} [{100 * g['ci95'][0]:.1f}, {100 * g['ci95'][1]:.1f}]" for g in groups.values()]
+        lines.append(f"| {method} | {' | '.join(cells)} |")
+    (results / "segmentation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sharer", "check", "fuser", "eval", "baselines", "summary"))
+    parser.add_argument("stage", choices=("sharer", "check", "fuser", "eval", "baselines", "summary", "segmentation"))
     add_world_arguments(parser)
     add_location_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
@@ -585,6 +640,9 @@ def main() -> None:
         help="open: bare questions, answers read by the value they name; choices: lettered prompt",
     )
     parser.add_argument("--layer-map", choices=("terminal", "proportional", "top2", "top4", "top7"), default="terminal")
+    parser.add_argument("--token-alignment", choices=("longest", "span"), default="longest",
+                        help="the fuser's token alignment: one sharer token per receiver token (the method's), or "
+                        "the sharer reading the prompt in its own tokenization")
     parser.add_argument("--fuser-hidden-size", type=int, default=256)
     parser.add_argument("--fuser-dropout", type=float, default=0.1)
     parser.add_argument(
@@ -612,7 +670,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     experiment_dirs(args)[0].mkdir(parents=True, exist_ok=True)
     stages = {"sharer": train_sharer, "check": check_sharer, "fuser": train_fuser, "eval": run_eval,
-              "baselines": run_baselines, "summary": summarize}  # fmt: skip
+              "baselines": run_baselines, "summary": summarize, "segmentation": segmentation}  # fmt: skip
     stages[args.stage](args)
 
 
