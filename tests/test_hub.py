@@ -211,6 +211,13 @@ def test_model_card_defaults_and_token_alignment(receiver, sharers, tmp_path):
     assert "Strategy `longest`: every receiver token maps to one sharer token" in card.text
     assert f"{coverage:.1%} of the receiver vocabulary maps one-to-one" in card.text
     assert f'AutoTokenizer.from_pretrained("{tmp_path}")' in card.text  # the checkpoint's own tokenizer
+    span = C2CForCausalLM.from_base_models(
+        receiver, sharers["qwen2"], word_tokenizer(["red", "planet"]), word_tokenizer(["planet", "red", "mars"]),
+        token_alignment="span", **FUSER_KWARGS,
+    )  # fmt: skip
+    span_card = hub.write_model_card(span, tmp_path / "span")
+    assert "Span: the sharer reads the prompt's text in its own tokenization" in span_card.text
+    assert "maps one-to-one" not in span_card.text
 
 
 # --------------------------------------------------------------------------- uploads

@@ -60,9 +60,11 @@ def span_setup():
 
 
 def test_config_and_aligner(span_setup):
-    model = span_setup[0]
+    model, _, _, prompts = span_setup
     assert model.config.token_alignment == "span" and model.config.token_alignment_coverage is None
     assert isinstance(model.span_aligner, SpanAligner) and not hasattr(model.fuser, "token_map")
+    with pytest.raises(ValueError, match="This C2C model aligns tokens by span: its sharer reads the prompt in its own"):
+        model.sharer_inputs(torch.tensor([prompts[0]]))
 
 
 def test_fused_sharer_kv_is_the_sharers_own_prefill_at_each_words_last_character(span_setup):

@@ -566,6 +566,12 @@ class C2CForCausalLM(C2CPreTrainedModel, GenerationMixin):
         the stored token map, or the receiver's own ids for a pair that shares a tokenizer)."""
         if sharer_input_ids is None and hasattr(self.fuser, "token_map"):
             return self.fuser.token_map[input_ids], attention_mask  # (B, L) sharer ids, one per receiver token
+        if sharer_input_ids is None and self.config.token_alignment == "span":
+            raise ValueError(
+                "This C2C model aligns tokens by span: its sharer reads the prompt in its own tokenization, which has "
+                "no one-to-one sharer token per receiver position. Use `sharer_cache_for` for the sharer's KV, or pass "
+                "`sharer_input_ids`."
+            )
         if sharer_input_ids is None:
             receiver_vocab = self.config.text_config.vocab_size
             sharer_vocab = self.config.sharer_config.vocab_size
