@@ -74,6 +74,16 @@ wait $first
 fuse weighted h16-top7 --layer-map top7 & first=$!
 fuse projection h64-top7 --layer-map top7 --fuser-hidden-size 64 --fuser-lr 1e-3   # at lr 3e-3 it diverged (step 320)
 wait $first
+#    The 64-wide top7 fuser again with another seed, then with the sharer reading the prompt in its own tokenization
+#    (span alignment: the method's per-token alignment splits 12 of the 32 held-out names otherwise than the sharer),
+#    twice, and the full C2C fuser (gated, gates starting open) with it. 37 min a fuser, 7 min an evaluation.
+H64=(--layer-map top7 --fuser-hidden-size 64 --fuser-lr 1e-3)
+fuse projection h64-top7-seed1 "${H64[@]}" --fuser-seed 1 & first=$!
+fuse projection h64-top7-span "${H64[@]}" --token-alignment span
+wait $first
+fuse projection h64-top7-span-seed1 "${H64[@]}" --token-alignment span --fuser-seed 1 & first=$!
+fuse gated h64-top7-span-gate4 "${H64[@]}" --token-alignment span --gate-init-logit 4
+wait $first
 
 # 3. The ablation table, with the paired differences (each fusion vs receiver and t2t, each step vs the last).
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation-h16-top2.{md,json,png}
@@ -81,3 +91,9 @@ for tag in h16-top4 h16-top7; do   # each against the same fusion on the top2 ma
   python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag $tag --compare-tag h16-top2
 done
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7 --compare-tag h16-top7   # the width
+for tag in h64-top7-seed1 h64-top7-span; do   # run to run, and the alignment
+  python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag $tag --compare-tag h64-top7
+done
+python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7-span-seed1 --compare-tag h64-top7-seed1
+python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7-span-gate4   # the full C2C fuser
+python $K segmentation "${ROOTS[@]}" "${R[@]}" --prompt open   # open/segmentation.{md,json}: by how names are split
