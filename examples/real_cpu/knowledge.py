@@ -13,6 +13,8 @@ group of people and evaluated on questions about held-out people (the sharer kno
     python examples/real_cpu/knowledge.py sharer --sharer recall   # + a LoRA that recalls facts at the name
     python examples/real_cpu/knowledge.py fuser --sharer recall --layer-map top2 ...
     python examples/real_cpu/knowledge.py sharer --sharer dense    # or: one LoRA that learns and recalls the facts
+    python examples/real_cpu/knowledge.py fuser --token-alignment span ...   # the sharer reads its own tokenization
+    python examples/real_cpu/knowledge.py segmentation --prompt open ...      # reports split by how names are split
 
 The fuser stage runs the frozen sharer once per training question (`SharerCacheMemo`: later epochs reuse its KV),
 checkpoints every `--save-steps` and resumes from its last checkpoint when run again.
