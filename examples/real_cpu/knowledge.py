@@ -52,6 +52,7 @@ from c2c_hf.benchmarks import MCItem, format_prompt
 from c2c_hf.demo import Oracle
 from c2c_hf.evaluation import (
     LM,
+    Z_95,
     Direct,
     Scoring,
     build_methods,
@@ -615,9 +616,43 @@ def segmentation(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def seed_mean(args: argparse.Namespace) -> None:
+    """`open/seeds-<fusion>-<first tag>.{md,json}`: one fusion trained with several seeds (runs `--seed-tags`): each
+    run's accuracy, their mean, and the mean's paired difference to each baseline, per question the mean correctness
+    over the runs minus the baseline's (a normal interval over the questions; the seeds' spread is shown, not in it)."""
+    results = experiment_dirs(args)[1] / "open"
+    runs = {t: load_report(results / tagged(args.fusion, t))["results"]["c2c"]["heldout"] for t in args.seed_tags}
+    baselines = {m: r["heldout"] for m, r in load_report(results / "baselines")["results"].items() if m != "c2c"}
+    correct = {t: {p["id"]: float(p["correct"]) for p in r["predictions"]} for t, r in runs.items()}
+    ids = sorted(next(iter(correct.values())))
+    mean = {i: sum(c[i] for c in correct.values()) / len(correct) for i in ids}  # per question, over the runs
+    paired = {}
+    for method in ("receiver", "t2t"):
+        baseline = {p["id"]: float(p["correct"]) for p in baselines[method]["predictions"]}
+        if any(c.keys() != baseline.keys() for c in correct.values()):
+            raise ValueError(f"The runs {args.seed_tags} and the {method} baseline were asked different questions.")
+        differences = [mean[i] - baseline[i] for i in ids]
+        centre = sum(differences) / len(ids)
+        half = Z_95 * (sum((d - centre) ** 2 for d in differences) / (len(ids) - 1) / len(ids)) ** 0.5
+        paired[method] = {"difference": centre, "ci95": [centre - half, centre + half], "n": len(ids)}
+    summary = {"fusion": args.fusion, "runs": {t: r["accuracy"] for t, r in runs.items()},
+               "mean": sum(mean.values()) / len(ids), "paired": paired,
+               "latency_median_s": {t: r["latency_median_s"] for t, r in runs.items()}}  # fmt: skip
+    stem = f"seeds-{tagged(args.fusion, args.seed_tags[0])}"
+    (results / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = [f"{args.fusion}, runs {', '.join(f'{t}: {100 * a:.1f}%' for t, a in summary['runs'].items())}; "
+             f"mean {100 * summary['mean']:.1f}%.", "", "| mean over the runs minus | points [95% interval] |", "|---|---|"]  # fmt: skip
+    lines += [f"| {m} | {100 * d['difference']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] |"
+              for m, d in paired.items()]  # fmt: skip
+    (results / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sharer", "check", "fuser", "eval", "baselines", "summary", "segmentation"))
+    parser.add_argument(
+        "stage", choices=("sharer", "check", "fuser", "eval", "baselines", "summary", "segmentation", "seeds")
+    )
     add_world_arguments(parser)
     add_location_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
@@ -663,6 +698,7 @@ def main() -> None:
     )
     parser.add_argument("--questions-per-fact", type=int, default=8)
     parser.add_argument("--tag", help="suffix of this run's folders (e.g. a longer schedule: --tag long)")
+    parser.add_argument("--seed-tags", nargs="+", help="seeds: the runs (tags) of one fusion trained with other seeds")
     parser.add_argument("--compare-tag", help="summary: also pair each fusion with its run of this tag")
     parser.add_argument("--methods", nargs="+", help="eval: default all five; baselines: all but c2c")
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -672,7 +708,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     experiment_dirs(args)[0].mkdir(parents=True, exist_ok=True)
     stages = {"sharer": train_sharer, "check": check_sharer, "fuser": train_fuser, "eval": run_eval,
-              "baselines": run_baselines, "summary": summarize, "segmentation": segmentation}  # fmt: skip
+              "baselines": run_baselines, "summary": summarize, "segmentation": segmentation,
+              "seeds": seed_mean}  # fmt: skip
     stages[args.stage](args)
 
 

@@ -84,6 +84,7 @@ wait $first
 fuse projection h64-top7-span-seed1 "${H64[@]}" --token-alignment span --fuser-seed 1 & first=$!
 fuse gated h64-top7-span-gate4 "${H64[@]}" --token-alignment span --gate-init-logit 4
 wait $first
+fuse projection h64-top7-span-seed2 "${H64[@]}" --token-alignment span --fuser-seed 2
 
 # 3. The ablation table, with the paired differences (each fusion vs receiver and t2t, each step vs the last).
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation-h16-top2.{md,json,png}
@@ -97,3 +98,7 @@ done
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7-span-seed1 --compare-tag h64-top7-seed1
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7-span-gate4   # the full C2C fuser
 python $K segmentation "${ROOTS[@]}" "${R[@]}" --prompt open   # open/segmentation.{md,json}: by how names are split
+#    The seeds' mean against the baselines (open/seeds-projection-<first tag>.{md,json}).
+python $K seeds "${ROOTS[@]}" "${R[@]}" --prompt open --fusion projection --seed-tags h64-top7 h64-top7-seed1
+python $K seeds "${ROOTS[@]}" "${R[@]}" --prompt open --fusion projection \
+  --seed-tags h64-top7-span h64-top7-span-seed1 h64-top7-span-seed2
