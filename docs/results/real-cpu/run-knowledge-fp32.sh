@@ -96,6 +96,7 @@ for tag in h64-top7-seed1 h64-top7-span; do   # run to run, and the alignment
   python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag $tag --compare-tag h64-top7
 done
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7-span-seed1 --compare-tag h64-top7-seed1
+python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7-span-seed2
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h64-top7-span-gate4   # the full C2C fuser
 python $K segmentation "${ROOTS[@]}" "${R[@]}" --prompt open   # open/segmentation.{md,json}: by how names are split
 #    The seeds' mean against the baselines (open/seeds-projection-<first tag>.{md,json}).
