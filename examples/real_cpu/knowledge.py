@@ -521,6 +521,11 @@ def ablation_pairs(
              **paired_difference(every[a]["predictions"], every[b]["predictions"])} for a, b in pairs]  # fmt: skip
 
 
+def heldout_baseline_rows(report_dir: Path) -> dict[str, dict]:
+    """Method -> the held-out summary of every method but C2C in the report in `report_dir`."""
+    return {m: r["heldout"] for m, r in load_report(report_dir)["results"].items() if m != "c2c"}
+
+
 def heldout_c2c_rows(results: Path, tag: str | None) -> dict[str, dict]:
     """Fusion -> the held-out C2C summary of each fusion's report of run `tag` under `results`."""
     reports = {f: load_report(results / tagged(f, tag)) for f in ABLATION if (results / tagged(f, tag)).is_dir()}
@@ -538,8 +543,7 @@ def summarize(args: argparse.Namespace) -> None:
     stem = tagged("ablation", args.tag)
     # the baselines stage's report, or (earlier runs) the baseline rows of the gated fuser's report
     baselines_dir = results / "baselines" if (results / "baselines").is_dir() else results / tagged("gated", args.tag)
-    baselines_report = load_report(baselines_dir)
-    baselines = {m: s["heldout"] for m, s in baselines_report["results"].items() if m != "c2c"}
+    baselines = heldout_baseline_rows(baselines_dir)
     table = {**{m: baselines[m] for m in ("receiver", "t2t") if m in baselines},
              **{ABLATION[f]: rows[f] for f in ABLATION if f in rows},
              **{m: baselines[m] for m in ("sharer", "oracle") if m in baselines}}  # fmt: skip
@@ -573,7 +577,7 @@ def summarize(args: argparse.Namespace) -> None:
 
 def name_splits(args: argparse.Namespace, names: set[str]) -> dict[str, bool]:
     """Name -> whether the method's per-token alignment hands the sharer other tokens for " <name>" than the
-    sharer's own tokenization of it (e.g. "ĠKron vo" for its "ĠK ron vo")."""
+    sharer's own tokenization of it (e.g. "ĠK ron vo", piece by piece, for its "ĠKron vo")."""
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
     sharer_tokenizer = AutoTokenizer.from_pretrained(experiment_dirs(args)[0] / "sharer-private")
     token_map = build_token_map(receiver_tokenizer, sharer_tokenizer)
@@ -582,7 +586,7 @@ def name_splits(args: argparse.Namespace, names: set[str]) -> dict[str, bool]:
         return sharer_tokenizer(f" {name}", add_special_tokens=False)["input_ids"]
 
     def aligned_ids(name: str) -> list[int]:
-        return [token_map.receiver_to_sharer[i] for i in receiver_tokenizer(f" {name}", add_special_tokens=False)["input_ids"]]
+        return token_map.apply(torch.tensor(receiver_tokenizer(f" {name}", add_special_tokens=False)["input_ids"])).tolist()
 
     return {name: aligned_ids(name) != sharer_ids(name) for name in sorted(names)}
 
@@ -591,7 +595,7 @@ def segmentation(args: argparse.Namespace) -> None:
     """`open/segmentation.{md,json}`: every held-out report's accuracy on the questions about names the per-token
     alignment hands the sharer as the sharer itself would tokenize them, and on the others (`name_splits`)."""
     results = experiment_dirs(args)[1] / "open"
-    rows = {m: r["heldout"] for m, r in load_report(results / "baselines")["results"].items() if m != "c2c"}
+    rows = heldout_baseline_rows(results / "baselines")
     for folder in sorted(p for p in results.iterdir() if (p / "results.json").is_file() and p.name != "baselines"):
         rows[f"C2C {folder.name}"] = load_report(folder)["results"]["c2c"]["heldout"]
     people = {p["id"].split("/")[0] for p in rows["receiver"]["predictions"]}
@@ -622,7 +626,7 @@ def seed_mean(args: argparse.Namespace) -> None:
     over the runs minus the baseline's (a normal interval over the questions; the seeds' spread is shown, not in it)."""
     results = experiment_dirs(args)[1] / "open"
     runs = {t: load_report(results / tagged(args.fusion, t))["results"]["c2c"]["heldout"] for t in args.seed_tags}
-    baselines = {m: r["heldout"] for m, r in load_report(results / "baselines")["results"].items() if m != "c2c"}
+    baselines = heldout_baseline_rows(results / "baselines")
     correct = {t: {p["id"]: float(p["correct"]) for p in r["predictions"]} for t, r in runs.items()}
     ids = sorted(next(iter(correct.values())))
     mean = {i: sum(c[i] for c in correct.values()) / len(correct) for i in ids}  # per question, over the runs
