@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 STRATEGIES = ("longest", "first")  # per-token maps (`build_token_map`)
 ALIGNMENTS = (*STRATEGIES, "span")  # every `token_alignment` a C2C model accepts
@@ -227,6 +227,23 @@ class SpanAligner:
         sharer_ends = [end for _, end in sharer["offset_mapping"]]
         positions = [max(bisect_right(sharer_ends, end) - 1, 0) for end in receiver_ends]
         return list(sharer["input_ids"]), positions
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Positions of the last `length` tokens counted over real (unmasked) tokens only, as `generate` counts them."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)[:, -length:]
+
+
+def gather_positions(cache: DynamicCache, positions: torch.LongTensor) -> DynamicCache:
+    """A cache whose position n of row b holds `cache`'s KV at `positions[b, n]` (every layer, keys and values):
+    a span-aligned sharer's cache, laid out on the receiver's positions."""
+
+    def gather(states: torch.Tensor) -> torch.Tensor:  # (B, H_s, S, D_s) -> (B, H_s, L, D_s)
+        batch, heads, _, dim = states.shape
+        return states.gather(2, positions[:, None, :, None].expand(batch, heads, positions.shape[1], dim))
+
+    return DynamicCache(ddp_cache_data=[(gather(layer.keys), gather(layer.values)) for layer in cache.layers])
 
 
 def _special_matches(

@@ -42,7 +42,8 @@ from .cache import C2CCache
 from .configuration_c2c import build_layer_map
 from .data import left_pad
 from .evaluation import LM, load_models
-from .modeling_c2c import C2CForCausalLM, position_ids_from_mask
+from .alignment import position_ids_from_mask
+from .modeling_c2c import C2CForCausalLM
 
 ANALYSES = ("enrichment", "transfer", "rank", "progressive", "gates")
 SIDES = ("last", "first")

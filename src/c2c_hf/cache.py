@@ -73,15 +73,4 @@ class C2CCache(DynamicCache):
             self.sharer_cache.reorder_cache(beam_idx)
 
 
-def gather_positions(cache: DynamicCache, positions: torch.LongTensor) -> DynamicCache:
-    """A cache whose position n of row b holds `cache`'s KV at `positions[b, n]` (every layer, keys and values):
-    a span-aligned sharer's cache, laid out on the receiver's positions."""
-
-    def gather(states: torch.Tensor) -> torch.Tensor:  # (B, H_s, S, D_s) -> (B, H_s, L, D_s)
-        batch, heads, _, dim = states.shape
-        return states.gather(2, positions[:, None, :, None].expand(batch, heads, positions.shape[1], dim))
-
-    return DynamicCache(ddp_cache_data=[(gather(layer.keys), gather(layer.values)) for layer in cache.layers])
-
-
-__all__ = ["C2CCache", "gather_positions"]
+__all__ = ["C2CCache"]

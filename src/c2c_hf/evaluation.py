@@ -43,7 +43,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .benchmarks import BENCHMARKS, MCItem, extract_choice, format_prompt, load_benchmark, match_choice_text
 from .data import left_pad
-from .modeling_c2c import C2CForCausalLM, position_ids_from_mask
+from .alignment import position_ids_from_mask
+from .modeling_c2c import C2CForCausalLM
 
 logger = logging.getLogger(__name__)
 

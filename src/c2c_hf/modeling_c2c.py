@@ -27,8 +27,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
-from .alignment import STRATEGIES, SpanAligner, TokenMap, build_token_map
-from .cache import C2CCache, gather_positions
+from .alignment import STRATEGIES, SpanAligner, TokenMap, build_token_map, gather_positions, position_ids_from_mask
+from .cache import C2CCache
 from .configuration_c2c import C2CConfig, kv_shape
 
 logger = logging.get_logger(__name__)
@@ -197,12 +197,6 @@ class C2CFuser(nn.Module):
     def open_gates(self) -> torch.Tensor:
         """`(num_receiver_layers, 2)` booleans: which K / V gates are open at inference."""
         return self.gate_logits() > 0
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
-    """Positions of the last `length` tokens counted over real (unmasked) tokens only, as `generate` does."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.masked_fill(attention_mask == 0, 0)[:, -length:]
 
 
 class C2CPreTrainedModel(PreTrainedModel):
