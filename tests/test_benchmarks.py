@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from c2c_hf.benchmarks import (
-    MCItem,
+from c2c_hf.data import MCItem, format_prompt
+from c2c_hf.evaluation.tasks import (
     extract_choice,
-    format_prompt,
     load_benchmark,
     load_ceval,
     load_mmlu_jsonl,

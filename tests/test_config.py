@@ -42,7 +42,7 @@ def test_explicit_map_is_kept():
         (dict(fuser_dropout=1.0), "fuser_dropout must be in [0, 1), got 1.0"),
         (dict(gate_temperature_end=0.0), "gate_temperature_end must be positive, got 0.0"),
         (dict(token_alignment="middle"), "Unknown token_alignment 'middle'"),
-        (dict(fusion="concat"), "Unknown fusion 'concat': use one of ('gated', 'weighted', 'projection')"),
+        (dict(fusion="concat"), "Unknown fusion 'concat': use one of ('projection', 'weighted', 'gated')"),
         (dict(fusion="projection", fuser_zero_init=True), "fusion='projection' replaces the receiver's KV"),
     ],
 )

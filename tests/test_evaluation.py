@@ -6,6 +6,7 @@ import json
 import string
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FUSER_KWARGS
@@ -14,7 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from c2c_hf import C2CForCausalLM
-from c2c_hf.benchmarks import MCItem, format_prompt, load_benchmark
+from c2c_hf.data import MCItem, format_prompt
 from c2c_hf.evaluation import (
     LM,
     METHODS,
@@ -28,11 +29,13 @@ from c2c_hf.evaluation import (
     evaluate,
     hint_request,
     hinted_prompt,
+    load_benchmark,
     load_models,
     main,
     merge_reports,
     paired_difference,
     question_prompt,
+    t_interval,
     wilson_interval,
     write_report,
 )
@@ -270,6 +273,27 @@ def test_router_fitted_on_one_always_right_model_routes_to_it():
     assert (Router(l2=1e-4).fit(train, labels).route(train) == labels).float().mean() >= 0.9
 
 
+def test_router_probability_minimises_the_l2_regularised_mean_log_loss():
+    # The documented objective, minimised independently: mean log-loss + l2 * ||weights||^2 over standardised
+    # features (intercept unpenalised).
+    from scipy.optimize import minimize
+
+    torch.manual_seed(1)
+    features = torch.rand(60, 4)
+    labels = (features[:, 2] - features[:, 0] + 0.3 * torch.randn(60)) > 0
+    x = ((features - features.mean(0)) / features.std(0, unbiased=False)).double().numpy()
+    y = labels.double().numpy()
+    l2 = 0.05
+
+    def objective(params):
+        logits = x @ params[:-1] + params[-1]
+        return float((np.logaddexp(0, logits) - y * logits).mean() + l2 * (params[:-1] ** 2).sum())
+
+    params = minimize(objective, np.zeros(5), method="BFGS", options={"gtol": 1e-10}).x
+    expected = torch.sigmoid(torch.from_numpy(x @ params[:-1] + params[-1])).float()
+    torch.testing.assert_close(Router(l2=l2).fit(features, labels).sharer_probability(features), expected, atol=1e-4, rtol=0)
+
+
 def test_unfitted_router_routes_by_confidence():
     features = torch.tensor([[0.9, 0.1, 0.4, 0.8], [0.3, 0.9, 0.7, 0.2]])
     assert Router().route(features).tolist() == [False, True]
@@ -316,6 +340,25 @@ def test_wilson_interval(correct, n, expected):
 
 def test_wilson_interval_without_items():
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_wilson_interval_widens_with_confidence():
+    low95, high95 = wilson_interval(30, 60)
+    low99, high99 = wilson_interval(30, 60, confidence=0.99)
+    assert low99 < low95 < 0.5 < high95 < high99
+    assert (low99, high99) == pytest.approx((0.3422, 0.6578), abs=5e-4)  # z = 2.5758
+
+
+def test_t_interval_over_seeds():
+    mean, (low, high) = t_interval([0.70, 0.75, 0.80])
+    # standard error 0.05 / sqrt(3); t quantile 0.975 with 2 degrees of freedom: 4.302653
+    half = 4.302653 * 0.05 / 3**0.5
+    assert mean == pytest.approx(0.75) and (low, high) == pytest.approx((0.75 - half, 0.75 + half), abs=1e-6)
+    _, (low90, high90) = t_interval([0.70, 0.75, 0.80], confidence=0.90)
+    assert low < low90 < high90 < high
+    assert t_interval([0.8, 0.8]) == (0.8, (0.8, 0.8))
+    with pytest.raises(ValueError, match="at least two values"):
+        t_interval([0.8])
 
 
 def test_paired_difference_counts_disagreements_and_matches_items_by_id():

@@ -20,11 +20,12 @@ from tiny_models import build, receiver_config, sharer_configs, word_tokenizer
 from transformers import AutoModelForCausalLM
 
 from c2c_hf import C2CForCausalLM, hub
+from c2c_hf.commands import push
 
 IDS = torch.tensor([[5, 17, 42, 8, 77, 23, 61, 9, 30, 12], [44, 3, 90, 15, 7, 66, 21, 50, 11, 38]])
 MODEL_FILES = [
-    "README.md", "alignment.py", "cache.py", "config.json", "configuration_c2c.py", "generation_config.json",
-    "model.safetensors", "modeling_c2c.py",
+    "README.md", "alignment.py", "cache.py", "config.json", "configuration_c2c.py", "fuser.py",
+    "generation_config.json", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py",
 ]  # fmt: skip
 RESULTS_MD = "# C2C evaluation\n\n| method | arc |\n|---|---|\n| c2c | 52.6 [49.0, 56.1] · 0.300 s (n=500) |\n"
 
@@ -285,7 +286,7 @@ def test_push_command_needs_no_bases_and_keeps_tokenizer_and_results(make_c2c, f
     (tmp_path / "ckpt" / "results.md").write_text(RESULTS_MD)
     (tmp_path / "ckpt" / "training_args.bin").write_bytes(b"not uploaded")
 
-    hub.main([str(tmp_path / "ckpt"), "org/c2c", "--training-data", "tiny-chat", "--training-steps", "12"])
+    push.main([str(tmp_path / "ckpt"), "org/c2c", "--training-data", "tiny-chat", "--training-steps", "12"])
 
     (commit,) = fake_hub.commits
     uploaded = set(commit.files)
@@ -313,7 +314,7 @@ def test_push_command_keeps_a_receiver_lora(fake_hub, tmp_path):
                 parameter.normal_()
     model.save_pretrained(tmp_path / "ckpt")
 
-    hub.main([str(tmp_path / "ckpt"), "org/c2c-lora"])
+    push.main([str(tmp_path / "ckpt"), "org/c2c-lora"])
 
     (commit,) = fake_hub.commits
     assert commit.files["model.safetensors"] == (tmp_path / "ckpt" / "model.safetensors").read_bytes()

@@ -106,10 +106,10 @@ def test_lm_eval_hf_model_scores_a_saved_c2c_model(saved_c2c):
 
 @pytest.mark.slow
 def test_c2c_model_type_scores_multi_token_continuations_after_fusion(saved_c2c):
-    """`model="c2c"` (c2c_hf.harness): every continuation token is scored on the fused context, at batch size 4."""
+    """`model="c2c"` (c2c_hf.integrations.lm_eval): every continuation token is scored on the fused context, at batch size 4."""
     from lm_eval.tasks import TaskManager
 
-    from c2c_hf.harness import C2CLM
+    from c2c_hf.integrations.lm_eval import C2CLM
 
     directory, docs, tokenizer = saved_c2c
     lm = C2CLM(pretrained=str(directory), tokenizer=str(directory), dtype="float32", batch_size=4, device="cpu")

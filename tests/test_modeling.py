@@ -10,7 +10,7 @@ from transformers import DynamicCache, Gemma3TextConfig
 
 from c2c_hf import C2CCache, C2CForCausalLM
 from c2c_hf.data import left_pad
-from c2c_hf.modeling_c2c import C2CFuserBranch
+from c2c_hf.fuser import C2CFuser, C2CFuserBranch
 
 TOL = 1e-5
 
@@ -37,8 +37,8 @@ def test_closed_gates_equal_receiver_open_gates_differ(make_c2c, receiver, share
 
 
 def test_inference_fusion_reads_the_gates_in_one_transfer(make_c2c, monkeypatch):
-    """`C2CCache.fuse` reads all hard gates at once (`open_gates().tolist()`): no per-layer `bool(tensor)` or
-    `.item()` host sync, and the same fused cache as reading each gate in its branch."""
+    """The fuser reads all hard gates at once (`open_gates().tolist()`): no per-layer `bool(tensor)` or `.item()`
+    host sync, and the same fused cache as reading each gate in its branch."""
     model = make_c2c("qwen2")
     with torch.no_grad():
         model.fuser.layers[0].key.gate_logit.fill_(-1.0)  # one closed gate among open ones
@@ -46,22 +46,23 @@ def test_inference_fusion_reads_the_gates_in_one_transfer(make_c2c, monkeypatch)
     with torch.no_grad():  # reference: each layer fused alone, each branch reading its own gate
         own = model.receiver(ids[:, :-1], use_cache=True).cache
         shared = model.sharer_prefill(ids[:, :-1], None)
-        expected = [
-            model.fuser(t, shared.layers[model.fuser.layer_map[t]].keys, shared.layers[model.fuser.layer_map[t]].values,
-                        layer.keys, layer.values)
-            for t, layer in enumerate(own.layers)
-        ]  # fmt: skip
+        expected = []
+        for t, layer in enumerate(own.layers):
+            sharer_layer = shared.layers[model.fuser.layer_map[t]]
+            expected.append(
+                model.fuser.layers[t](sharer_layer.keys, sharer_layer.values, layer.keys, layer.values, 1.0)
+            )
     reads = []
-    original_fuse = C2CCache.fuse
+    original_forward = C2CFuser.forward
 
-    def counting_fuse(cache: C2CCache, fuser) -> None:
+    def counting_forward(fuser: C2CFuser, receiver_kv, sharer_kv):
         with monkeypatch.context() as patch:
             for name in ("__bool__", "item"):
                 original = getattr(torch.Tensor, name)
                 patch.setattr(torch.Tensor, name, lambda t, _o=original, _n=name: reads.append(_n) or _o(t))
-            original_fuse(cache, fuser)
+            return original_forward(fuser, receiver_kv, sharer_kv)
 
-    monkeypatch.setattr(C2CCache, "fuse", counting_fuse)
+    monkeypatch.setattr(C2CFuser, "forward", counting_forward)
     with torch.no_grad():
         fused = model(ids, use_cache=True).cache
     assert reads == []
@@ -97,18 +98,20 @@ def test_fusion_matches_an_independent_reference(make_c2c, receiver, sharers, fu
         for t, layer in enumerate(receiver_cache.layers):
             k_s, v_s = sharer_cache.layers[layer_map[t]].keys, sharer_cache.layers[layer_map[t]].values
             branch_k, branch_v = model.fuser.layers[t].key, model.fuser.layers[t].value
-            fused_layers.append((reference_branch(branch_k, k_s, layer.keys), reference_branch(branch_v, v_s, layer.values)))
+            fused_layers.append(
+                (reference_branch(branch_k, fusion, k_s, layer.keys), reference_branch(branch_v, fusion, v_s, layer.values))
+            )
         reference = receiver(ids[:, -1:], cache=DynamicCache(ddp_cache_data=fused_layers)).logits[:, -1]
         logits = model(ids).logits[:, -1]
     torch.testing.assert_close(logits, reference, atol=TOL, rtol=0)
 
 
-def reference_branch(branch: C2CFuserBranch, sharer_x: torch.Tensor, receiver_x: torch.Tensor) -> torch.Tensor:
+def reference_branch(branch: C2CFuserBranch, fusion: str, sharer_x: torch.Tensor, receiver_x: torch.Tensor) -> torch.Tensor:
     """The method doc's formula, written out: K_r + g * sigmoid(weight head) * projection([K_s, K_r]); without the
     gate for fusion "weighted"; projection(K_s) alone for fusion "projection"."""
     b, h_r, n, d_r = receiver_x.shape
     x = sharer_x.permute(0, 2, 1, 3).reshape(b, n, -1)
-    if branch.fusion != "projection":
+    if fusion != "projection":
         x = torch.cat([x, receiver_x.permute(0, 2, 1, 3).reshape(b, n, -1)], -1)
 
     def block(module, h):
@@ -119,10 +122,10 @@ def reference_branch(branch: C2CFuserBranch, sharer_x: torch.Tensor, receiver_x:
     for module in branch.projection_blocks:
         projection = block(module, projection)
     projection = branch.out_proj(projection).reshape(b, n, h_r, d_r).permute(0, 2, 1, 3)
-    if branch.fusion == "projection":
+    if fusion == "projection":
         return projection
     weight = torch.sigmoid(branch.weight_head(block(branch.weight_block, hidden))).permute(0, 2, 1)[..., None]
-    gate = float(branch.gate_logit > 0) if branch.fusion == "gated" else 1.0
+    gate = float(branch.gate_logit > 0) if fusion == "gated" else 1.0
     return receiver_x + gate * weight * projection
 
 

@@ -13,7 +13,9 @@ from huggingface_hub import ModelCard
 from tiny_models import build, receiver_config, sharer_configs, word_tokenizer
 from transformers import AutoModelForCausalLM
 
-from c2c_hf import C2CForCausalLM, hub, rosetta
+from c2c_hf import C2CForCausalLM, hub
+from c2c_hf.commands import push
+from c2c_hf.integrations import rosetta
 
 HIDDEN, INTERMEDIATE, NUM_LAYERS = 32, 48, 4  # their hidden_dim, intermediate_dim, num_layers (2 projection blocks)
 LAYER_MAP = {0: 2, 1: 0, 2: 1, 3: 2}  # receiver layer -> sharer layer (explicit, not the terminal map)
@@ -127,7 +129,7 @@ def imported(tmp_path_factory):
 
 def test_imported_fuser_computes_their_function(imported):
     root, src = imported
-    model = hub.load_fuser_only(root / "c2c").eval()  # the saved checkpoint, bases on the meta device
+    model = push.load_fuser_only(root / "c2c").eval()  # the saved checkpoint, bases on the meta device
     config = model.config
     assert (config.fuser_hidden_size, config.fuser_intermediate_size, config.fuser_num_blocks) == (32, 48, 4)
     assert config.resolved_layer_map() == [LAYER_MAP[t] for t in range(4)]
@@ -142,7 +144,7 @@ def test_imported_fuser_computes_their_function(imported):
         sk, sv = (torch.randn(2, 1, 5, 12, generator=generator) for _ in range(2))
         rk, rv = (torch.randn(2, 2, 5, 16, generator=generator) for _ in range(2))
         with torch.no_grad():
-            keys, values = model.fuser(t, sk, sv, rk, rv)
+            keys, values = model.fuser.layers[t](sk, sv, rk, rv, model.fuser.gate_temperature)
         torch.testing.assert_close(keys, their_projector(state, sk, rk, "key"), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(values, their_projector(state, sv, rv, "value"), rtol=1e-5, atol=1e-5)
         for fused, receiver_kv, logit in ((keys, rk, GATES[t][0]), (values, rv, GATES[t][1])):

@@ -13,7 +13,7 @@ from tiny_models import build, receiver_config, sharer_configs, word_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf import C2CForCausalLM
-from c2c_hf.train_cli import main as train_main
+from c2c_hf.commands.train import main as train_main
 
 COLORS, CITIES = "red blue green yellow black white".split(), "paris rome oslo lima cairo quito".split()
 WORDS = ["what", "is", "the", "color", "of", *COLORS, *CITIES]

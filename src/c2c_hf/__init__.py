@@ -7,11 +7,13 @@ Importing this package registers `C2CConfig` and `C2CForCausalLM` with `AutoConf
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .alignment import SpanAligner, SpanAlignment, TokenMap, build_token_map
-from .benchmarks import MCItem, extract_choice, format_prompt, load_benchmark
+from .data import MCItem, format_prompt
+from .evaluation.tasks import extract_choice, load_benchmark
 from .cache import C2CCache
 from .configuration_c2c import C2CConfig, build_layer_map, kv_shape
 from .data import C2CDataCollator, build_features, load_dataset_any
-from .modeling_c2c import C2CForCausalLM, C2CFuser, C2CPreTrainedModel
+from .fuser import FUSIONS, C2CFuser, register_fusion
+from .modeling_c2c import C2CForCausalLM, C2CPreTrainedModel, C2CPromptOutput
 from .training import GateTemperatureCallback, SharerCacheMemo, check_resume_checkpoint, make_trainer
 
 AutoConfig.register(C2CConfig.model_type, C2CConfig, exist_ok=True)
@@ -27,6 +29,8 @@ __all__ = [
     "C2CForCausalLM",
     "C2CFuser",
     "C2CPreTrainedModel",
+    "C2CPromptOutput",
+    "FUSIONS",
     "GateTemperatureCallback",
     "MCItem",
     "SharerCacheMemo",
@@ -43,4 +47,5 @@ __all__ = [
     "load_benchmark",
     "load_dataset_any",
     "make_trainer",
+    "register_fusion",
 ]

@@ -229,6 +229,77 @@ class SpanAligner:
         return list(sharer["input_ids"]), positions
 
 
+def pair_alignment(
+    receiver_tokenizer: PreTrainedTokenizerBase,
+    sharer_tokenizer: PreTrainedTokenizerBase,
+    strategy: str | None,
+    receiver_vocab_size: int,
+) -> TokenMap | SpanAligner | None:
+    """How a receiver/sharer pair's tokens line up: `None` when the tokenizers share a vocabulary (the sharer reads
+    the receiver's ids), else a `TokenMap` (`strategy` "longest" / "first") or a `SpanAligner` ("span").
+
+    `receiver_vocab_size` (the receiver's embedding rows) guards against a tokenizer of another model; `strategy=None`
+    refuses a pair whose vocabularies differ.
+    """
+    if receiver_tokenizer.get_vocab() == sharer_tokenizer.get_vocab():
+        return None
+    if len(receiver_tokenizer) > receiver_vocab_size:
+        raise ValueError(
+            f"The receiver tokenizer has {len(receiver_tokenizer)} tokens but the receiver's embedding only "
+            f"{receiver_vocab_size}: this tokenizer does not belong to it."
+        )
+    if strategy == "span":
+        return SpanAligner(receiver_tokenizer, sharer_tokenizer)
+    if strategy is None:
+        raise ValueError(
+            "The receiver and sharer tokenizers differ but token alignment is off (token_alignment=None): "
+            "use token_alignment='longest' or 'first' (one sharer token per receiver token) or 'span' (the "
+            "sharer reads the prompt in its own tokenization)."
+        )
+    return build_token_map(receiver_tokenizer, sharer_tokenizer, strategy=strategy)
+
+
+def check_sharer_input_ids(input_ids: torch.Tensor, sharer_input_ids: torch.Tensor | None) -> None:
+    """Explicit sharer ids must give one sharer token per receiver position."""
+    if sharer_input_ids is not None and sharer_input_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"sharer_input_ids has shape {tuple(sharer_input_ids.shape)} but input_ids has "
+            f"{tuple(input_ids.shape)}: the sharer needs one token per receiver position."
+        )
+
+
+def position_aligned_sharer_ids(
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None,
+    sharer_input_ids: torch.LongTensor | None,
+    sharer_attention_mask: torch.Tensor | None,
+    token_map: torch.Tensor | None,
+    config: Any,
+) -> tuple[torch.LongTensor, torch.Tensor | None]:
+    """The sharer's `(ids, mask)`, one token per receiver position: the explicit `sharer_input_ids`, else the
+    receiver ids through the pair's `token_map` (a `(receiver vocab,)` table), else the receiver's own ids for a
+    pair that shares a tokenizer (`config`: the `C2CConfig`). A span-aligned pair has no such ids."""
+    if sharer_input_ids is not None:
+        check_sharer_input_ids(input_ids, sharer_input_ids)
+        return sharer_input_ids, attention_mask if sharer_attention_mask is None else sharer_attention_mask
+    if token_map is not None:
+        return token_map[input_ids], attention_mask  # (B, L) sharer ids, one per receiver token
+    if config.token_alignment == "span":
+        raise ValueError(
+            "This C2C model aligns tokens by span: its sharer reads the prompt in its own tokenization, which has "
+            "no one-to-one sharer token per receiver position. Use `sharer_cache_for` for the sharer's KV, or pass "
+            "`sharer_input_ids`."
+        )
+    receiver_vocab, sharer_vocab = config.text_config.vocab_size, config.sharer_config.vocab_size
+    if receiver_vocab != sharer_vocab:
+        raise ValueError(
+            f"The receiver (vocab {receiver_vocab}) and sharer (vocab {sharer_vocab}) do not share a "
+            "tokenizer, so the sharer cannot read the receiver's input_ids: pass `sharer_input_ids` "
+            "(one sharer token per receiver token) or use a token-aligned C2C model."
+        )
+    return input_ids, attention_mask
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
     """Positions of the last `length` tokens counted over real (unmasked) tokens only, as `generate` counts them."""
     positions = attention_mask.long().cumsum(-1) - 1

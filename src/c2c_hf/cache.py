@@ -1,27 +1,29 @@
-"""`C2CCache`: the receiver's cache, fused with a sharer's cache after the prompt prefill."""
+"""`C2CCache`: the receiver's cache of one C2C generation, holding the fused prompt state.
+
+It stores; it does not compute. `C2CForCausalLM.fuse_prompt` fills it: the sharer's prompt cache goes into
+`sharer_cache`, the receiver's plain prefill into the cache's own layers, and the fuser's output replaces those
+layers' KV (`store_fused_prompt`). From then on it is an ordinary `DynamicCache` that grows with generated tokens.
+"""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache, PreTrainedConfig
 
-if TYPE_CHECKING:
-    from .modeling_c2c import C2CFuser
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each (B, H, N, D)
 
 
 class C2CCache(DynamicCache):
-    """A receiver `DynamicCache` that holds a sharer's cache until it is fused into the receiver's prompt KV.
+    """A receiver `DynamicCache` that holds a sharer's cache until the receiver's prompt KV is fused with it.
 
     Life cycle ("prefill, then fuse"):
     1. the sharer's prefill over the prompt minus its last token is stored in `sharer_cache`;
     2. the receiver's plain prefill over the same tokens fills this cache as any `DynamicCache`;
-    3. `fuse(fuser)` replaces every receiver layer's KV by the fuser's output and drops the sharer cache;
+    3. `store_fused_prompt` replaces every receiver layer's KV by the fused KV and drops the sharer cache;
     4. the last prompt token and all generated tokens then attend to the fused KV, which is never fused again.
 
-    Sliding-window receiver layers (e.g. Gemma3) store only the last `window - 1` prompt tokens; those are fused
-    with the sharer KV of the same positions.
+    Sliding-window receiver layers (e.g. Gemma3) store only the last `window - 1` prompt tokens; their fused KV
+    covers the same positions.
     """
 
     def __init__(self, receiver_config: PreTrainedConfig, sharer_cache: DynamicCache | None = None):
@@ -33,27 +35,32 @@ class C2CCache(DynamicCache):
     def has_sharer_state(self) -> bool:
         return self.sharer_cache is not None and self.sharer_cache.get_seq_length() > 0
 
-    def fuse(self, fuser: C2CFuser) -> None:
-        """Fuse the stored sharer KV into every receiver layer, in place; afterwards the sharer cache is released."""
-        if self.is_fused:
-            raise RuntimeError("This C2CCache is already fused: only the prompt is fused, once.")
-        num_fused = self.get_seq_length()
+    def receiver_kv(self) -> KV:
+        """Every layer's stored `(keys, values)`, each `(B, H_r, N_t, D_r)`."""
+        return [(layer.keys, layer.values) for layer in self.layers]
+
+    def sharer_kv(self) -> KV:
+        """Every sharer layer's `(keys, values)`, each `(B, H_s, N, D_s)`, checked against the receiver's prompt."""
+        num_prompt = self.get_seq_length()
         sharer_len = 0 if self.sharer_cache is None else self.sharer_cache.get_seq_length()
-        if sharer_len != num_fused:
+        if sharer_len != num_prompt:
             raise ValueError(
-                f"Cannot fuse: the receiver cache holds {num_fused} prompt tokens but the sharer cache holds "
+                f"Cannot fuse: the receiver cache holds {num_prompt} prompt tokens but the sharer cache holds "
                 f"{sharer_len}; both must come from prefills over the same positions."
             )
-        # Inference reads every hard gate in one host transfer, not one per layer and branch.
-        open_kv = [(None, None)] * len(self.layers) if fuser.training else fuser.open_gates().tolist()
-        for receiver_idx, layer in enumerate(self.layers if num_fused > 0 else []):
-            sharer_layer = self.sharer_cache.layers[fuser.layer_map[receiver_idx]]
-            stored = layer.keys.shape[-2]  # == num_fused, or the window tail for a sliding layer
-            sharer_keys = sharer_layer.keys[..., -stored:, :]  # (B, H_s, stored, D_s)
-            sharer_values = sharer_layer.values[..., -stored:, :]
-            layer.keys, layer.values = fuser(
-                receiver_idx, sharer_keys, sharer_values, layer.keys, layer.values, open_kv[receiver_idx]
-            )  # (B, H_r, stored, D_r) each
+        return [(layer.keys, layer.values) for layer in self.sharer_cache.layers]
+
+    def store_fused_prompt(self, fused_kv: KV) -> None:
+        """Replace every layer's prompt KV by its fused KV (same shapes); the sharer cache is released."""
+        if self.is_fused:
+            raise RuntimeError("This C2CCache is already fused: only the prompt is fused, once.")
+        if fused_kv:
+            for layer, (keys, values) in zip(self.layers, fused_kv, strict=True):
+                if keys.shape != layer.keys.shape or values.shape != layer.values.shape:
+                    raise ValueError(
+                        f"Fused KV of shape {tuple(keys.shape)} does not replace the stored {tuple(layer.keys.shape)}."
+                    )
+                layer.keys, layer.values = keys, values
         self.sharer_cache = None
         self.is_fused = True
 

@@ -7,12 +7,12 @@ import sys
 
 # sub-command -> (module, one-line description); each module exposes `main(argv: list[str]) -> None`.
 COMMANDS = {
-    "demo": ("c2c_hf.demo", "the main job: a knowledge-transfer world that shows C2C working on a CPU (no Hub)"),
-    "train": ("c2c_hf.train_cli", "train a fuser with the stock Trainer on a receiver/sharer pair"),
-    "eval": ("c2c_hf.evaluation", "compare receiver, sharer, text-to-text, routing and C2C on benchmarks"),
-    "push": ("c2c_hf.hub", "upload a saved C2C checkpoint (fuser, config, code, model card) to the Hub"),
-    "import-rosetta": ("c2c_hf.rosetta", "convert a fuser released by the C2C authors into a c2c_hf checkpoint"),
-    "analyze": ("c2c_hf.analysis", "the paper's analyses (enrichment, transfer, rank, progressive, gates): JSON + PNG"),
+    "demo": ("c2c_hf.demo.command", "the main job: a knowledge-transfer world that shows C2C working on a CPU (no Hub)"),
+    "train": ("c2c_hf.commands.train", "train a fuser with the stock Trainer on a receiver/sharer pair"),
+    "eval": ("c2c_hf.evaluation.command", "compare receiver, sharer, text-to-text, routing and C2C on benchmarks"),
+    "push": ("c2c_hf.commands.push", "upload a saved C2C checkpoint (fuser, config, code, model card) to the Hub"),
+    "import-rosetta": ("c2c_hf.integrations.rosetta", "convert a fuser released by the C2C authors into a c2c_hf checkpoint"),
+    "analyze": ("c2c_hf.analysis.command", "the paper's analyses (enrichment, transfer, rank, progressive, gates): JSON + PNG"),
 }
 
 

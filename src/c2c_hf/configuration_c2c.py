@@ -8,9 +8,9 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .alignment import ALIGNMENTS as TOKEN_ALIGNMENT_STRATEGIES
+from .fuser import FUSIONS
 
 LAYER_MAP_STRATEGIES = ("terminal", "proportional")
-FUSION_MODES = ("gated", "weighted", "projection")
 
 
 def kv_shape(config: PreTrainedConfig) -> tuple[int, int, int]:
@@ -149,12 +149,13 @@ class C2CConfig(PreTrainedConfig):
             )
         if not 0.0 <= self.fuser_dropout < 1.0:
             raise ValueError(f"fuser_dropout must be in [0, 1), got {self.fuser_dropout!r}.")
-        if self.fusion not in FUSION_MODES:
-            raise ValueError(f"Unknown fusion {self.fusion!r}: use one of {FUSION_MODES}.")
-        if self.fuser_zero_init and self.fusion == "projection":
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"Unknown fusion {self.fusion!r}: use one of {tuple(FUSIONS)}.")
+        if self.fuser_zero_init and not FUSIONS[self.fusion].residual:
+            residual = tuple(name for name, branch in FUSIONS.items() if branch.residual)
             raise ValueError(
-                "fuser_zero_init=True starts the fuser as the receiver, but fusion='projection' replaces the "
-                "receiver's KV by the projection, which would start at zero: use fusion='gated' or 'weighted', or "
+                f"fuser_zero_init=True starts the fuser as the receiver, but fusion={self.fusion!r} replaces the "
+                f"receiver's KV by the projection, which would start at zero: use a residual fusion {residual}, or "
                 "fuser_zero_init=False."
             )
         for name in ("gate_temperature_start", "gate_temperature_end"):
@@ -176,6 +177,18 @@ class C2CConfig(PreTrainedConfig):
     def sharer_kv_shape(self) -> tuple[int, int, int]:
         """`(num_layers, num_kv_heads, head_dim)` of the sharer."""
         return kv_shape(self.sharer_config)
+
+    def check_base(self, role: str, model) -> None:
+        """Refuse a `role` ("receiver" / "sharer") base model whose KV cache is not the one this config describes."""
+        expected = self.receiver_kv_shape if role == "receiver" else self.sharer_kv_shape
+        found = kv_shape(model.config.get_text_config(decoder=True))
+        if found != expected:
+            name = getattr(self, f"{role}_name_or_path") or ""
+            raise ValueError(
+                f"The fuser was built for a {role} {name} with KV cache (layers, kv heads, head dim) = {expected}, "
+                f"but the {role} given ({model.name_or_path or type(model).__name__}) has {found}. Load this fuser "
+                f"with the {role} it was trained for, or train a new fuser for this pair."
+            )
 
     def resolved_layer_map(self) -> list[int]:
         """The sharer layer index for each receiver layer."""

@@ -5,6 +5,7 @@ template including the generation prompt) followed by the response (the final as
 KV of prompt positions `[0, P-1)`, then runs the last prompt token and the response on the fused cache; only the
 response is supervised. `build_features` writes `input_ids`, `labels` and `fuse_length` (= prompt tokens - 1);
 `C2CDataCollator` left-pads prompts and right-pads responses so one split (`fuse_length`) serves a whole batch.
+Multiple-choice examples are `MCItem`s asked with `format_prompt`, the prompt the evaluation asks with too.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
-
-from .benchmarks import MCItem, format_prompt
 
 if TYPE_CHECKING:
     from .cache import C2CCache
@@ -46,6 +45,43 @@ _FEATURES = datasets.Features(
         "_status": datasets.Value("int8"),
     }
 )
+
+
+def choice_letters(num_choices: int) -> tuple[str, ...]:
+    """The labels of `num_choices` choices: "A", "B", ..."""
+    return tuple(string.ascii_uppercase[:num_choices])
+
+
+@dataclass(frozen=True)
+class MCItem:
+    """One multiple-choice question; `gold` indexes `choices`."""
+
+    benchmark: str
+    id: str
+    question: str
+    choices: tuple[str, ...]
+    gold: int
+    subject: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 2 <= len(self.choices) <= len(string.ascii_uppercase):
+            raise ValueError(f"{self.id}: {len(self.choices)} choices (need 2..26)")
+        if not 0 <= self.gold < len(self.choices):
+            raise ValueError(f"{self.id}: gold {self.gold} out of range for {len(self.choices)} choices")
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        """The choice labels, "A", "B", ... one per choice."""
+        return choice_letters(len(self.choices))
+
+
+def format_prompt(item: MCItem) -> str:
+    """The one plain multiple-choice prompt that training and every evaluated method use: question, lettered choices,
+    instruction."""
+    letters = item.letters
+    options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(letters, item.choices))
+    valid = ", ".join(letters[:-1]) + f" or {letters[-1]}"
+    return f"{item.question}\n\n{options}\n\nAnswer with the letter of the correct choice ({valid}) only."
 
 
 @dataclass
@@ -77,7 +113,7 @@ def detect_format(column_names: Sequence[str]) -> str:
 
 
 def _answer_index(answer: Any, num_choices: int, index: int) -> int:
-    letters = string.ascii_uppercase[:num_choices]
+    letters = choice_letters(num_choices)
     if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < num_choices:
         return answer
     if isinstance(answer, str) and answer.strip() in set(letters):

@@ -1,4 +1,4 @@
-"""Hugging Face Hub: model cards for C2C checkpoints, uploads, and the `c2c-hf push` command.
+"""Hugging Face Hub: model cards for C2C checkpoints, and uploads.
 
 A C2C repository holds the fuser, its config, the generation config, the model code and a card; the bases stay in
 their own repositories and `from_pretrained` resolves all three through `huggingface_hub` (cache, revisions, token,
@@ -7,21 +7,21 @@ offline mode).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from .configuration_c2c import C2CConfig
-from .modeling_c2c import C2CForCausalLM
+
+if TYPE_CHECKING:  # the model calls this module when it saves; this module never imports the model
+    from .modeling_c2c import C2CForCausalLM
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"  # shipped inside the package
 CARD_TAGS = ["c2c", "cache-to-cache", "kv-cache-fusion"]
@@ -156,19 +156,6 @@ def write_model_card(
     return card
 
 
-def load_fuser_only(path: str | os.PathLike, **hub_kwargs) -> C2CForCausalLM:
-    """A C2C checkpoint with its bases on the meta device: enough to save, push or describe it, nothing downloaded
-    but the C2C repo itself (`hub_kwargs`: `revision`, `cache_dir`, `token`, `local_files_only`).
-
-    A checkpoint with a receiver LoRA loads its real receiver (the LoRA weights need real base layers to live in).
-    """
-    config = C2CConfig.from_pretrained(path, **hub_kwargs)
-    with torch.device("meta"):
-        receiver = None if config.receiver_lora else AutoModelForCausalLM.from_config(config.text_config)
-        sharer = AutoModelForCausalLM.from_config(config.sharer_config)
-    return C2CForCausalLM.from_pretrained(path, config=config, receiver=receiver, sharer=sharer, **hub_kwargs)
-
-
 def push_to_hub(
     model: C2CForCausalLM,
     repo_id: str,
@@ -191,6 +178,8 @@ def push_to_hub(
     Takes the arguments of `PreTrainedModel.push_to_hub`, whose own upload would replace the card with the repo's
     current one or a generic card.
     """
+    # One commit built here rather than `HfApi.upload_folder`, which may split a folder into several commits (with
+    # hf_xet installed): a C2C repo's config, code and fuser weights must change together.
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,42 +204,4 @@ def push_to_hub(
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`c2c-hf push DIR org/name`: upload a saved C2C checkpoint (bases not needed, not uploaded) with its card."""
-    parser = argparse.ArgumentParser(prog="c2c-hf push", description=main.__doc__)
-    parser.add_argument("directory", help="a C2C checkpoint saved with save_pretrained")
-    parser.add_argument("repo_id", help="target Hub repo, e.g. my-org/c2c-qwen3-0.6b-qwen2.5-0.5b")
-    parser.add_argument("--revision", help="branch to push to (created if missing)")
-    parser.add_argument("--private", action="store_true", help="create the repo as private")
-    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--token", help="Hub token (default: the logged-in one)")
-    parser.add_argument("--commit-message", default="Upload C2C fuser")
-    parser.add_argument("--training-data", help=f"training data, for the card (default: from DIR/{TRAINING_FILE})")
-    parser.add_argument("--training-steps", help=f"optimizer steps, for the card (default: from DIR/{TRAINING_FILE})")
-    parser.add_argument("--results", help=f"markdown evaluation table for the card (default: DIR/{RESULTS_FILE})")
-    args = parser.parse_args(argv)
-
-    directory = Path(args.directory)
-    model = load_fuser_only(directory)
-    tokenizer = AutoTokenizer.from_pretrained(directory) if (directory / "tokenizer_config.json").is_file() else None
-    results = Path(args.results) if args.results else directory / RESULTS_FILE
-    evaluation_table = results.read_text(encoding="utf-8") if args.results or results.is_file() else None
-    training_file = directory / TRAINING_FILE
-    training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else {}
-    training.update({k: v for k, v in (("data", args.training_data), ("steps", args.training_steps)) if v is not None})
-    commit = push_to_hub(
-        model,
-        args.repo_id,
-        tokenizer=tokenizer,
-        training=training,
-        evaluation_table=evaluation_table,
-        commit_message=args.commit_message,
-        private=args.private or None,
-        token=args.token,
-        revision=args.revision,
-        create_pr=args.create_pr,
-    )
-    print(f"Pushed {directory} to {args.repo_id}: {commit.commit_url}")
-
-
-__all__ = ["card_variables", "load_fuser_only", "main", "push_to_hub", "write_model_card"]
+__all__ = ["CARD_TAGS", "RESULTS_FILE", "TRAINING_FILE", "card_variables", "push_to_hub", "write_model_card"]

@@ -1,0 +1,183 @@
+"""`c2c-hf train`: train a fuser for a receiver/sharer pair on a chat, instruction or multiple-choice dataset.
+
+    c2c-hf train --receiver ID_OR_DIR --sharer ID_OR_DIR --dataset ID_OR_FILES --output_dir DIR [TrainingArguments]
+
+Every `transformers.TrainingArguments` flag works (`--max_steps`, `--learning_rate`, `--bf16`, `--save_steps`,
+`--resume_from_checkpoint`, ...). Multi-process: `torchrun --nproc_per_node N -m c2c_hf.cli train ...` or
+`accelerate launch -m c2c_hf.cli train ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from ..configuration_c2c import LAYER_MAP_STRATEGIES, C2CConfig
+from ..data import C2CDataCollator, build_features, load_dataset_any
+from ..fuser import FUSIONS
+from ..lora import DEFAULT_TARGET_MODULES
+from ..modeling_c2c import C2CForCausalLM
+from ..training import SharerCacheMemo, check_resume_checkpoint, make_trainer
+
+logger = logging.get_logger(__name__)
+
+# `C2CConfig` fields that become `c2c-hf train` flags as they are (type, default and help taken from the config).
+FUSER_FIELDS = (
+    "fuser_hidden_size",
+    "fuser_intermediate_size",
+    "fuser_num_blocks",
+    "fuser_dropout",
+    "fuser_zero_init",
+    "fusion",
+    "gate_init_logit",
+    "gate_temperature_start",
+    "gate_temperature_end",
+)
+
+
+def config_field_help(name: str) -> str:
+    """The paragraph `C2CConfig`'s docstring gives the argument `name` (its `Args:` entries), on one line."""
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in (C2CConfig.__doc__ or "").splitlines():
+        header = re.match(r"^ {8}([\w /]+?) \(`", line)
+        if header:
+            current = []
+            for entry_name in header.group(1).split(" / "):
+                entries[entry_name.strip()] = current
+        elif current is not None and line.startswith(" " * 12):
+            current.append(line.strip())
+        elif line.strip():
+            current = None
+    return " ".join(entries.get(name, []))
+
+
+def fuser_arguments_class() -> type:
+    """A dataclass of the `FUSER_FIELDS` of `C2CConfig`, for `HfArgumentParser` (one definition: the config's)."""
+    config_fields = {f.name: f for f in dataclasses.fields(C2CConfig)}
+    builtins = {"int": int, "float": float, "bool": bool, "str": str}
+    specs = []
+    for name in FUSER_FIELDS:
+        config_field = config_fields[name]
+        field_type = eval(config_field.type, builtins) if isinstance(config_field.type, str) else config_field.type  # the config's own annotation
+        metadata = {"help": config_field_help(name)}
+        if name == "fusion":
+            metadata["choices"] = tuple(FUSIONS)
+        specs.append((name, field_type, field(default=config_field.default, metadata=metadata)))
+    return dataclasses.make_dataclass("FuserArguments", specs)
+
+
+FuserArguments = fuser_arguments_class()
+
+
+@dataclass
+class ModelArguments:
+    """The pair, how it is aligned and loaded, and an optional receiver LoRA."""
+
+    receiver: str = field(metadata={"help": "Receiver causal LM (Hub id or local folder): the model that answers."})
+    sharer: str = field(metadata={"help": "Sharer causal LM (Hub id or local folder) whose cache is fused."})
+    receiver_revision: str | None = field(default=None, metadata={"help": "Revision of the receiver repo."})
+    sharer_revision: str | None = field(default=None, metadata={"help": "Revision of the sharer repo."})
+    base_dtype: str = field(default="float32", metadata={"help": "dtype of the frozen bases (the fuser is fp32)."})
+    layer_map: str = field(
+        default="terminal", metadata={"help": f"{' or '.join(LAYER_MAP_STRATEGIES)}, or comma-separated sharer layers."}
+    )
+    token_alignment: str = field(
+        default="longest",
+        metadata={
+            "help": "longest or first (one sharer token per receiver token), span (the sharer reads the prompt in its "
+            "own tokenization), or none (refuse pairs whose tokenizers differ)."
+        },
+    )
+    receiver_lora_r: int = field(default=0, metadata={"help": "Rank of a LoRA trained on the receiver (0: none)."})
+    receiver_lora_alpha: int = field(default=16)
+    receiver_lora_target_modules: str = field(default=",".join(DEFAULT_TARGET_MODULES))
+
+
+@dataclass
+class DataArguments:
+    """The training data."""
+
+    dataset: list[str] = field(metadata={"help": "Hub dataset id, or local .json/.jsonl/.csv/.parquet files."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_split: str = field(default="train", metadata={"help": "Split (slicing allowed, e.g. train[:50000])."})
+    max_length: int = field(default=1024, metadata={"help": "Longest prompt + response, in receiver tokens."})
+    overflow: str = field(default="drop", metadata={"help": "drop or truncate examples longer than max_length."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message for conversations without one."})
+    reuse_sharer_kv: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the frozen sharer once per distinct prompt and reuse its KV in later epochs (SharerCacheMemo; "
+            "memory: the sharer's KV of every prompt, on the CPU; needs dataloader_num_workers=0)."
+        },
+    )
+
+
+def build_model(args: ModelArguments, fuser_args: FuserArguments | None = None) -> tuple[C2CForCausalLM, object]:
+    """Load both bases and their tokenizers, and wrap them with a fresh fuser; returns (model, receiver tokenizer)."""
+    fuser_args = FuserArguments() if fuser_args is None else fuser_args
+    dtype = getattr(torch, args.base_dtype)
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.receiver, revision=args.receiver_revision)
+    sharer_tokenizer = AutoTokenizer.from_pretrained(args.sharer, revision=args.sharer_revision)
+    receiver = AutoModelForCausalLM.from_pretrained(args.receiver, revision=args.receiver_revision, dtype=dtype)
+    sharer = AutoModelForCausalLM.from_pretrained(args.sharer, revision=args.sharer_revision, dtype=dtype)
+    layer_map = args.layer_map if args.layer_map in LAYER_MAP_STRATEGIES else [int(s) for s in args.layer_map.split(",")]
+    model = C2CForCausalLM.from_base_models(
+        receiver,
+        sharer,
+        receiver_tokenizer=receiver_tokenizer,
+        sharer_tokenizer=sharer_tokenizer,
+        token_alignment=None if args.token_alignment == "none" else args.token_alignment,
+        receiver_revision=args.receiver_revision,
+        sharer_revision=args.sharer_revision,
+        layer_map=layer_map,
+        **dataclasses.asdict(fuser_args),
+    )
+    if args.receiver_lora_r > 0:
+        model.add_receiver_lora(
+            r=args.receiver_lora_r,
+            lora_alpha=args.receiver_lora_alpha,
+            target_modules=args.receiver_lora_target_modules.split(","),
+        )
+    if model.config.token_alignment == "span":
+        logger.warning("Tokenizers differ: span alignment (the sharer reads the prompt in its own tokenization)")
+    elif model.config.token_alignment is not None:
+        logger.warning(f"Tokenizers differ: token map '{model.config.token_alignment}', coverage {model.config.token_alignment_coverage:.1%}")
+    return model, receiver_tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = HfArgumentParser(
+        (ModelArguments, FuserArguments, DataArguments, TrainingArguments), prog="c2c-hf train", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model_args, fuser_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model, tokenizer = build_model(model_args, fuser_args)
+    with training_args.main_process_first(desc="tokenizing"):
+        dataset = load_dataset_any(data_args.dataset, split=data_args.dataset_split, config_name=data_args.dataset_config)
+        features, stats = build_features(
+            dataset, tokenizer, max_length=data_args.max_length, overflow=data_args.overflow,
+            system_prompt=data_args.system_prompt,
+        )  # fmt: skip
+    logger.warning(f"Training data: {stats}")
+    resume = training_args.resume_from_checkpoint
+    if resume == "True" or resume is True:
+        resume = get_last_checkpoint(training_args.output_dir)
+    if resume:
+        check_resume_checkpoint(model, resume)
+    sharer_caches = SharerCacheMemo(model) if data_args.reuse_sharer_kv else None
+    trainer = make_trainer(model, training_args, features, C2CDataCollator.for_tokenizer(tokenizer, sharer_caches))
+    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training_args.output_dir)
+
+
+__all__ = ["DataArguments", "FuserArguments", "ModelArguments", "build_model", "main"]
