@@ -1,4 +1,4 @@
-"""Run every `c2c-hf analyze` analysis on the demo world's trained pair (issue 8).
+"""Run every `c2c-hf analyze` analysis on the demo world's trained pair.
 
     c2c-hf demo --output c2c-demo
     python examples/analysis_demo.py --demo c2c-demo --output docs/results/analysis/demo
@@ -17,9 +17,8 @@ from pathlib import Path
 
 from c2c_hf.analysis import ANALYSES
 from c2c_hf.analysis import main as analyze
-from c2c_hf.benchmarks import format_prompt
-from c2c_hf.demo import answer_text, heldout_questions
-from c2c_hf.world import World
+from c2c_hf.data import format_prompt
+from c2c_hf.demo import World, answer_text, heldout_questions
 
 
 def heldout_rows(demo: Path) -> list[dict[str, str]]:

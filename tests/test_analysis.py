@@ -27,8 +27,9 @@ from c2c_hf.analysis import (
     prefill,
     progressive_fusion,
 )
-from c2c_hf.benchmarks import format_prompt, load_benchmark
-from c2c_hf.evaluation import LM
+from c2c_hf.cli import main as c2c_hf
+from c2c_hf.data import format_prompt
+from c2c_hf.evaluation import LM, load_benchmark
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 WORDS = "the sun is a star water boils at hundred degrees Paris capital of France what which answer letter"
@@ -300,6 +301,17 @@ def test_gate_map_refuses_a_projection_fuser(make_c2c):
         gate_map(model, torch.randint(3, VOCAB, (1, 6)))
 
 
+def test_gate_map_reads_the_dynamic_weights_of_a_fuser_without_gates(make_c2c):
+    model = make_c2c(fusion="weighted")
+    assert not model.fuser.has_gates
+    result = gate_map(model, torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(0)))
+    assert result["open_fraction"] == 1.0 and result["tokens"] == 2 * 6
+    assert all(logit == math.inf for logit in result["gate_logits"]["key"] + result["gate_logits"]["value"])
+    for branch in ("key", "value"):
+        for weights in result["dynamic_weight"][branch]:
+            assert len(weights) == 2 and all(0 < w < 1 for w in weights)
+
+
 def test_analyses_refuse_a_model_in_training_mode(make_c2c):
     model = make_c2c().train()
     with pytest.raises(ValueError, match="eval"):
@@ -353,6 +365,12 @@ def test_cli_writes_json_and_png(checkpoint, tmp_path, analysis, extra):
         assert set(report["result"]["curves"]) == {"last", "first"} and report["result"]["n"] == 2
     if analysis == "enrichment":
         assert report["result"]["n"] == 4
+
+
+def test_c2c_hf_analyze_runs_the_analysis_command(checkpoint, tmp_path):
+    c2c_hf(["analyze", "gates", "--model", str(checkpoint / "c2c"), "--data", str(checkpoint / "data.jsonl"),
+            "--output", str(tmp_path)])  # fmt: skip
+    assert json.loads((tmp_path / "gates.json").read_text())["analysis"] == "gates"
 
 
 def test_cli_needs_data(checkpoint, tmp_path):

@@ -15,16 +15,13 @@ format and the model card pick it up from `FUSIONS`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from transformers import PreTrainedConfig
 
 from .alignment import STRATEGIES
 from .cache import KV
-
-if TYPE_CHECKING:
-    from .configuration_c2c import C2CConfig
 
 
 class C2CResidualBlock(nn.Module):
@@ -64,6 +61,7 @@ class C2CFuserBranch(nn.Module):
     """The projection path every fusion shares: `[X_s (, X_r)]` flattened per token -> Linear -> shared block ->
     projection blocks -> Linear -> `P: (B, H_r, N, D_r)`. Subclasses say how `P` meets the receiver's `X_r`.
 
+    `config` is the model's `C2CConfig` (typed by its base class: the config module imports this one's registry).
     Class attributes: `reads_receiver` (`X_r` is an input of the projection), `residual` (the output is `X_r` plus a
     contribution, so a zero projection leaves the receiver as it is), `has_gate` (a learnable layer gate).
     """
@@ -72,7 +70,7 @@ class C2CFuserBranch(nn.Module):
     residual = True
     has_gate = False
 
-    def __init__(self, sharer_heads: int, sharer_head_dim: int, receiver_heads: int, receiver_head_dim: int, config: C2CConfig):
+    def __init__(self, sharer_heads: int, sharer_head_dim: int, receiver_heads: int, receiver_head_dim: int, config: PreTrainedConfig):
         super().__init__()
         self.receiver_heads, self.receiver_head_dim = receiver_heads, receiver_head_dim
         hidden, intermediate, dropout = config.fuser_hidden_size, config.fuser_intermediate_size, config.fuser_dropout
@@ -124,7 +122,7 @@ class WeightedFusion(C2CFuserBranch):
     """`X_r + w * P([X_s, X_r])`: the dynamic weight `w` (shared features -> block -> Linear(hidden -> H_r) ->
     sigmoid) scales the projection per token and KV head."""
 
-    def __init__(self, sharer_heads: int, sharer_head_dim: int, receiver_heads: int, receiver_head_dim: int, config: C2CConfig):
+    def __init__(self, sharer_heads: int, sharer_head_dim: int, receiver_heads: int, receiver_head_dim: int, config: PreTrainedConfig):
         super().__init__(sharer_heads, sharer_head_dim, receiver_heads, receiver_head_dim, config)
         self.weight_block = C2CResidualBlock(config.fuser_hidden_size, config.fuser_hidden_size, config.fuser_dropout)
         self.weight_head = nn.Linear(config.fuser_hidden_size, receiver_heads)
@@ -152,7 +150,7 @@ class GatedFusion(WeightedFusion):
 
     has_gate = True
 
-    def __init__(self, sharer_heads: int, sharer_head_dim: int, receiver_heads: int, receiver_head_dim: int, config: C2CConfig):
+    def __init__(self, sharer_heads: int, sharer_head_dim: int, receiver_heads: int, receiver_head_dim: int, config: PreTrainedConfig):
         super().__init__(sharer_heads, sharer_head_dim, receiver_heads, receiver_head_dim, config)
         self.gate_logit = nn.Parameter(torch.tensor(float(config.gate_init_logit)))
 
@@ -179,7 +177,7 @@ class GatedFusion(WeightedFusion):
 class C2CLayerFuser(nn.Module):
     """The K and V branches for one receiver layer, of the config's fusion variant."""
 
-    def __init__(self, sharer_shape: tuple[int, int], receiver_shape: tuple[int, int], config: C2CConfig):
+    def __init__(self, sharer_shape: tuple[int, int], receiver_shape: tuple[int, int], config: PreTrainedConfig):
         super().__init__()
         branch_class = FUSIONS[config.fusion]
         self.key = branch_class(*sharer_shape, *receiver_shape, config)
@@ -207,7 +205,7 @@ class C2CFuser(nn.Module):
     "longest" / "first"), so that a checkpoint's one weights file carries everything built for the pair.
     """
 
-    def __init__(self, config: C2CConfig):
+    def __init__(self, config: PreTrainedConfig):
         super().__init__()
         receiver_layers, receiver_heads, receiver_head_dim = config.receiver_kv_shape
         _, sharer_heads, sharer_head_dim = config.sharer_kv_shape

@@ -1,5 +1,8 @@
 """Hugging Face Hub: model cards for C2C checkpoints, and uploads.
 
+The model calls this module when it saves (`save_pretrained` writes the card); this module never imports the model,
+so `model` arguments are typed `PreTrainedModel` and are always a `C2CForCausalLM`.
+
 A C2C repository holds the fuser, its config, the generation config, the model code and a card; the bases stay in
 their own repositories and `from_pretrained` resolves all three through `huggingface_hub` (cache, revisions, token,
 offline mode).
@@ -11,17 +14,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .configuration_c2c import C2CConfig
-
-if TYPE_CHECKING:  # the model calls this module when it saves; this module never imports the model
-    from .modeling_c2c import C2CForCausalLM
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"  # shipped inside the package
 CARD_TAGS = ["c2c", "cache-to-cache", "kv-cache-fusion"]
@@ -52,7 +52,7 @@ def _demote_headings(markdown: str) -> str:
 
 
 def card_variables(
-    model: C2CForCausalLM,
+    model: PreTrainedModel,
     repo_id: str,
     training: dict[str, Any] | None = None,
     evaluation_table: str | None = None,
@@ -120,7 +120,7 @@ def card_variables(
 
 
 def write_model_card(
-    model: C2CForCausalLM,
+    model: PreTrainedModel,
     save_directory: str | os.PathLike,
     training: dict[str, Any] | None = None,
     evaluation_table: str | None = None,
@@ -157,7 +157,7 @@ def write_model_card(
 
 
 def push_to_hub(
-    model: C2CForCausalLM,
+    model: PreTrainedModel,
     repo_id: str,
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
