@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from tiny_models import build, receiver_config, sharer_configs, word_tokenizer
 from transformers import AutoModelForCausalLM
 
-from c2c_hf import C2CForCausalLM, hub
+from c2c_hf import C2CForCausalLM
 from c2c_hf.commands import push
 from c2c_hf.integrations import rosetta
 

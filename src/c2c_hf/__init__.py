@@ -4,17 +4,27 @@ Importing this package registers `C2CConfig` and `C2CForCausalLM` with `AutoConf
 `AutoModelForCausalLM`.
 """
 
+import importlib
+
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .alignment import SpanAligner, SpanAlignment, TokenMap, build_token_map
-from .data import MCItem, format_prompt
-from .evaluation.tasks import extract_choice, load_benchmark
 from .cache import C2CCache
 from .configuration_c2c import C2CConfig, build_layer_map, kv_shape
-from .data import C2CDataCollator, build_features, load_dataset_any
+from .data import C2CDataCollator, MCItem, build_features, format_prompt, load_dataset_any
 from .fuser import FUSIONS, C2CFuser, register_fusion
 from .modeling_c2c import C2CForCausalLM, C2CPreTrainedModel, C2CPromptOutput
 from .training import GateTemperatureCallback, SharerCacheMemo, check_resume_checkpoint, make_trainer
+
+# Names of the evaluation package re-exported here; imported on first use, so that `import c2c_hf` loads the core only.
+_EVALUATION_NAMES = {"extract_choice": "c2c_hf.evaluation.tasks", "load_benchmark": "c2c_hf.evaluation.tasks"}
+
+
+def __getattr__(name: str):
+    if name in _EVALUATION_NAMES:
+        return getattr(importlib.import_module(_EVALUATION_NAMES[name]), name)
+    raise AttributeError(f"module 'c2c_hf' has no attribute {name!r}")
+
 
 AutoConfig.register(C2CConfig.model_type, C2CConfig, exist_ok=True)
 AutoModel.register(C2CConfig, C2CForCausalLM, exist_ok=True)
@@ -23,6 +33,7 @@ AutoModelForCausalLM.register(C2CConfig, C2CForCausalLM, exist_ok=True)
 __version__ = "0.1.0"
 
 __all__ = [
+    "FUSIONS",
     "C2CCache",
     "C2CConfig",
     "C2CDataCollator",
@@ -30,7 +41,6 @@ __all__ = [
     "C2CFuser",
     "C2CPreTrainedModel",
     "C2CPromptOutput",
-    "FUSIONS",
     "GateTemperatureCallback",
     "MCItem",
     "SharerCacheMemo",

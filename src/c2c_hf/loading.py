@@ -107,8 +107,9 @@ class C2CCheckpointMixin:
         receiver_tokenizer: PreTrainedTokenizerBase | None = None,
         sharer_tokenizer: PreTrainedTokenizerBase | None = None,
         **kwargs,
-    ) -> C2CForCausalLM:
-        """Load the fuser (always fp32) from a C2C checkpoint, then the receiver and sharer from their own repos.
+    ) -> PreTrainedModel:
+        """Load the fuser (always fp32) from a C2C checkpoint, then the receiver and sharer from their own repos; returns
+        a `C2CForCausalLM`.
 
         `dtype`, `device_map`, `attn_implementation` and the Hub options (`cache_dir`, `token`, `local_files_only`,
         `force_download`) reach both bases; `revision` selects the C2C repo's revision, the bases use the revisions
@@ -196,4 +197,4 @@ class C2CCheckpointMixin:
         return result
 
 
-__all__ = ["BASE_LOAD_KWARGS", "C2CCheckpointMixin", "HUB_KWARGS", "check_fuser_checkpoint", "load_base", "load_tokenizer", "split_load_kwargs"]
+__all__ = ["BASE_LOAD_KWARGS", "HUB_KWARGS", "C2CCheckpointMixin", "check_fuser_checkpoint", "load_base", "load_tokenizer", "split_load_kwargs"]

@@ -13,12 +13,18 @@ Loading the bases (`loading.py`), the receiver LoRA (`lora.py`) and model cards 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, Cache, DynamicCache, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    Cache,
+    DynamicCache,
+    GenerationMixin,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
@@ -33,7 +39,7 @@ from .alignment import (
     position_ids_from_mask,
 )
 from .cache import KV, C2CCache
-from .configuration_c2c import C2CConfig, kv_shape
+from .configuration_c2c import C2CConfig
 from .fuser import C2CFuser, C2COutputProjection
 from .loading import C2CCheckpointMixin
 
