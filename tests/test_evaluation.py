@@ -327,6 +327,34 @@ def test_routing_fit_overrides_confidence():
     assert {p.details["route"] for p in fitted} == {"sharer"} and all(p.correct for p in fitted)
 
 
+
+class FixedScoresAndAnswers(FixedScores):
+    """`FixedScores` whose generated answer names a choice of its own (the gold letter, or a wrong one)."""
+
+    def __init__(self, items: list[MCItem], right: bool, margin: float, answers_right: bool):
+        super().__init__(items, right, margin)
+        self.answers = {}
+        for item in items:
+            choice = item.gold if answers_right else (item.gold + 1) % len(item.choices)
+            self.answers[format_prompt(item)] = f"The answer is {item.letters[choice]}."
+
+    def generate(self, user_texts, max_new_tokens):
+        return [(self.answers[text], 5) for text in user_texts]
+
+
+def test_routing_fit_in_generate_mode_judges_each_model_by_its_generated_answer():
+    """In generate mode the routed models answer by generating, so the router learns which one generates the right
+    answer, even where their letter scores say the opposite."""
+    items = load_benchmark("arc_challenge", FIXTURES / "arc_challenge.jsonl")
+    # Letter scores: the receiver looks right and the sharer wrong; generated answers: the other way round.
+    receiver = FixedScoresAndAnswers(items, right=True, margin=1.0, answers_right=False)
+    sharer = FixedScoresAndAnswers(items, right=False, margin=5.0, answers_right=True)
+    routing = Routing(receiver, sharer, Scoring("generate"))
+    assert routing.fit(items, batch_size=2) == len(items)
+    fitted = routing.answer(items)
+    assert {p.details["route"] for p in fitted} == {"sharer"} and all(p.correct for p in fitted)
+
+
 # --------------------------------------------------------------------------- statistics
 
 

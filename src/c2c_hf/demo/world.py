@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .benchmarks import MCItem
+from ..data import MCItem
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "city": ("Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo", "Dublin", "Vienna"),

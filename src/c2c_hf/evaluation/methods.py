@@ -165,14 +165,22 @@ class Routing(Method):
 
     @torch.no_grad()
     def fit(self, items: Sequence[MCItem], batch_size: int = 1) -> int:
-        """Fit the router on `items` (each model judged by its choice scores); returns the informative items used
-        (those where exactly one model is right). With none, the router stays unfitted (routes by confidence)."""
+        """Fit the router on `items`; returns the informative items used (those where exactly one model is right).
+        Each model is judged as it will answer: by its choice scores, or, in generate mode, by its generated answer.
+        With no informative item the router stays unfitted (routes by confidence)."""
         features, labels = [], []
         for start in tqdm(range(0, len(items), batch_size), desc="routing fit", unit="batch"):
             batch = items[start : start + batch_size]
             x, receiver_scores, sharer_scores = self.features(batch)
-            receiver_right = torch.tensor([int(s.argmax()) == item.gold for s, item in zip(receiver_scores, batch)])
-            sharer_right = torch.tensor([int(s.argmax()) == item.gold for s, item in zip(sharer_scores, batch)])
+            if self.scoring.mode == "generate":
+                questions = [self.scoring.question(item) for item in batch]
+                receiver_right, sharer_right = (
+                    torch.tensor([p.correct for p in respond(lm, batch, questions, self.scoring)])
+                    for lm in (self.receiver, self.sharer)
+                )
+            else:
+                receiver_right = torch.tensor([int(s.argmax()) == item.gold for s, item in zip(receiver_scores, batch)])
+                sharer_right = torch.tensor([int(s.argmax()) == item.gold for s, item in zip(sharer_scores, batch)])
             informative = receiver_right != sharer_right
             features.append(x[informative])
             labels.append(sharer_right[informative])
