@@ -1,1 +1,2 @@
-"""Benchmarks for c2c_hf (run outside CI; results under docs/results/)."""
+"""The performance runner of c2c_hf (`python -m perf.run`, `python -m perf.fuser_sizes`; run outside CI, results
+under docs/results/perf/ and docs/results/train-step/)."""

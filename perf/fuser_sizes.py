@@ -1,8 +1,8 @@
-"""Fuser size vs accuracy and cost in the demo world (issue 9, part 3): which fuser should a user pick?
+"""Fuser size vs accuracy and cost in the demo world: which fuser should a user pick?
 
     c2c-hf demo --output c2c-demo
-    python -m benchmarks.fuser_sizes --demo c2c-demo --sizes 16 64 256 1024 --output docs/results/perf/fuser-sizes
-    python -m benchmarks.fuser_sizes --demo c2c-demo --sizes 256 --learning-rates 1e-3 3e-4 --output ...
+    python -m perf.fuser_sizes --demo c2c-demo --sizes 16 64 256 1024 --output docs/results/perf/fuser-sizes
+    python -m perf.fuser_sizes --demo c2c-demo --sizes 256 --learning-rates 1e-3 3e-4 --output ...
 
 Over the demo's own trained receiver and sharer (its `receiver/` and `sharer/` folders), one fuser per hidden size,
 number of blocks and learning rate is trained as the demo trains its fuser (same data, steps, schedule and seed;
@@ -28,15 +28,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf import C2CForCausalLM
 from c2c_hf.demo import DemoConfig, fuser_dataset, heldout_questions, train_fuser
+from c2c_hf.demo.world import World
 from c2c_hf.evaluation import LM, Direct, Scoring, evaluate, summarize
-from c2c_hf.world import World
 
-from .run import fuse_all_layers
+from .bench import fuse_all_layers
 
 
 def run_size(config: DemoConfig, demo: Path, world: World, scoring: Scoring) -> dict:
     """Train and evaluate the fuser `config` describes (`fuser_hidden_size`, `fuser_num_blocks`, `fuser_lr`)."""
-    receiver_tokenizer, sharer_tokenizer = (AutoTokenizer.from_pretrained(demo / role) for role in ("receiver", "sharer"))
+    receiver_tokenizer, sharer_tokenizer = (
+        AutoTokenizer.from_pretrained(demo / role) for role in ("receiver", "sharer")
+    )
     receiver, sharer = (AutoModelForCausalLM.from_pretrained(demo / role).eval() for role in ("receiver", "sharer"))
     torch.manual_seed(config.seed + 3)  # as the demo seeds its fuser
     model = C2CForCausalLM.from_base_models(
@@ -46,10 +48,18 @@ def run_size(config: DemoConfig, demo: Path, world: World, scoring: Scoring) -> 
     )  # fmt: skip
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        train_fuser(model, receiver_tokenizer, fuser_dataset(world, config.fuser_questions_per_fact, config.seed), config, workdir)
+        train_fuser(
+            model,
+            receiver_tokenizer,
+            fuser_dataset(world, config.fuser_questions_per_fact, config.seed),
+            config,
+            workdir,
+        )
     train_seconds = time.perf_counter() - began
     heldout = heldout_questions(world, config.seed)
-    predictions = evaluate([Direct("c2c", LM(model, receiver_tokenizer), scoring)], {"heldout": heldout})["c2c"]["heldout"]
+    predictions = evaluate([Direct("c2c", LM(model, receiver_tokenizer), scoring)], {"heldout": heldout})["c2c"][
+        "heldout"
+    ]
     return {
         "hidden_size": config.fuser_hidden_size,
         "num_blocks": config.fuser_num_blocks,
@@ -66,13 +76,16 @@ def run_size(config: DemoConfig, demo: Path, world: World, scoring: Scoring) -> 
 def fuser_forward_seconds(model: C2CForCausalLM, tokenizer, text: str, repeats: int = 20) -> float:
     """Median time of the fuser over every receiver layer of one prompt's caches (random KV of those shapes)."""
     length = len(tokenizer(text)["input_ids"])
-    (layers, h_r, d_r), (_, h_s, d_s) = model.config.receiver_kv_shape, model.config.sharer_kv_shape
-    sharer_kv, receiver_kv = torch.randn(2, 1, h_s, length, d_s), torch.randn(2, 1, h_r, length, d_r)
-    kv = [(sharer_kv[0], sharer_kv[1], receiver_kv[0], receiver_kv[1])] * layers
+    (receiver_layers, h_r, d_r), (sharer_layers, h_s, d_s) = (
+        model.config.receiver_kv_shape,
+        model.config.sharer_kv_shape,
+    )
+    receiver_kv = [(torch.randn(1, h_r, length, d_r), torch.randn(1, h_r, length, d_r))] * receiver_layers
+    sharer_kv = [(torch.randn(1, h_s, length, d_s), torch.randn(1, h_s, length, d_s))] * sharer_layers
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fuse_all_layers(model.fuser, kv)
+        fuse_all_layers(model.fuser, receiver_kv, sharer_kv)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

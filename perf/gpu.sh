@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark runner on one CUDA GPU, bases in bf16, in under 5 minutes: shape sets small and paper, and real when
+# The performance runner on one CUDA GPU, bases in bf16, in under 5 minutes: shape sets small and paper, and real when
 # its two model folders exist.
 #
-#   bash benchmarks/gpu.sh [OUTPUT_DIR]      # default: $OUT, else docs/results/perf-gpu
+#   bash perf/gpu.sh [OUTPUT_DIR]      # default: $OUT, else docs/results/perf-gpu
 #
 # Environment: PYTHON (default python3), C2C_REAL_MODELS (default ~/.cache/c2c-real-models), BUDGET_S (hard stop,
 # default 290 s). Needs the project's dependencies (pyproject.toml: transformers >= 5.24, datasets, ...); src/ is put
@@ -24,7 +24,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HU
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 status=0
-timeout "${BUDGET_S:-290}" "${PYTHON:-python3}" -m benchmarks.run \
+timeout "${BUDGET_S:-290}" "${PYTHON:-python3}" -m perf.run \
   --device cuda --dtype bfloat16 --shapes "${shapes[@]}" --models "$models" \
   --repeats 3 --warmup 1 --output "$output" 2>&1 | tee "$output/run.log" || status=$?
 if [[ $status -eq 124 ]]; then

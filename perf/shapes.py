@@ -1,10 +1,10 @@
-"""Shape sets of the benchmark runner: receiver/sharer pairs with their tokenizers, and fuser sizes.
+"""Shape sets of the performance runner: receiver/sharer pairs with their tokenizers, and fuser sizes.
 
 - `tiny`: Qwen3-shaped receiver (4 layers, hidden 64) and Llama-shaped sharer (6 layers, hidden 96), vocab 512;
   for tests and quick checks.
-- `small`: the issue's small pair, random weights: Qwen3-shaped receiver (8 layers, hidden 512, 8 heads of 64, 4 KV
-  heads, MLP 1536, untied embeddings) = 57.9M parameters and Qwen2-shaped sharer (6 layers, hidden 384, 6 heads of
-  64, 2 KV heads, MLP 1024, untied) = 34.0M, both with a 32,000-token vocabulary.
+- `small`: the pair the performance targets were set on, random weights: Qwen3-shaped receiver (8 layers, hidden
+  512, 8 heads of 64, 4 KV heads, MLP 1536, untied embeddings) = 57.9M parameters and Qwen2-shaped sharer (6
+  layers, hidden 384, 6 heads of 64, 2 KV heads, MLP 1024, untied) = 34.0M, both with a 32,000-token vocabulary.
 - `paper`: the paper's pair shapes, random weights: Qwen3-0.6B-shaped receiver (596M) and Qwen2.5-0.5B-shaped
   sharer (494M), vocabulary 151,936.
 - `real`: SmolLM2-135M-Instruct receiver and Qwen2.5-Coder-0.5B-Instruct sharer loaded from a local folder; their
@@ -41,7 +41,7 @@ FUSERS = {
     "tiny": {"fuser_hidden_size": 64, "fuser_num_blocks": 3},
 }
 # The authors' code (thu-nics/C2C, transformers 4.52.4, torch 2.13 CPU, fp32, 2 threads, random weights, 128-token
-# prompt), as quoted in issue 9.
+# prompt), measured by the project on the same kind of machine.
 AUTHORS_TRAIN_RATIO = 6.3  # their training forward + backward / the two plain forwards, small pair, batch 1
 REFERENCE = {
     "small": "time to first token: receiver 111 ms, both plain prefills 155 ms, C2C 504 ms (3.3x the plain "

@@ -1,4 +1,4 @@
-"""The benchmark runner (`python -m benchmarks.run`) end to end on the tiny shape set, every section, in seconds."""
+"""The performance runner (`python -m perf.run`) end to end on the tiny shape set, every section, in seconds."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, which holds `benchmarks/`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, which holds `perf/`
 
-from benchmarks import run
+from perf import run
 
 TINY_RUN = [
     "--shapes", "tiny", "--fuser", "tiny", "--prompt-tokens", "16", "--new-tokens", "3", "--decode-steps", "3", "--hint-tokens", "4", "8",
@@ -33,7 +33,7 @@ def test_report_has_every_section_target_and_positive_figures(written):
     assert report["machine"]["cpu"] and report["machine"]["torch"] and report["machine"]["transformers"]
 
     # Every target that applies to this shape set is checked and printed with its bound and verdict.
-    expected = {(t.section, t.metric) for t in run.issue_targets([4, 8]) if t.shapes is None}
+    expected = {(t.section, t.metric) for t in run.performance_targets([4, 8]) if t.shapes is None}
     assert {(row["section"], row["metric"]) for row in report["targets"]} == expected
     for row in report["targets"]:
         assert row["met"] == run.Target(row["section"], row["metric"], row["op"], row["bound"]).met(row["value"])

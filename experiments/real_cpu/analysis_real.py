@@ -1,11 +1,11 @@
-"""The paper's analyses (`c2c-hf analyze`) on the real CPU pair, SmolLM2-135M-Instruct <- Qwen2.5-Coder-0.5B (issue 8).
+"""The paper's analyses (`c2c-hf analyze`) on the real CPU pair, SmolLM2-135M-Instruct <- Qwen2.5-Coder-0.5B.
 
-    python examples/real_cpu/analysis_real.py --output docs/results/analysis/real
+    python experiments/real_cpu/analysis_real.py --output docs/results/analysis/real
 
 Two fusers of that pair:
-- `general/`: the general fuser (`examples/real_cpu/train_general.sh`), on 64 ARC-Easy test questions (the
+- `general/`: the general fuser (`experiments/real_cpu/train_general.sh`), on 64 ARC-Easy test questions (the
   harness's multiple-choice prompt): transfer, rank, progressive and gates (enrichment needs a context text);
-- `knowledge/`: the open-question knowledge fuser (`examples/real_cpu/knowledge.py`, the checkpoint chosen on
+- `knowledge/`: the open-question knowledge fuser (`experiments/real_cpu/knowledge.py`, the checkpoint chosen on
   validation people) on the 128 held-out open questions, answered with the fact's statement, the enrichment
   oracle's context being that statement: all five analyses.
 """
@@ -21,13 +21,13 @@ from c2c_hf.analysis import ANALYSES
 from c2c_hf.analysis import main as analyze
 
 sys.path.insert(0, str(Path(__file__).parent))
-import knowledge  # this folder's script
+import knowledge_setup  # this folder's scripts
 
 
 def knowledge_rows() -> list[dict[str, str]]:
-    people = knowledge.DEFAULT_PEOPLE
-    world = knowledge.load_world(argparse.Namespace(seed=0, fuser_people=people[0], heldout_people=people[1]))
-    items = knowledge.heldout_items(world, seed=0)
+    people = knowledge_setup.DEFAULT_PEOPLE
+    world = knowledge_setup.load_world(argparse.Namespace(seed=0, fuser_people=people[0], heldout_people=people[1]))
+    items = knowledge_setup.heldout_items(world, seed=0)
     return [{"prompt": i.question, "answer": world.fact_hint(i), "context": world.fact_hint(i)} for i in items]
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--general", type=Path, default=Path("runs/real-cpu/general-qwen2.5-coder-0.5b-instruct"))
-    parser.add_argument("--knowledge", type=Path, default=knowledge.RUNS / "c2c-open-gated-h64")
+    parser.add_argument("--knowledge", type=Path, default=knowledge_setup.RUNS / "c2c-open-gated-h64")
     parser.add_argument("--arc-easy", type=Path, default=Path("../shared/data/benchmarks/arc_easy.jsonl"))
     parser.add_argument("--pairs", nargs="+", choices=("general", "knowledge"), default=["general", "knowledge"])
     parser.add_argument("--analyses", nargs="+", choices=ANALYSES, default=list(ANALYSES))

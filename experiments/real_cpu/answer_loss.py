@@ -1,11 +1,11 @@
-"""Does a general fuser make the right answer more likely? Answer loss, receiver alone vs C2C (issue 7, part 1).
+"""Does a general fuser make the right answer more likely? Answer loss, receiver alone vs C2C.
 
 For benchmark questions asked as `c2c-hf eval --prompt open` asks them (the bare question in the receiver's chat
 template), the loss of the right choice's text as the reply, per token: the receiver alone (`progressive_fusion`'s
 fraction 0) and C2C (fraction 1) on the same prefills. `init` is a fresh fuser with the training script's settings
 (what training starts from). Writes `--output` (JSON) and the same table as markdown beside it (`.md`).
 
-    python examples/real_cpu/answer_loss.py init runs/real-cpu/general-gemma-3-270m \
+    python experiments/real_cpu/answer_loss.py init runs/real-cpu/general-gemma-3-270m \
         --output docs/results/real-cpu/general-answer-loss/answer_loss.json
 """
 
@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 from c2c_hf.analysis import example_from_texts, progressive_fusion
-from c2c_hf.benchmarks import load_benchmark
-from c2c_hf.evaluation import load_models, question_prompt
-from c2c_hf.train_cli import ModelArguments, build_model
+from c2c_hf.commands.train import FuserArguments, ModelArguments, build_model
+from c2c_hf.evaluation import load_benchmark, load_models, question_prompt
 
 MODELS = Path.home() / ".cache/c2c-real-models"
 BENCHMARKS = ("arc_easy", "arc_challenge", "openbookqa")
@@ -67,9 +66,10 @@ def main() -> None:
         if fuser == "init":
             model_args = ModelArguments(
                 receiver=str(args.models / "smollm2-135m-instruct"), sharer=str(args.models / args.sharer),
-                base_dtype=args.dtype, fuser_hidden_size=256, fuser_num_blocks=3, fuser_dropout=0.1,
+                base_dtype=args.dtype,
             )  # fmt: skip
-            model, tokenizer = build_model(model_args)
+            fuser_args = FuserArguments(fuser_hidden_size=256, fuser_num_blocks=3, fuser_dropout=0.1)
+            model, tokenizer = build_model(model_args, fuser_args)
         else:
             model, tokenizer, _ = load_models(fuser, dtype=args.dtype)
         examples = [example_from_texts(row, tokenizer, chat_template=True) for row in rows]

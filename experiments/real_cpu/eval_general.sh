@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# All five methods of a general fuser (issue 7, part 1) on ARC-Easy, ARC-Challenge, OpenBookQA and MMLU-Redux:
+# All five methods of a general fuser on ARC-Easy, ARC-Challenge, OpenBookQA and MMLU-Redux:
 # 500 items each (the same items for every method: --limit 500 --seed 0), batch 1. One report per benchmark and
 # method under docs/results/real-cpu/general-$SHARER/$MODE-$PROMPT/<benchmark>/<method>/; a finished report is
 # skipped when re-run, so the evaluation resumes method by method across sessions. At the end, every finished report
 # of that mode and prompt is merged into one table, .../$MODE-$PROMPT/results.{json,md} and accuracy_latency.png
-# (`c2c-hf eval --merge`).
-#   bash examples/real_cpu/eval_general.sh qwen2.5-coder-0.5b-instruct
-#   METHODS="receiver c2c" BENCHMARKS=arc_easy bash examples/real_cpu/eval_general.sh ...   # a part of it
+# (`c2c-hf eval --merge`). Git keeps the merged results.md the results README cites; the rest stays local.
+#   bash experiments/real_cpu/eval_general.sh qwen2.5-coder-0.5b-instruct
+#   METHODS="receiver c2c" BENCHMARKS=arc_easy bash experiments/real_cpu/eval_general.sh ...   # a part of it
 # The baselines (every method but c2c) need no trained fuser: without a saved model in $MODEL they load the bases
 # from $MODELS (../shared/tools/get-real-models, default ~/.cache/c2c-real-models).
 # MODE=likelihood PROMPT=open (default): the bare question; the answer is the choice text most likely as the reply,
@@ -14,8 +14,8 @@
 # (PROMPT=choices) SmolLM2-135M picks "A" for 94% of ARC-Easy questions in generate mode and 94% in logits mode,
 # so every method sits at chance. Data: ../shared/data/benchmarks (DATA=...). The T2T hint is capped at 64 tokens
 # (HINT_TOKENS) to fit a CPU session: on one thread the 0.5B sharer writes ~11 hints a minute.
-# DTYPE (default bfloat16, what the committed runs used): bf16 bases are fast only on CPUs with bf16 matrix units
-# (AMX, AVX512-BF16); elsewhere (e.g. AVX2 only) a bf16 matmul is ~50x slower than fp32: use DTYPE=float32.
+# DTYPE (default bfloat16, as on the AMX machine; the fp32 runs set float32): bf16 bases are fast only on CPUs with
+# bf16 matrix units (AMX, AVX512-BF16); elsewhere (e.g. AVX2 only) a bf16 matmul is ~50x slower: use DTYPE=float32.
 # BATCH (default 1, the paper's protocol and every latency we compare): a larger batch only to get accuracies sooner
 # (t2t fp32 on one AVX2 thread: 12 s an item at 1, 6.8 s at 16); its latency is a batch's wall clock / BATCH.
 set -euo pipefail

@@ -1,10 +1,10 @@
-"""Training mix for the real-model fusers (issue 7): Alpaca demo + full MMLU test minus MMLU-Redux, as chat jsonl.
+"""Training mix for the real-model general fusers: Alpaca demo + full MMLU test minus MMLU-Redux, as chat jsonl.
 
-    python examples/real_cpu/prepare_data.py --data ../shared/data --output data/real-cpu/train.jsonl
+    python experiments/real_cpu/prepare_data.py --data ../shared/data --output data/real-cpu/train.jsonl
 
 Every row is `{"messages": [...]}` (the `chat` format of `c2c-hf train`): instruction rows keep their response;
 multiple-choice rows are asked as `c2c-hf eval` asks them, in one of two forms (`--mc-form`):
-- `letter`: the lettered prompt (`c2c_hf.benchmarks.format_prompt`) answered with the letter (`--prompt choices`);
+- `letter`: the lettered prompt (`c2c_hf.data.format_prompt`) answered with the letter (`--prompt choices`);
 - `open`: the bare question answered with the right choice's text, what `--mode likelihood --prompt open` scores.
 MMLU questions that appear in MMLU-Redux are removed (matched on normalised question text), ARC is not
 used (ARC-Easy/Challenge are evaluation-only). The rows are shuffled with `--seed`; the output stays out of git
@@ -18,7 +18,8 @@ import json
 import random
 from pathlib import Path
 
-from c2c_hf.benchmarks import format_prompt, load_mmlu_jsonl, load_mmlu_redux
+from c2c_hf.data import format_prompt
+from c2c_hf.evaluation.tasks import load_mmlu_jsonl, load_mmlu_redux
 
 
 def instruction_rows(path: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """Probe a knowledge-task fuser checkpoint: C2C accuracy on the fuser's training people vs on validation people.
 
-    python examples/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/c2c-open-gated-h64/trainer/checkpoint-300
+    python experiments/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/c2c-open-gated-h64/trainer/checkpoint-300
 
 A fuser that transfers the sharer's knowledge scores alike on both; one that memorises its training people's facts
 scores high on them only. Validation people are fuser-group people kept out of training (`--validation-people`),
@@ -20,23 +20,23 @@ import torch
 from transformers import AutoTokenizer
 
 from c2c_hf import C2CForCausalLM
+from c2c_hf.demo.world import ATTRIBUTES
 from c2c_hf.evaluation import LM, PROMPTS, Direct, Scoring, evaluate, summarize
-from c2c_hf.world import ATTRIBUTES
 
 sys.path.insert(0, str(Path(__file__).parent))
-import knowledge  # this folder's script
+import knowledge_setup  # this folder's scripts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--prompt", choices=PROMPTS, default="open")
-    knowledge.add_world_arguments(parser)
+    knowledge_setup.add_world_arguments(parser)
     parser.add_argument("--output", type=Path, help="append one JSON line per checkpoint here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    world = knowledge.load_world(args)
-    trained, validation = knowledge.split_fuser_people(world, args.validation_people)
+    world = knowledge_setup.load_world(args)
+    trained, validation = knowledge_setup.split_fuser_people(world, args.validation_people)
     rng = random.Random("probe")
     groups = {
         name: [world.question(e, a, rng, tag="#probe") for e in people for a in ATTRIBUTES][:64]

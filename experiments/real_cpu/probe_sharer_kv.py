@@ -1,6 +1,6 @@
 """Is a fact linearly decodable from the sharer's prompt cache, for people the decoder never saw?
 
-    python examples/real_cpu/probe_sharer_kv.py --output docs/results/real-cpu/knowledge/sharer-kv-probe.json
+    python experiments/real_cpu/probe_sharer_kv.py --output docs/results/real-cpu/knowledge/sharer-kv-probe.json
 
 A fuser can only transfer what the sharer's cache holds in a code shared across people. This trains, per sharer
 layer, K or V, and attribute, a multinomial logistic regression (L2) from the sharer's KV to the fact's value (8
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from c2c_hf.world import ATTRIBUTES, QUESTIONS, Entity, World
+from c2c_hf.demo.world import ATTRIBUTES, QUESTIONS, Entity, World
 
 sys.path.insert(0, str(Path(__file__).parent))
-import knowledge  # this folder's script
+import knowledge_setup  # this folder's scripts
 
 POSITIONS = ("name", "last_fused", "last", "mean_fused")
 KINDS = ("K", "V", "H")
@@ -50,8 +50,13 @@ def layer_states(output, kind: str) -> torch.Tensor:
 
 @torch.no_grad()
 def sharer_features(
-    people: list[Entity], sharer, sharer_tokenizer, receiver_tokenizer, answer_prefix: bool,
-    positions: tuple[str, ...] = POSITIONS, kinds: tuple[str, ...] = KINDS,
+    people: list[Entity],
+    sharer,
+    sharer_tokenizer,
+    receiver_tokenizer,
+    answer_prefix: bool,
+    positions: tuple[str, ...] = POSITIONS,
+    kinds: tuple[str, ...] = KINDS,
 ) -> list[tuple[str, int, dict, bool]]:
     """Per question: (attribute, value index, {(position, kind): (layers, features)} for the asked positions and kinds,
     whether the sharer's next token after the name is the value's first token). Kinds: K and V `(layers, H_s * D_s)`,
@@ -105,9 +110,7 @@ def probe_accuracy(groups: dict[str, list], feature: tuple[str, str], layer: int
     """Accuracy per group of per-attribute regressions fitted on group `"trained"` (standardised features)."""
     right, total = dict.fromkeys(groups, 0), dict.fromkeys(groups, 0)
     for attribute, values in ATTRIBUTES.items():
-        x = {
-            g: torch.stack([r[2][feature][layer] for r in rows if r[0] == attribute]) for g, rows in groups.items()
-        }
+        x = {g: torch.stack([r[2][feature][layer] for r in rows if r[0] == attribute]) for g, rows in groups.items()}
         y = {g: torch.tensor([r[1] for r in rows if r[0] == attribute]) for g, rows in groups.items()}
         mean, std = x["trained"].mean(0), x["trained"].std(0) + 1e-4
         x = {g: (v - mean) / std for g, v in x.items()}
@@ -120,8 +123,8 @@ def probe_accuracy(groups: dict[str, list], feature: tuple[str, str], layer: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    knowledge.add_world_arguments(parser)
-    knowledge.add_location_arguments(parser)
+    knowledge_setup.add_world_arguments(parser)
+    knowledge_setup.add_location_arguments(parser)
     parser.add_argument("--l2", type=float, default=1e-2)
     parser.add_argument("--answer-prefix", action="store_true", help="append the answer's start (a positive control)")
     parser.add_argument("--positions", nargs="+", choices=POSITIONS, default=POSITIONS)
@@ -130,17 +133,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the sharer's prefills)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    world, (runs, _) = knowledge.load_world(args), knowledge.experiment_dirs(args)
+    world, (runs, _) = knowledge_setup.load_world(args), knowledge_setup.experiment_dirs(args)
     sharer_path = runs / "sharer-private"
     sharer = AutoModelForCausalLM.from_pretrained(sharer_path, dtype=args.dtype).eval()
     sharer_tokenizer = AutoTokenizer.from_pretrained(sharer_path)
-    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / knowledge.RECEIVER)
-    trained, validation = knowledge.split_fuser_people(world, args.validation_people)
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / knowledge_setup.RECEIVER)
+    trained, validation = knowledge_setup.split_fuser_people(world, args.validation_people)
     people = {"trained": trained, "validation": validation, "heldout": world.entities["heldout"]}
     groups = {g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer, args.answer_prefix,
                                  tuple(args.positions), tuple(args.kinds)) for g, p in people.items()}  # fmt: skip
     layers = sharer.config.num_hidden_layers
-    shown_path = sharer_path.relative_to(knowledge.ROOT) if sharer_path.is_relative_to(knowledge.ROOT) else sharer_path
+    shown_path = (
+        sharer_path.relative_to(knowledge_setup.ROOT)
+        if sharer_path.is_relative_to(knowledge_setup.ROOT)
+        else sharer_path
+    )
     report = {
         "sharer": str(shown_path), "people": {g: len(p) for g, p in people.items()},
         "questions": {g: len(rows) for g, rows in groups.items()}, "classes_per_attribute": 8, "l2": args.l2,

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Issue 7, parts 2 and 3, rebuilt on a CPU without bf16 matrix units (AVX2 only), fp32 bases: the sharer of the
+# Private-knowledge transfer rebuilt on a CPU without bf16 matrix units (AVX2 only), fp32 bases: the sharer of the
 # 224 + 32 world (two LoRAs, each checked), the baselines, then the fusion ablation on it with the fixed fuser init
-# (run-knowledge.sh section 6: the three fusions and the open gates, top2 map, 16 wide).
-# Models go to runs/real-cpu/knowledge-fp32/ (not in git), reports to docs/results/real-cpu/knowledge-fp32/.
-# Re-run to resume across sessions: a stage whose report is there is skipped, an unfinished one resumes from its
-# checkpoints on the same machine. Each sharer trains within one session (~2 h for both); the models stay out of git,
+# (run-knowledge.sh section 6: the three fusions and the open gates, top2 map, 16 wide), the layer maps, the width,
+# span alignment and the seeds: every result of docs/results/real-cpu/README.md's knowledge section.
+# Models go to runs/real-cpu/knowledge-fp32/ (not in git), reports to docs/results/real-cpu/knowledge-fp32/ (git
+# keeps the summaries of section 3 and the sharer's probe; the per-run reports with every answer stay local).
+# Re-run to resume: a stage whose report is there is skipped, an unfinished one resumes from its checkpoints on the
+# same machine. Each sharer trains within one session (~2 h for both); the models stay out of git,
 # so on a new machine they are trained again (same seed) before the fusers.
 # Two cores: the sharer trains on both; then two fusers at a time, one thread each.
 set -euo pipefail
-cd "$(dirname "$0")/../../.."
-K=examples/real_cpu/knowledge.py
+cd "$(dirname "$0")/../.."
+K=experiments/real_cpu/knowledge.py
 RUNS=runs/real-cpu/knowledge-fp32 RESULTS=docs/results/real-cpu/knowledge-fp32
 ROOTS=(--runs $RUNS --results $RESULTS --dtype float32)
 W=(--fuser-people 224 --heldout-people 32 --validation-people 16)
@@ -18,17 +20,14 @@ RUN=$RUNS/world-224-32/dense-sharer/recall-sharer REPORT=$RESULTS/world-224-32/d
 
 # 1. The sharers, each trained and checked: the sharer alone on one question
 #    per held-out fact (`sharer-check.json`).
-#    Earlier sharers of this rebuild, two LoRAs as in run-knowledge.sh (their reports are in world-224-32/ and
-#    world-224-32/recall-sharer/; their models were lost with their machine, and a new machine lost the 900-step
-#    recall LoRA at step 720):
+#    Earlier sharers of this rebuild, two LoRAs as in run-knowledge.sh (their models were lost with their machine,
+#    their reports are not kept):
 #      python $K sharer "${ROOTS[@]}" "${W[@]}" --sharer-steps 800 --threads 2 --group-by-length   # 5.2 h
 #      python $K sharer "${ROOTS[@]}" "${W[@]}" --sharer recall --sharer-steps 300 --threads 2 --group-by-length
 #      python $K check "${ROOTS[@]}" "${W[@]}" [--sharer recall]
-#      python examples/real_cpu/probe_sharer_kv.py "${ROOTS[@]}" "${W[@]}" --sharer recall \
-#        --output $RESULTS/world-224-32/recall-sharer/sharer-kv-probe.json
-#    They stated 68.0% and 37.5% of the held-out facts. Now: the dense sharer, one LoRA (r 8) over the base sharer on
-#    texts richer in facts per token (rosters, biographies, the recall forms), 600 steps of 16 (72 min on two
-#    threads), then a recall LoRA (r 8) of 300 steps over it.
+#    They stated too few of the held-out facts for a fuser to pass on. Now: the dense sharer, one LoRA (r 8) over the
+#    base sharer on texts richer in facts per token (rosters, biographies, the recall forms), 600 steps of 16 (72 min
+#    on two threads), then a recall LoRA (r 8) of 300 steps over it.
 sharer() {  # RUN_DIR REPORT_DIR STEPS knowledge.py-flags...
   local run=$1 report=$2 steps=$3 && shift 3
   [ -d $run/sharer-private ] || python $K sharer "${ROOTS[@]}" "$@" --sharer-steps $steps --lora-r 8 --threads 2 \
@@ -64,9 +63,9 @@ fuse projection h16-top2-seed1 --fuser-seed 1   # run to run: the best fusion ag
 #    the sharer's cache holds: the linear probe at the name and over the fused positions, K, V and the residual stream
 #    (18 min on two threads), which finds the facts in the values of layers 17-21; then fusers that take those layers.
 P=$REPORT/open/projection-h16-top2/probe.jsonl CHECKPOINTS=$RUN/c2c-open-projection-h16-top2/trainer/checkpoint-
-[ -f $P ] || python examples/real_cpu/probe_checkpoint.py $CHECKPOINTS{300,450,600,750,900} "${W[@]}" --dtype float32 \
+[ -f $P ] || python experiments/real_cpu/probe_checkpoint.py $CHECKPOINTS{300,450,600,750,900} "${W[@]}" --dtype float32 \
   --output $P
-[ -f $REPORT/sharer-kv-probe.json ] || python examples/real_cpu/probe_sharer_kv.py "${ROOTS[@]}" "${R[@]}" \
+[ -f $REPORT/sharer-kv-probe.json ] || python experiments/real_cpu/probe_sharer_kv.py "${ROOTS[@]}" "${R[@]}" \
   --positions name mean_fused --threads 2 --output $REPORT/sharer-kv-probe.json
 fuse projection h16-top4 --layer-map top4 & first=$!   # receiver layers take sharer layers >= 20
 fuse projection h16-top7 --layer-map top7              # >= 17
@@ -88,6 +87,7 @@ fuse projection h64-top7-span-seed2 "${H64[@]}" --token-alignment span --fuser-s
 
 # 3. The ablation table, with the paired differences (each fusion vs receiver and t2t, each step vs the last).
 python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2   # open/ablation-h16-top2.{md,json,png}
+python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag h16-top2-gate4   # the gates started open
 for tag in h16-top4 h16-top7; do   # each against the same fusion on the top2 map as well
   python $K summary "${ROOTS[@]}" "${R[@]}" --prompt open --tag $tag --compare-tag h16-top2
 done

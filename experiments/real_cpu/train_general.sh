@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# General fuser for receiver SmolLM2-135M-Instruct <- sharer $SHARER (issue 7, part 1), on a CPU, resumable.
-#   bash examples/real_cpu/train_general.sh qwen2.5-coder-0.5b-instruct   # or gemma-3-270m
-#   bash examples/real_cpu/train_general.sh gemma-3-270m --fuser_zero_init True   # further `c2c-hf train` options
-# Models: ../shared/tools/get-real-models (default ~/.cache/c2c-real-models). Data: examples/real_cpu/prepare_data.py
+# General fuser for receiver SmolLM2-135M-Instruct <- sharer $SHARER, on a CPU, resumable.
+#   bash experiments/real_cpu/train_general.sh qwen2.5-coder-0.5b-instruct   # or gemma-3-270m
+#   bash experiments/real_cpu/train_general.sh gemma-3-270m --fuser_zero_init True   # further `c2c-hf train` options
+# Models: ../shared/tools/get-real-models (default ~/.cache/c2c-real-models). Data: experiments/real_cpu/prepare_data.py
 # (DATASET=...: default the lettered multiple-choice mix; the open mix is trained as
 #   DATASET=data/real-cpu/train-open.jsonl OUT=runs/real-cpu/general-open-$SHARER bash ...).
 # Re-running the same command resumes from the last checkpoint in $OUT (default runs/real-cpu/general-$SHARER).
-# DTYPE (default bfloat16, what the committed runs used): bf16 bases are fast only on CPUs with bf16 matrix units
-# (AMX, AVX512-BF16); elsewhere (e.g. AVX2 only) a bf16 matmul is ~50x slower than fp32: use DTYPE=float32.
+# DTYPE (default bfloat16, as on the AMX machine; the fp32 runs set float32): bf16 bases are fast only on CPUs with
+# bf16 matrix units (AMX, AVX512-BF16); elsewhere (e.g. AVX2 only) a bf16 matmul is ~50x slower: use DTYPE=float32.
 set -euo pipefail
 SHARER=${1:-qwen2.5-coder-0.5b-instruct}
 MODELS=${MODELS:-$HOME/.cache/c2c-real-models}

@@ -1,0 +1,63 @@
+"""The experiments' cross-model comparison (`experiments/real_cpu/paired.py`): reports of different models, paired
+on the same items, one comparison or several named ones in one file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from c2c_hf.data import MCItem
+from c2c_hf.evaluation import Prediction, build_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "real_cpu"))
+
+import paired  # the experiment script
+
+
+def write_report(folder: Path, method: str, picks: list[int]) -> str:
+    """A one-benchmark report of `method` whose answer to item i is choice `picks[i]` (gold: choice 0); returns the
+    script's REPORT_DIR:METHOD for it."""
+    items = [MCItem("arc_easy", str(i), f"question {i}", ("a", "b", "c", "d"), gold=0) for i in range(len(picks))]
+    predictions = [Prediction(item, pick, "", 1) for item, pick in zip(items, picks)]
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(build_report({method: {"arc_easy": predictions}}, {})))
+    return f"{folder}:{method}"
+
+
+def run(monkeypatch: pytest.MonkeyPatch, *argv: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["paired.py", *argv])
+    paired.main()
+
+
+def test_named_comparisons_are_written_to_one_file(tmp_path, monkeypatch):
+    first = write_report(tmp_path / "fuser", "c2c", [0, 0, 1, 0])  # right on 3 of 4
+    second = write_report(tmp_path / "control", "receiver", [0, 1, 1, 2])  # right on 1 of 4
+    output = tmp_path / "paired.json"
+    run(monkeypatch, "--compare", "fuser-vs-control", first, second, "--compare", "control-vs-fuser", second, first,
+        "--output", str(output))  # fmt: skip
+    comparisons = json.loads(output.read_text())["comparisons"]
+    assert [(c["name"], c["first"], c["second"]) for c in comparisons] == [
+        ("fuser-vs-control", first, second),
+        ("control-vs-fuser", second, first),
+    ]
+    row = comparisons[0]["rows"][0]
+    assert (row["benchmark"], row["first"], row["second"], row["n"]) == ("arc_easy", 0.75, 0.25, 4)
+    assert (row["only_this"], row["only_baseline"], row["same_choice"]) == (2, 0, 2)  # items 1 and 3; items 0 and 2
+    assert row["difference"] == pytest.approx(0.5)
+    assert comparisons[1]["rows"][0]["difference"] == pytest.approx(-0.5)
+    markdown = output.with_suffix(".md").read_text()
+    assert markdown.index("## fuser-vs-control") < markdown.index("## control-vs-fuser")
+    assert markdown.count("| arc_easy | 75.0 | 25.0 |") == 1 and "2 of 4 |" in markdown
+
+
+def test_one_comparison_prints_its_table_without_a_name(tmp_path, monkeypatch, capsys):
+    first = write_report(tmp_path / "a", "c2c", [0, 1])
+    second = write_report(tmp_path / "b", "c2c", [1, 1])
+    run(monkeypatch, first, second)
+    printed = capsys.readouterr().out
+    assert "##" not in printed and "| arc_easy | 50.0 | 0.0 |" in printed and "1 of 2 |" in printed
+    with pytest.raises(SystemExit):
+        run(monkeypatch, first)  # one side alone is no comparison
