@@ -33,6 +33,7 @@ from c2c_hf.evaluation import (
     load_models,
     main,
     merge_reports,
+    normal_mean_interval,
     paired_difference,
     question_prompt,
     t_interval,
@@ -375,6 +376,15 @@ def test_wilson_interval_widens_with_confidence():
     low99, high99 = wilson_interval(30, 60, confidence=0.99)
     assert low99 < low95 < 0.5 < high95 < high99
     assert (low99, high99) == pytest.approx((0.3422, 0.6578), abs=5e-4)  # z = 2.5758
+
+
+def test_normal_mean_interval_by_hand():
+    """Mean 1/3 of six per-question differences; squared deviations sum to 30/9: sample variance 2/3, population 5/9."""
+    values = [1.0, 0.0, 0.0, 1.0, 1.0, -1.0]
+    mean, (low, high) = normal_mean_interval(values, ddof=1)
+    assert mean == pytest.approx(1 / 3) and (low, high) == pytest.approx((1 / 3 - 0.653321, 1 / 3 + 0.653321), abs=1e-6)
+    _, (low, high) = normal_mean_interval(values)  # ddof=0: half-width 1.959964 * sqrt(5/9 / 6)
+    assert (low, high) == pytest.approx((1 / 3 - 0.596398, 1 / 3 + 0.596398), abs=1e-6)
 
 
 def test_t_interval_over_seeds():

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoTokenizer
 
 from c2c_hf import build_token_map
-from c2c_hf.evaluation import Z_95, format_paired, load_report, paired_difference, wilson_interval
+from c2c_hf.evaluation import format_paired, load_report, normal_mean_interval, paired_difference, wilson_interval
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 from knowledge_setup import RECEIVER, experiment_dirs, tagged
@@ -157,9 +157,8 @@ def seed_mean(args: argparse.Namespace) -> None:
         if any(c.keys() != baseline.keys() for c in correct.values()):
             raise ValueError(f"The runs {args.seed_tags} and the {method} baseline were asked different questions.")
         differences = [mean[i] - baseline[i] for i in ids]
-        centre = sum(differences) / len(ids)
-        half = Z_95 * (sum((d - centre) ** 2 for d in differences) / (len(ids) - 1) / len(ids)) ** 0.5
-        paired[method] = {"difference": centre, "ci95": [centre - half, centre + half], "n": len(ids)}
+        centre, (low, high) = normal_mean_interval(differences, ddof=1)  # paired per question, within these runs
+        paired[method] = {"difference": centre, "ci95": [low, high], "n": len(ids)}
     summary = {"fusion": args.fusion, "runs": {t: r["accuracy"] for t, r in runs.items()},
                "mean": sum(mean.values()) / len(ids), "paired": paired,
                "latency_median_s": {t: r["latency_median_s"] for t, r in runs.items()}}  # fmt: skip

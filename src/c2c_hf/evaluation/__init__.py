@@ -34,7 +34,7 @@ from .reports import (
     write_report,
 )
 from .scoring import MODES, PROMPTS, Prediction, Scoring, hint_request, hinted_prompt, question_prompt, respond
-from .statistics import Z_95, paired_difference, t_interval, wilson_interval
+from .statistics import Z_95, normal_mean_interval, paired_difference, t_interval, wilson_interval
 from .tasks import BENCHMARKS, extract_choice, load_benchmark, match_choice_text
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "match_choice_text",
     "merge_report_dirs",
     "merge_reports",
+    "normal_mean_interval",
     "paired_difference",
     "plot_accuracy_latency",
     "question_prompt",

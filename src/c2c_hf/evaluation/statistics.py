@@ -48,23 +48,34 @@ def paired_difference(
             f"{len(correct.keys() - baseline_correct.keys())}, only in the baseline: "
             f"{len(baseline_correct.keys() - correct.keys())}. Evaluate both with the same --limit and --seed."
         )
-    n = len(correct)
-    only_this = sum(correct[i] and not baseline_correct[i] for i in correct)
-    only_baseline = sum(baseline_correct[i] and not correct[i] for i in correct)
-    difference = (only_this - only_baseline) / n if n else 0.0
-    half = 0.0
-    if n:
-        from scipy.stats import norm
-
-        variance = max((only_this + only_baseline) / n - difference**2, 0.0)
-        half = float(norm.ppf(0.5 + confidence / 2)) * math.sqrt(variance / n)
+    ids = list(correct)
+    only_this = sum(correct[i] and not baseline_correct[i] for i in ids)
+    only_baseline = sum(baseline_correct[i] and not correct[i] for i in ids)
+    differences = [float(correct[i]) - float(baseline_correct[i]) for i in ids]  # each -1, 0 or +1
+    difference, (low, high) = normal_mean_interval(differences, confidence) if ids else (0.0, (0.0, 0.0))
+    n = len(ids)
     return {
         "difference": difference,
-        "ci95": [difference - half, difference + half],
+        "ci95": [low, high],
         "n": n,
         "only_this": only_this,
         "only_baseline": only_baseline,
     }
+
+
+def normal_mean_interval(
+    values: Sequence[float], confidence: float = 0.95, ddof: int = 0
+) -> tuple[float, tuple[float, float]]:
+    """`(mean, (low, high))`: the mean of per-item `values` and its normal-approximation (Wald) interval, with the
+    variance's `ddof` (0: the population variance, as for paired right/wrong differences; 1: the sample variance).
+    For a mean over many items (questions), not over a few seeds (`t_interval`)."""
+    from scipy.stats import norm
+
+    mean = math.fsum(values) / len(values)
+    spread = math.fsum((v - mean) ** 2 for v in values)
+    variance = spread / (len(values) - ddof) if len(values) > ddof else 0.0
+    half = float(norm.ppf(0.5 + confidence / 2)) * math.sqrt(variance / len(values))
+    return mean, (mean - half, mean + half)
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, tuple[float, float]]:
