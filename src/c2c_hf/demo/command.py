@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", default="c2c-demo", help="output folder (report, plots, models)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="a smaller world and shorter training (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a smaller world and shorter training (about 2.5 minutes on 2 CPU cores)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (results are reproducible for a given count; 1 is fastest for these "
                         "tiny models on a shared CPU)")  # fmt: skip
