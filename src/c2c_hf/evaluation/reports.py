@@ -206,23 +206,27 @@ def markdown_table(report: Mapping[str, Any]) -> str:
 
 
 def plot_accuracy_latency(report: Mapping[str, Any], path: str | Path) -> None:
-    """Accuracy vs median latency, one labelled point (with its Wilson interval) per method and benchmark."""
+    """Accuracy vs median latency, one point (with its Wilson interval) per method and benchmark: a colour per
+    method, a marker per benchmark, named in the legend (labels on the points would overlap where methods tie)."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg; no pyplot state
 
     figure = Figure(figsize=(7, 5))
     axes = figure.add_subplot()
-    colors = {method: f"C{i}" for i, method in enumerate(report["results"])}
-    for method, by_benchmark in report["results"].items():
+    benchmarks = list(dict.fromkeys(b for by_benchmark in report["results"].values() for b in by_benchmark))
+    markers = {benchmark: "osD^vP*X"[i % 8] for i, benchmark in enumerate(benchmarks)}
+    for i, (method, by_benchmark) in enumerate(report["results"].items()):
         for benchmark, s in by_benchmark.items():
             x, y = s["latency_median_s"], 100 * s["accuracy"]
             low, high = (100 * v for v in s["ci95"])
-            axes.errorbar(x, y, yerr=[[y - low], [high - y]], fmt="o", color=colors[method], capsize=3)
-            axes.annotate(f"{method} · {benchmark}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            label = method if len(benchmarks) == 1 else f"{method} · {benchmark}"
+            axes.errorbar(x, y, yerr=[[y - low], [high - y]], fmt=markers[benchmark], color=f"C{i}", capsize=3, label=label)
     axes.set_xlabel("median latency per question (s)")
     axes.set_ylabel("accuracy (%)")
     config = report["config"]
-    axes.set_title(f"Accuracy vs latency (mode {config.get('mode')}, batch size {config.get('batch_size')})")
+    benchmark_note = f", {benchmarks[0]}" if len(benchmarks) == 1 else ""
+    axes.set_title(f"Accuracy vs latency (mode {config.get('mode')}, batch size {config.get('batch_size')}{benchmark_note})")
     axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
     figure.savefig(path, dpi=150, bbox_inches="tight")
 
 
