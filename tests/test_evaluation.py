@@ -556,3 +556,35 @@ def test_merge_refuses_reports_that_do_not_compare(items, tmp_path):
     with pytest.raises(SystemExit):  # merging evaluates nothing
         main(["--merge", str(tmp_path / "c2c"), "--model", "c2c", "--output", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_every_report_records_its_environment_and_a_stated_protocol():
+    import platform
+    import subprocess
+
+    import transformers
+
+    from c2c_hf.evaluation import build_report, merge_reports
+    item = MCItem("arc_easy", "q-0", "Which one?", ("a", "b"), 0)
+    results = {"receiver": {"arc_easy": [Prediction(item, 0, "A", 1)]}}
+    report = build_report(results, {"mode": "logits"}, {"selected_on": "validation", "test_evaluations": 1})
+    env = report["environment"]
+    assert (env["python"], env["torch"], env["transformers"]) == (
+        platform.python_version(), torch.__version__, transformers.__version__,
+    )  # fmt: skip
+    assert env["torch_threads"] == torch.get_num_threads() and env["device"].startswith(("cpu:", "cuda:"))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=FIXTURES).stdout.strip()
+    assert (env["git_commit"] or "").removesuffix("+dirty") == head  # both empty outside a git checkout
+    assert report["protocol"] == {"selected_on": "validation", "test_evaluations": 1}
+    assert "protocol" not in build_report(results, {"mode": "logits"})  # stated by the caller, never invented
+    merged = merge_reports([report])
+    assert merged["sources_environment"] == [env] and merged["environment"]["torch"] == torch.__version__
+
+
+def test_git_commit_outside_a_checkout_is_none(tmp_path):
+    from c2c_hf.evaluation.environment import git_commit
+
+    assert git_commit(tmp_path) is None

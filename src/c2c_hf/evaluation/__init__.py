@@ -8,6 +8,7 @@ the router, the timing harness), `statistics` (intervals), `reports` (JSON, mark
 """
 
 from .command import build_parser, load_models, main
+from .environment import environment
 from .lm import LM
 from .methods import (
     METHODS,
@@ -55,6 +56,7 @@ __all__ = [
     "build_parser",
     "build_report",
     "confidence_features",
+    "environment",
     "evaluate",
     "extract_choice",
     "format_paired",

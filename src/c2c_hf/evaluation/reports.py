@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .environment import environment
 from .methods import METHODS
 from .scoring import Prediction
 from .statistics import paired_difference, wilson_interval
@@ -40,17 +41,28 @@ def summarize(predictions: Sequence[Prediction]) -> dict[str, Any]:
 
 
 def write_report(
-    results: Mapping[str, Mapping[str, Sequence[Prediction]]], output_dir: str | Path, config: Mapping[str, Any]
+    results: Mapping[str, Mapping[str, Sequence[Prediction]]],
+    output_dir: str | Path,
+    config: Mapping[str, Any],
+    protocol: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write `results.json`, `results.md` and `accuracy_latency.png` to `output_dir`; returns the JSON content."""
-    report = build_report(results, config)
+    report = build_report(results, config, protocol)
     save_report(report, output_dir)
     return report
 
 
-def build_report(results: Mapping[str, Mapping[str, Sequence[Prediction]]], config: Mapping[str, Any]) -> dict[str, Any]:
-    """A report's JSON content: the config, and per method and benchmark the summary and every prediction."""
+def build_report(
+    results: Mapping[str, Mapping[str, Sequence[Prediction]]],
+    config: Mapping[str, Any],
+    protocol: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A report's JSON content: the environment it ran in, the protocol when the caller states one (which split
+    every choice was made on, how often the test split was scored: `{"selected_on": "validation",
+    "test_evaluations": 1, ...}`), the config, and per method and benchmark the summary and every prediction."""
     return {
+        "environment": environment(),
+        **({"protocol": dict(protocol)} if protocol is not None else {}),
         "config": dict(config),
         "results": {
             method: {
@@ -133,6 +145,8 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     benchmarks = canonical({b for by_benchmark in results.values() for b in by_benchmark}, BENCHMARKS)
     methods = canonical(list(results), METHODS)
     return {
+        "environment": environment(),
+        "sources_environment": [e for r in reports for e in r.get("sources_environment", [r.get("environment")])],
         "config": {
             "model": (with_c2c[0] if with_c2c else first).get("model"),
             **{key: first[key] for key in MERGE_SETTINGS if key in first},
