@@ -204,3 +204,33 @@ def test_same_seed_gives_the_same_table(tmp_path):
     assert table(first) == table(again)
     assert first["config"]["losses"] == again["config"]["losses"]
     assert first["config"]["models"]["fuser"]["gate_logits_kv"] == again["config"]["models"]["fuser"]["gate_logits_kv"]
+
+
+def seed_report(accuracy: dict[str, float], latency: dict[str, float]) -> dict:
+    return {"config": {"demo": {}}, "results": {
+        m: {"heldout": {"accuracy": a, "latency_median_s": latency[m]}} for m, a in accuracy.items()}}  # fmt: skip
+
+
+def test_summary_over_seeds_uses_t_intervals_of_per_seed_figures(tmp_path):
+    """Three worlds: C2C 0.8 / 0.7 / 0.9 (mean 0.8, SD 0.1, half-width t(0.975, 2) * 0.1 / sqrt(3) = 0.248414)."""
+    from c2c_hf.demo.seeds import write_seed_summary
+
+    latency = {"receiver": 0.01, "t2t": 0.05, "c2c": 0.02}
+    reports = {
+        seed: seed_report({"receiver": 0.2, "t2t": t2t, "c2c": c2c}, latency)
+        for seed, (c2c, t2t) in {0: (0.8, 0.6), 1: (0.7, 0.75), 2: (0.9, 0.6)}.items()
+    }
+    content = write_seed_summary(reports, tmp_path)
+    c2c = content["summary"]["accuracy"]["c2c"]
+    assert c2c["mean"] == pytest.approx(0.8) and c2c["sd"] == pytest.approx(0.1)
+    assert c2c["t95"] == pytest.approx([0.8 - 0.248414, 0.8 + 0.248414], abs=1e-6)
+    versus_t2t = content["summary"]["differences"]["c2c - t2t"]
+    assert versus_t2t["per_seed"] == pytest.approx([0.2, -0.05, 0.3])
+    assert content["targets"] == {
+        "c2c_ge_receiver_plus_50pts": True, "c2c_above_t2t_interval_above_0": False,
+        "c2c_above_t2t_every_seed": False, "c2c_sd_le_4pts": False, "c2c_latency_le_half_t2t": True,
+    }  # fmt: skip
+    assert {p.name for p in tmp_path.iterdir()} == {"seeds.json", "seeds.md", "seeds.png"}
+    assert "| c2c | 80.0 | 70.0 | 90.0 | 80.0 [55.2, 104.8] | 10.0 |" in (tmp_path / "seeds.md").read_text()
+    with pytest.raises(ValueError, match=r"needs at least two seeds, got \[0\]"):
+        write_seed_summary({0: reports[0]}, tmp_path)

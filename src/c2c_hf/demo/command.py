@@ -1,4 +1,5 @@
-"""`c2c-hf demo [--output DIR] [--seed S] [--quick] [--threads N]`: parse the flags and run the demo."""
+"""`c2c-hf demo [--output DIR] [--seed S | --seeds S ...] [--quick] [--threads N]`: parse the flags and run the
+demo, once or once per world."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from .run import DemoConfig, run_demo
+from .seeds import run_seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
         "about people only the sharer knows.",
     )
     parser.add_argument("--output", default="c2c-demo", help="output folder (report, plots, models)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the world (people, facts, base initialisations)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="several worlds, each in OUTPUT/seed-N, and their summary (seeds.json/md/png: each "
+                        "seed, the means with t-intervals over seeds, the paired per-seed differences)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a smaller world and shorter training (about 2.5 minutes on 2 CPU cores)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (results are reproducible for a given count; 1 is fastest for these "
@@ -34,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.set_verbosity_error()  # the bases' load/save chatter; progress bars and the report stay
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        config = DemoConfig.quick_config(args.seed) if args.quick else DemoConfig.full(args.seed)
-        run_demo(config, args.output)
+        def config(seed: int) -> DemoConfig:
+            return DemoConfig.quick_config(seed) if args.quick else DemoConfig.full(seed)
+
+        if args.seeds:
+            run_seeds(args.seeds, args.output, lambda seed, folder: run_demo(config(seed), folder))
+        else:
+            run_demo(config(args.seed), args.output)
     finally:
         torch.set_num_threads(threads)
         hf_logging.set_verbosity(verbosity)
