@@ -42,7 +42,7 @@ from .bases import (
     sharer_examples,
     train_tokenizers,
 )
-from .report import BENCHMARK, describe_models, parameter_count, write_demo_report
+from .report import SPLITS, TEST, describe_models, parameter_count, write_demo_report
 from .world import ATTRIBUTES, World
 
 
@@ -54,7 +54,8 @@ class DemoConfig:
     quick: bool = False
     # world: people per role (see c2c_hf.demo.world)
     fuser_entities: int = 192
-    heldout_entities: int = 48
+    validation_entities: int = 48
+    test_entities: int = 48
     context_entities: int = 128
     # tokenizers
     sharer_vocab_size: int = 2000  # byte-pair merges stop earlier, once every word of the world is one token
@@ -87,12 +88,13 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, seed: int = 0) -> DemoConfig:
         return cls(
-            seed=seed, quick=True, fuser_entities=32, heldout_entities=16, context_entities=48,
+            seed=seed, quick=True, fuser_entities=32, validation_entities=16, test_entities=16, context_entities=48,
             sharer_steps=340, receiver_steps=270, fuser_steps=240, routing_fit_items=32,
         )  # fmt: skip
 
     def world_sizes(self) -> dict[str, int]:
-        return {"fuser": self.fuser_entities, "heldout": self.heldout_entities, "context": self.context_entities}
+        return {"fuser": self.fuser_entities, "validation": self.validation_entities, "test": self.test_entities,
+                "context": self.context_entities}  # fmt: skip
 
 
 class Stopwatch:
@@ -149,9 +151,10 @@ def train_fuser(
 # --------------------------------------------------------------------------- evaluation
 
 
-def heldout_questions(world: World, seed: int) -> list[MCItem]:
-    """The demo's evaluation items: one question on every fact of every held-out person (seeded phrasing, order)."""
-    return world.questions("heldout", random.Random(f"eval-{seed}"))
+def split_questions(world: World, split: str, seed: int) -> list[MCItem]:
+    """The demo's evaluation items of `split` ("validation" or "test"): one question on every fact of every person
+    of that split (seeded phrasing and order)."""
+    return world.questions(split, random.Random(f"eval-{split}-{seed}"))
 
 
 class Oracle(Method):
@@ -259,32 +262,32 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
             model, receiver_tokenizer, fuser_dataset(world, config.fuser_questions_per_fact, seed), config, workdir,
         ))  # fmt: skip
 
-    # Evaluation: held-out people only (the sharer knows them; the receiver and the fuser never saw their facts).
-    print("4/4 evaluation on held-out people")
-    heldout = heldout_questions(world, seed)
+    # Evaluation: validation and test people (the sharer knows them; the receiver and the fuser never saw their facts).
+    print("4/4 evaluation on validation and test people")
+    questions = {split: split_questions(world, split, seed) for split in SPLITS}
     scoring = Scoring("generate", config.max_new_tokens)
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, METHODS, scoring, config.hint_tokens)
     methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
     routing = next(m for m in methods if isinstance(m, Routing))
     fit_items = world.questions("fuser", random.Random(f"routing-{seed}"))[: config.routing_fit_items]
     informative = clock.stage("routing fit", lambda: routing.fit(fit_items))
-    results = clock.stage("evaluation", lambda: evaluate(methods, {BENCHMARK: heldout}, batch_size=1))
+    results = clock.stage("evaluation", lambda: evaluate(methods, questions, batch_size=1))
 
-    # Save, reload with the Auto class, answer three held-out questions with generate.
+    # Save, reload with the Auto class, answer three test questions with generate.
     def save_and_reload() -> C2CForCausalLM:
         model.save_pretrained(output / "c2c")
         receiver_tokenizer.save_pretrained(output / "c2c")
         return AutoModelForCausalLM.from_pretrained(output / "c2c").eval()
 
     reloaded = clock.stage("save + reload", save_and_reload)
-    examples = [answer_example(reloaded, model, receiver_tokenizer, item) for item in heldout[:3]]
-    gates = gate_map(model, *LM(model, receiver_tokenizer).encode([format_prompt(item) for item in heldout]))
+    examples = [answer_example(reloaded, model, receiver_tokenizer, item) for item in questions[TEST][:3]]
+    gates = gate_map(model, *LM(model, receiver_tokenizer).encode([format_prompt(item) for item in questions[TEST]]))
 
     report_config = {
         "demo": asdict(config),
         "world": {role: len(entities) for role, entities in world.entities.items()},
         "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
-        "evaluated": "held-out people: known to the sharer only; 1 question per fact",
+        "evaluated": "validation and test people: known to the sharer only; 1 question per fact",
         "mode": scoring.mode, "batch_size": 1, "max_new_tokens": config.max_new_tokens,
         "hint_tokens": config.hint_tokens,
         "models": describe_models(model, receiver_tokenizer, sharer_tokenizer),
@@ -306,7 +309,7 @@ __all__ = [
     "Stopwatch",
     "answer_example",
     "fuser_dataset",
-    "heldout_questions",
     "run_demo",
+    "split_questions",
     "train_fuser",
 ]

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation import environment, t_interval
-from .report import BENCHMARK
+from .report import TEST
 
 DIFFERENCES = (("c2c", "t2t"), ("c2c", "receiver"))  # per-seed accuracy differences with their t-intervals
 
 
-def seed_summary(reports: Mapping[int, Mapping[str, Any]], split: str = BENCHMARK) -> dict[str, Any]:
+def seed_summary(reports: Mapping[int, Mapping[str, Any]], split: str = TEST) -> dict[str, Any]:
     """Per-seed accuracies and latencies on `split`, their means with t-intervals over seeds, the per-seed
     differences `DIFFERENCES` with theirs, C2C's seed-to-seed standard deviation and latency ratio to
     text-to-text. Needs at least two seeds."""
