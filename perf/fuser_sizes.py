@@ -7,9 +7,8 @@
 Over the demo's own trained receiver and sharer (its `receiver/` and `sharer/` folders), one fuser per hidden size,
 number of blocks and learning rate is trained as the demo trains its fuser (same data, steps, schedule and seed;
 `c2c_hf.demo.train_fuser`; blocks and learning rate default to the demo's) and evaluated with C2C on the demo's
-validation questions (a fuser size is a choice: it is made on validation, never on test). Reported per fuser:
-parameters, validation accuracy with its interval, the time of one fuser forward over a validation prompt's caches
-and of one C2C answer, and training time. Rows accumulate in `--output`
+held-out questions. Reported per fuser: parameters, held-out accuracy with its interval, the time of one fuser
+forward over a held-out prompt's caches and of one C2C answer, and training time. Rows accumulate in `--output`
 across runs (a fuser already there is not trained again), so a sweep can be spread over sessions.
 """
 
@@ -28,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf import C2CForCausalLM
-from c2c_hf.demo import DemoConfig, fuser_dataset, split_questions, train_fuser
+from c2c_hf.demo import DemoConfig, fuser_dataset, heldout_questions, train_fuser
 from c2c_hf.demo.world import World
 from c2c_hf.evaluation import LM, Direct, Scoring, evaluate, summarize
 
@@ -57,9 +56,9 @@ def run_size(config: DemoConfig, demo: Path, world: World, scoring: Scoring) -> 
             workdir,
         )
     train_seconds = time.perf_counter() - began
-    validation = split_questions(world, "validation", config.seed)
-    predictions = evaluate([Direct("c2c", LM(model, receiver_tokenizer), scoring)], {"validation": validation})["c2c"][
-        "validation"
+    heldout = heldout_questions(world, config.seed)
+    predictions = evaluate([Direct("c2c", LM(model, receiver_tokenizer), scoring)], {"heldout": heldout})["c2c"][
+        "heldout"
     ]
     return {
         "hidden_size": config.fuser_hidden_size,
@@ -67,7 +66,7 @@ def run_size(config: DemoConfig, demo: Path, world: World, scoring: Scoring) -> 
         "learning_rate": config.fuser_lr,
         "fuser_params": sum(p.numel() for p in model.fuser.parameters()),
         **summarize(predictions),
-        "fuser_forward_s": fuser_forward_seconds(model, receiver_tokenizer, validation[0].question),
+        "fuser_forward_s": fuser_forward_seconds(model, receiver_tokenizer, heldout[0].question),
         "train_s": round(train_seconds, 2),
         "threads": torch.get_num_threads(),
     }
@@ -126,7 +125,7 @@ def write(rows: list[dict], demo: dict, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     content = {"demo": demo, "sizes": rows}
     (output / "fuser_sizes.json").write_text(json.dumps(content, indent=2) + "\n")
-    lines = ["| fuser hidden | blocks | learning rate | params | validation C2C accuracy % [95% CI] | fuser forward "
+    lines = ["| fuser hidden | blocks | learning rate | params | held-out C2C accuracy % [95% CI] | fuser forward "
              "| C2C answer (median) | training | threads |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         low, high = r["ci95"]

@@ -22,6 +22,9 @@ machine hit them alike; each figure is the median of `--repeats` calls after `--
   whether every padded row's greedy output equals the same prompt's batch-1 output.
 - memory: peak working memory (above the weights) of C2C generation vs the receiver's generation and the sharer's
   prefill (see `perf.bench.MEMORY_METHOD`).
+- span: span alignment (`SpanAligner.align_row`) of rows up to 8,000 tokens, canonical ids vs ids that are not the
+  text's own tokenization, in both directions of the pair's tokenizers (or of two stand-ins trained here, when the
+  pair shares one); see `perf/span.py`.
 - train: one fuser training forward + backward vs its parts timed alone (receiver forward + backward, sharer
   forward, fuser forward + backward) and vs the two plain forwards; the AdamW step is timed apart. It runs last
   because it updates the fusers.
@@ -48,6 +51,7 @@ from .bench import MEMORY_METHOD, Bench
 from .report import describe_machine, describe_models, models_line, section_table, targets_table, write_report
 from .sections import BATCH_SIZES, SECTION_FUNCTIONS, SECTIONS
 from .shapes import AUTHORS_TRAIN_RATIO, FUSERS, SHAPE_SETS, load_pair
+from .span import SPAN_LENGTHS
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ def performance_targets(hint_tokens: Sequence[int]) -> list[Target]:
         Target("e2e", f"t2t_hint{max(hint_tokens)}_over_c2c", ">=", 3.0),
         Target("batch", f"decode_{BATCH_SIZES[-1]}_over_1", ">=", 4.0),  # prefill (compute-bound) cannot batch
         Target("batch", "rows_equal", "==", True),
+        Target("span", f"noncanonical_{SPAN_LENGTHS[-1]}_s", "<=", 0.5),  # linear in the row's length
+        Target("span", f"reverse_noncanonical_{SPAN_LENGTHS[-1]}_s", "<=", 0.5),
         Target("train", "step_over_parts", "<=", 1.2),
         Target("train", "step_over_plain_forwards", "<=", AUTHORS_TRAIN_RATIO / 2, shapes=("small",)),
     ]

@@ -18,8 +18,10 @@ from c2c_hf.data import MCItem, format_prompt, left_pad
 from c2c_hf.evaluation import LM, Direct, Prediction, Scoring, TextToText
 
 from .bench import Bench, discard, forced_length, fuse_all_layers, peak_working_bytes, synchronize, tensor_bytes
+from .span import span
 
-SECTIONS = ("ttft", "decode", "e2e", "batch", "memory", "train")  # train last: its optimizer steps move the fusers
+# train last: its optimizer steps move the fusers
+SECTIONS = ("ttft", "decode", "e2e", "batch", "memory", "span", "train")
 BATCH_SIZES = (1, 4, 8)
 FILLER = (
     "the river flows past the old mill where children play in summer and farmers bring their grain to the market "
@@ -335,5 +337,5 @@ def train(bench: Bench) -> dict[str, dict[str, Any]]:
 
 
 SECTION_FUNCTIONS: dict[str, Callable[[Bench], dict[str, dict[str, Any]]]] = {
-    "ttft": ttft, "decode": decode, "e2e": e2e, "batch": batch, "memory": memory, "train": train,
+    "ttft": ttft, "decode": decode, "e2e": e2e, "batch": batch, "memory": memory, "span": span, "train": train,
 }  # fmt: skip

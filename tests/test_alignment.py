@@ -6,13 +6,15 @@ import json
 import math
 import random
 import time
+from bisect import bisect_right
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from c2c_hf.alignment import SpanAligner, TokenMap, build_token_map
 from c2c_hf.data import left_pad
@@ -320,3 +322,152 @@ def test_span_aligner_identity_and_errors(toks):
         SpanAligner(toks.bl, SimpleNamespace(is_fast=False))
     with pytest.raises(ValueError, match="Span alignment got a row without tokens"):
         SpanAligner(toks.bl, toks.sp)(torch.tensor([[5, 6]]), torch.tensor([[0, 0]]))
+
+
+# --------------------------------------------------------------------------- span alignment of any ids, in linear time
+
+SPELLED = "naïve café: 12 € in 東京 😀 ok"  # 1-, 2-, 3- and 4-byte UTF-8 characters
+AS_IS = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def prefix_decoding_row(aligner: SpanAligner, ids: list[int]) -> tuple[list[int], list[int]]:
+    """Span alignment by its definition: on ids that are not the text's own tokenization, receiver token n ends
+    where the decoded prefix `ids[: n + 1]` ends (every prefix decoded: quadratic)."""
+    receiver, sharer = aligner.receiver_tokenizer, aligner.sharer_tokenizer
+    text = receiver.decode(ids, **AS_IS)
+    encoded = receiver(text, add_special_tokens=False, return_offsets_mapping=True)
+    if encoded["input_ids"] == ids:
+        ends = [end for _, end in encoded["offset_mapping"]]
+    else:
+        ends = [len(receiver.decode(ids[: n + 1], **AS_IS)) for n in range(len(ids))]
+    read = sharer(text, add_special_tokens=False, return_offsets_mapping=True)
+    sharer_ends = [end for _, end in read["offset_mapping"]]
+    return read["input_ids"], [max(bisect_right(sharer_ends, end) - 1, 0) for end in ends]
+
+
+def decoder_zoo() -> dict[str, PreTrainedTokenizerFast]:
+    """Receivers whose decoders act across tokens in the ways the `toks` ones do not: a space stripped from the whole
+    text's start after byte fallback (Llama-2 style), WordPiece '##' joins and clean-up, a word suffix on every token
+    but the last, CTC's merging of repeats."""
+    specials = ["<unk>", "<s>", "</s>", "<pad>", *CHAT_MARKERS]
+    legacy = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    legacy.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    legacy.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    legacy_specials = [*specials, *(f"<0x{b:02X}>" for b in range(256))]
+    legacy.train_from_iterator(
+        corpus(), trainers.BpeTrainer(vocab_size=500, special_tokens=legacy_specials, show_progress=False)
+    )
+    wordpiece = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.decoder = decoders.WordPiece(cleanup=True)
+    wordpiece.train_from_iterator(
+        corpus(), trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials, show_progress=False)
+    )
+    suffix = Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
+    suffix.pre_tokenizer = pre_tokenizers.Whitespace()
+    suffix.decoder = decoders.BPEDecoder(suffix="</w>")
+    suffix.train_from_iterator(
+        corpus(),
+        trainers.BpeTrainer(vocab_size=200, end_of_word_suffix="</w>", special_tokens=specials, show_progress=False),
+    )
+    ctc = Tokenizer(models.WordLevel({t: i for i, t in enumerate([*specials, "|", *"abcdeé€ "])}, unk_token="<unk>"))
+    ctc.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    ctc.decoder = decoders.CTC(pad_token="<pad>", word_delimiter_token="|")
+    zoo = {"strip": legacy, "wordpiece": wordpiece, "suffix": suffix, "ctc": ctc}
+    return {name: wrap(tokenizer, "<s>", "</s>") for name, tokenizer in zoo.items()}
+
+
+def single_byte_ids(tokenizer: PreTrainedTokenizerFast) -> dict[int, int]:
+    """Byte -> id of the token that is that one byte: a `<0xNN>` fallback piece or a byte-level alphabet token."""
+    vocab = tokenizer.get_vocab()
+    pieces = {b: vocab.get(f"<0x{b:02X}>") for b in range(256)}
+    if all(token_id is None for token_id in pieces.values()):
+        pieces = {b: vocab.get(char) for b, char in bytes_to_unicode().items()}
+    return {b: token_id for b, token_id in pieces.items() if token_id is not None}
+
+
+def awkward_rows(tokenizer: PreTrainedTokenizerFast, count: int, seed: int) -> list[list[int]]:
+    """Ids no tokenizer would give for their text: random ids (over the whole vocabulary, and over single bytes and
+    special tokens), and a text spelled byte by byte (from each of its characters on, after other text), character
+    by character or canonically, with a space byte first, an invalid byte (0xFF) or a special token among the bytes,
+    a cut character, a run of bytes longer than any window."""
+    rng = random.Random(seed)
+    byte_ids = single_byte_ids(tokenizer)
+    small = [*byte_ids.values(), *tokenizer.all_special_ids]
+    rows = [[rng.randrange(len(tokenizer)) for _ in range(rng.randint(1, 48))] for _ in range(count)]
+    rows += [[rng.choice(small) for _ in range(rng.randint(1, 48))] for _ in range(count)]
+    for start in range(len(SPELLED)):
+        rows.append(encode(tokenizer, "The price") + [byte_ids[b] for b in SPELLED[start:].encode() if b in byte_ids])
+    spelled = [byte_ids[b] for b in SPELLED.encode() if b in byte_ids]
+    by_character = [i for c in SPELLED for i in encode(tokenizer, c)]
+    marker = tokenizer.convert_tokens_to_ids(CHAT_MARKERS[0])
+    invalid = [byte_ids[0xFF]] if 0xFF in byte_ids else []
+    space = [byte_ids[0x20]] if 0x20 in byte_ids else []
+    for cut in (len(spelled), 5, 13, len(spelled) - 2):
+        start = spelled[:cut]
+        rows += [start, space + start, encode(tokenizer, "The price") + start, start + invalid + spelled]
+        rows += [invalid + start, [*start[:3], marker, *start[3:]], by_character[:cut] + start, start + by_character]
+    return [row for row in rows if row]
+
+
+@pytest.fixture(scope="module")
+def fine_sharer() -> PreTrainedTokenizerFast:
+    """A byte-level sharer without merges: a token per byte, so positions resolve every receiver token's end."""
+    return byte_level(256 + 6)
+
+
+@pytest.fixture(scope="module")
+def zoo() -> dict[str, PreTrainedTokenizerFast]:
+    return decoder_zoo()
+
+
+@pytest.mark.parametrize("receiver_name", ["bl", "sp", "llama", "strip", "wordpiece", "suffix", "ctc"])
+def test_span_alignment_of_any_ids_equals_decoding_every_prefix(toks, zoo, fine_sharer, receiver_name):
+    """Token ends found in linear time give the positions that decoding every prefix gives, whatever the ids."""
+    receiver = getattr(toks, receiver_name, None) or zoo[receiver_name]
+    rows = awkward_rows(receiver, count=60, seed=len(receiver_name))
+    non_canonical = [row for row in rows if encode(receiver, receiver.decode(row, **AS_IS)) != row]
+    assert len(non_canonical) >= 40, len(non_canonical)
+    # The decoders at work: decoding a row is not the concatenation of its tokens decoded one by one.
+    assert any(len(receiver.decode(row, **AS_IS)) != sum(len(receiver.decode([i], **AS_IS)) for i in row)
+               for row in non_canonical)  # fmt: skip
+    for sharer in (fine_sharer, toks.sp if receiver_name != "sp" else toks.bl):
+        aligner = SpanAligner(receiver, sharer)
+        for row in rows:
+            assert aligner.align_row(row) == prefix_decoding_row(aligner, row), receiver.convert_ids_to_tokens(row)
+
+
+@pytest.mark.parametrize("receiver_name", ["bl", "sp"])
+def test_span_alignment_of_a_long_mixed_row_equals_decoding_every_prefix(toks, fine_sharer, receiver_name):
+    """Hundreds of tokens: canonical words, words spelled character by character and byte by byte, in turn."""
+    receiver = getattr(toks, receiver_name)
+    byte_ids = single_byte_ids(receiver)
+    words = " ".join(corpus(40, seed=7)).split(" ")
+    row = []
+    for n, word in enumerate(words):
+        piece = (" " if n else "") + word
+        spellings = (
+            encode(receiver, piece),
+            [i for c in piece for i in encode(receiver, c)],
+            [byte_ids[b] for b in piece.encode()],
+        )
+        row += spellings[n % 3]
+    assert len(row) > 600 and encode(receiver, receiver.decode(row, **AS_IS)) != row
+    aligner = SpanAligner(receiver, fine_sharer)
+    assert aligner.align_row(row) == prefix_decoding_row(aligner, row)
+
+
+@pytest.mark.parametrize("receiver", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "gemma-3-270m"])
+def test_span_alignment_of_any_ids_with_real_tokenizers(fine_sharer, receiver):
+    """SmolLM2's and Qwen2.5's byte-level BPE, Gemma 3's SentencePiece BPE with byte fallback."""
+    folder = REAL_MODELS / receiver
+    if not folder.is_dir():
+        pytest.skip(f"missing {folder}: these folders are built by ../shared/tools/get-real-models")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    aligner = SpanAligner(tokenizer, fine_sharer)
+    rows = awkward_rows(tokenizer, count=40, seed=0)
+    assert sum(encode(tokenizer, tokenizer.decode(row, **AS_IS)) != row for row in rows) >= 40
+    for row in rows:
+        assert aligner.align_row(row) == prefix_decoding_row(aligner, row), tokenizer.convert_ids_to_tokens(row)

@@ -24,8 +24,8 @@ from c2c_hf.commands import push
 
 IDS = torch.tensor([[5, 17, 42, 8, 77, 23, 61, 9, 30, 12], [44, 3, 90, 15, 7, 66, 21, 50, 11, 38]])
 MODEL_FILES = [
-    "README.md", "alignment.py", "cache.py", "config.json", "configuration_c2c.py", "fuser.py",
-    "generation_config.json", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py",
+    "README.md", "alignment.py", "atomic.py", "cache.py", "config.json", "configuration_c2c.py", "fuser.py",
+    "generation_config.json", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py", "validation.py",
 ]  # fmt: skip
 RESULTS_MD = "# C2C evaluation\n\n| method | arc |\n|---|---|\n| c2c | 52.6 [49.0, 56.1] · 0.300 s (n=500) |\n"
 

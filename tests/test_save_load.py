@@ -44,8 +44,8 @@ def test_checkpoint_holds_only_the_fuser(saved):
     root, model, _ = saved
     files = sorted(os.listdir(root / "c2c"))
     assert files == [
-        "README.md", "alignment.py", "cache.py", "config.json", "configuration_c2c.py", "fuser.py",
-        "generation_config.json", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py",
+        "README.md", "alignment.py", "atomic.py", "cache.py", "config.json", "configuration_c2c.py", "fuser.py",
+        "generation_config.json", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py", "validation.py",
     ]
     with safe_open(root / "c2c" / "model.safetensors", "pt") as weights:
         keys = set(weights.keys())

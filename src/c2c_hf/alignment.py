@@ -19,6 +19,8 @@ read it, instead of as one sharer token per receiver token.
 
 from __future__ import annotations
 
+import codecs
+import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,12 @@ CATEGORIES = ("role", "string", "single", "multi", "lossy", "fallback")
 _COVERED = ("role", "string", "single")
 _ROLES = ("bos", "eos", "pad", "unk")
 _REPLACEMENT = "\ufffd"
+_DECODE_AS_IS = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a byte-fallback piece, as decoders read it
+# Tokens of context before each token whose decoded length span alignment measures: the start of a UTF-8 character
+# still open before the token lies at most 3 single-byte tokens back; other decoders look one token back at most.
+_CONTEXT_TOKENS = 4
+_WINDOW_TOKENS = 24  # a window serves the tokens after it until it holds this many (fewer, longer decode calls)
 
 
 @dataclass
@@ -179,6 +187,8 @@ class SpanAligner:
     Receiver token n (text ending at character e_n) takes the last sharer token ending at or before e_n; a receiver
     token ending before the first sharer token does takes that first one. Padding positions (mask 0) take their
     row's first real sharer position (their KV is masked out anyway). Both tokenizers must be fast (offsets).
+    Receiver token ends are the offsets of the text's own tokenization, or for other ids (a token split in two, bytes
+    spelled one by one) the lengths of the decoded prefixes, found in time linear in the row.
     """
 
     def __init__(self, receiver_tokenizer: PreTrainedTokenizerBase, sharer_tokenizer: PreTrainedTokenizerBase):
@@ -192,6 +202,7 @@ class SpanAligner:
         self.sharer_tokenizer = sharer_tokenizer
         pad_id = sharer_tokenizer.pad_token_id
         self.sharer_pad_id = pad_id if pad_id is not None else _fallback_id(sharer_tokenizer)
+        self._receiver_bytes = _byte_fallback_pieces(receiver_tokenizer)  # id -> byte; empty without byte fallback
 
     def __call__(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> SpanAlignment:
         """Align a `(B, L)` batch (left or no padding); the result is on the input's device."""
@@ -214,19 +225,58 @@ class SpanAligner:
         """`(sharer_ids, positions)` for one unpadded row: positions index `sharer_ids`, one per receiver token."""
         if not receiver_ids:
             raise ValueError("Span alignment got a row without tokens: every prompt needs at least one fused token.")
-        decode = dict(skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        text = self.receiver_tokenizer.decode(receiver_ids, **decode)
+        text = self.receiver_tokenizer.decode(receiver_ids, **_DECODE_AS_IS)
         encoded = self.receiver_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         if encoded["input_ids"] == receiver_ids:
             receiver_ends = [end for _, end in encoded["offset_mapping"]]
-        else:  # not the text's own tokenization: measure each token's end by decoding the prefixes
-            receiver_ends = [len(self.receiver_tokenizer.decode(receiver_ids[: n + 1], **decode)) for n in range(len(receiver_ids))]
+        else:  # not the text's own tokenization: a token ends where the decoded prefix up to it ends
+            receiver_ends = self._decoded_prefix_lengths(receiver_ids)
         sharer = self.sharer_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         if not sharer["input_ids"]:
             raise ValueError(f"The sharer tokenizer gives no tokens for the prompt text {text!r}.")
         sharer_ends = [end for _, end in sharer["offset_mapping"]]
         positions = [max(bisect_right(sharer_ends, end) - 1, 0) for end in receiver_ends]
         return list(sharer["input_ids"]), positions
+
+    def _decoded_prefix_lengths(self, ids: list[int]) -> list[int]:
+        """`len(decode(ids[: n + 1]))` for every n, in time linear in `len(ids)` (decoding every prefix is quadratic).
+
+        A token adds to the length before it what it adds to a window of (at least `_CONTEXT_TOKENS`) tokens before it:
+        the decoders of the `tokenizers` library act on neighbouring tokens only (the first token's space dropped or
+        stripped, a UTF-8 character split over byte-level tokens, WordPiece joins, a suffix on every token but the
+        last, CTC's merged repeats), so the window decodes as the whole prefix does. Byte-fallback pieces are the
+        exception: a run of them decodes to its UTF-8 text when the whole run is valid UTF-8, else to one U+FFFD per
+        piece, so one piece can change the length of the whole run before it. Inside a run, a prefix's length is the
+        run's own (characters or pieces) plus an offset that stays the same while the run stays valid (or invalid):
+        measured once each, on a window from before the run. Tests hold this to decoding every prefix.
+        """
+        lengths: list[int] = []
+        run: _ByteRun | None = None
+        window: tuple[int, int] | None = None  # (start, decoded length of ids[start:n]), reused by the next token
+        for n, token in enumerate(ids):
+            byte = self._receiver_bytes.get(token)
+            if byte is None:  # what the token adds to a window of the tokens before it
+                if window is None or n - window[0] >= _WINDOW_TOKENS:
+                    start = max(n - _CONTEXT_TOKENS, 0)
+                    window = start, self._decoded_length(ids[start:n])
+                start, before = window
+                window = start, self._decoded_length(ids[start : n + 1])
+                lengths.append((lengths[-1] if lengths else 0) + window[1] - before)
+                run = None
+                continue
+            window = None
+            run = run or _ByteRun(n)
+            run.add(byte)
+            if run.valid not in run.offsets:
+                start = max(run.start - _CONTEXT_TOKENS, 0)
+                before = lengths[run.start - 1] if run.start else 0
+                added = self._decoded_length(ids[start : n + 1]) - self._decoded_length(ids[start : run.start])
+                run.offsets[run.valid] = before + added - run.length
+            lengths.append(run.offsets[run.valid] + run.length)
+        return lengths
+
+    def _decoded_length(self, ids: list[int]) -> int:
+        return len(self.receiver_tokenizer.decode(ids, **_DECODE_AS_IS)) if ids else 0
 
 
 def pair_alignment(
@@ -366,3 +416,47 @@ def _fallback_id(sharer: PreTrainedTokenizerBase) -> int:
         if token_id is not None:
             return token_id
     raise ValueError("the sharer tokenizer has no unk, eos or pad token to map untranslatable receiver tokens to")
+
+
+def _byte_fallback_pieces(tokenizer: PreTrainedTokenizerBase) -> dict[int, int]:
+    """Token id -> byte of the `<0xNN>` pieces that the tokenizer's decoder turns into bytes (byte fallback); empty
+    when it has none, or decodes them as plain text."""
+    pieces = {
+        token_id: int(match.group(1), 16)
+        for piece, token_id in tokenizer.get_vocab().items()
+        if piece.startswith("<0x") and (match := _BYTE_PIECE.fullmatch(piece))
+    }
+    probe = next(iter(pieces), None)
+    if probe is None or tokenizer.decode([probe], **_DECODE_AS_IS) == tokenizer.convert_ids_to_tokens(probe):
+        return {}
+    return pieces
+
+
+class _ByteRun:
+    """A run of byte-fallback pieces in a receiver row: where it starts, whether its bytes so far are valid UTF-8
+    (a byte-fallback decoder then gives their characters, else one U+FFFD per piece), and that decoded length."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.pieces = 0
+        self.characters = 0  # of the bytes so far, while they hold no invalid sequence
+        self.broken = False  # an invalid sequence: no later byte makes the run valid again
+        self.offsets: dict[bool, int] = {}  # valid -> decoded prefix length minus `length`, measured once
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+
+    def add(self, byte: int) -> None:
+        self.pieces += 1
+        if not self.broken:
+            try:
+                self.characters += len(self._utf8.decode(bytes((byte,))))
+            except UnicodeDecodeError:
+                self.broken = True
+
+    @property
+    def valid(self) -> bool:
+        """The bytes so far are whole UTF-8 (no invalid sequence, no character cut off at the end)."""
+        return not self.broken and not self._utf8.getstate()[0]
+
+    @property
+    def length(self) -> int:
+        return self.characters if self.valid else self.pieces

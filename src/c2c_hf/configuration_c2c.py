@@ -9,8 +9,23 @@ from transformers.configuration_utils import SubConfigSpec
 
 from .alignment import ALIGNMENTS as TOKEN_ALIGNMENT_STRATEGIES
 from .fuser import FUSIONS
+from .validation import describe, is_finite_number, is_integer
 
 LAYER_MAP_STRATEGIES = ("terminal", "proportional")
+LORA_SETTINGS = ("r", "lora_alpha", "lora_dropout", "target_modules")  # the keys of `receiver_lora`
+
+
+def check_base_config(name: str, role: str, config: PreTrainedConfig) -> None:
+    """The `role` base's config (`name` in `C2CConfig`) must describe a KV cache of positive sizes."""
+    for attribute in ("num_hidden_layers", "num_attention_heads"):
+        value = getattr(config, attribute, None)
+        if not is_integer(value) or value <= 0:
+            raise ValueError(f"{name}.{attribute} must be a positive integer (the {role}'s), got {value!r}.")
+    shape = kv_shape(config)
+    if not all(is_integer(size) and size > 0 for size in shape):
+        raise ValueError(
+            f"{name} describes a {role} KV cache (layers, kv heads, head dim) = {shape}: each must be a positive integer."
+        )
 
 
 def kv_shape(config: PreTrainedConfig) -> tuple[int, int, int]:
@@ -31,6 +46,12 @@ def build_layer_map(strategy: str | list[int], receiver_layers: int, sharer_laye
     """
     T, S = receiver_layers, sharer_layers
     if isinstance(strategy, (list, tuple)):
+        not_indices = [s for s in strategy if not is_integer(s)]
+        if not_indices:
+            raise ValueError(
+                f"layer_map entries must be sharer layer indices (integers), got {not_indices[:5]}: give one int per "
+                "receiver layer, or a strategy name ('terminal', 'proportional')."
+            )
         layer_map = [int(s) for s in strategy]
         if len(layer_map) != T:
             raise ValueError(
@@ -135,21 +156,32 @@ class C2CConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        for name in ("text_config", "sharer_config"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (dict, PreTrainedConfig)):
+                raise TypeError(f"{name} must be a config dict or a PreTrainedConfig, got {describe(value)}.")
         super().__post_init__(**kwargs)
+        check_base_config("text_config", "receiver", self.text_config)
+        check_base_config("sharer_config", "sharer", self.sharer_config)
+        for name in ("receiver_name_or_path", "sharer_name_or_path", "receiver_revision", "sharer_revision"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str (a Hub id, local path or revision) or None, got {describe(getattr(self, name))}.")
         if self.fuser_intermediate_size is None:
             self.fuser_intermediate_size = self.fuser_hidden_size
         for name in ("fuser_hidden_size", "fuser_intermediate_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not is_integer(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not isinstance(self.fuser_num_blocks, int) or self.fuser_num_blocks < 2:
+        if not is_integer(self.fuser_num_blocks) or self.fuser_num_blocks < 2:
             raise ValueError(
                 f"fuser_num_blocks must be an integer >= 2 (one shared block and one weight-head block), "
                 f"got {self.fuser_num_blocks!r}."
             )
-        if not 0.0 <= self.fuser_dropout < 1.0:
-            raise ValueError(f"fuser_dropout must be in [0, 1), got {self.fuser_dropout!r}.")
-        if self.fusion not in FUSIONS:
+        if not is_finite_number(self.fuser_dropout) or not 0.0 <= self.fuser_dropout < 1.0:
+            raise ValueError(f"fuser_dropout must be in [0, 1), got {self.fuser_dropout!r}: a dropout probability.")
+        if not isinstance(self.fuser_zero_init, bool):
+            raise TypeError(f"fuser_zero_init must be True or False, got {describe(self.fuser_zero_init)}.")
+        if not isinstance(self.fusion, str) or self.fusion not in FUSIONS:
             raise ValueError(f"Unknown fusion {self.fusion!r}: use one of {tuple(FUSIONS)}.")
         if self.fuser_zero_init and not FUSIONS[self.fusion].residual:
             residual = tuple(name for name, branch in FUSIONS.items() if branch.residual)
@@ -158,15 +190,37 @@ class C2CConfig(PreTrainedConfig):
                 f"receiver's KV by the projection, which would start at zero: use a residual fusion {residual}, or "
                 "fuser_zero_init=False."
             )
+        if not is_finite_number(self.gate_init_logit):
+            raise ValueError(
+                f"gate_init_logit must be a finite number (the initial gate logit: > 0 open, < 0 closed), got "
+                f"{self.gate_init_logit!r}."
+            )
         for name in ("gate_temperature_start", "gate_temperature_end"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}.")
+            if not is_finite_number(getattr(self, name)) or not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}: a finite number > 0.")
         if self.token_alignment is not None and self.token_alignment not in TOKEN_ALIGNMENT_STRATEGIES:
             raise ValueError(
                 f"Unknown token_alignment {self.token_alignment!r}: use one of {TOKEN_ALIGNMENT_STRATEGIES}, or None "
                 "for a pair that shares a tokenizer."
             )
+        coverage = self.token_alignment_coverage
+        if coverage is not None and (not is_finite_number(coverage) or not 0.0 <= coverage <= 1.0):
+            raise ValueError(f"token_alignment_coverage must be a share in [0, 1] or None, got {coverage!r}.")
+        self.check_receiver_lora()
         self.resolved_layer_map()  # validates an explicit map or a strategy name against both depths
+
+    def check_receiver_lora(self) -> None:
+        """`receiver_lora` is None or the settings `add_receiver_lora` takes, with a positive rank."""
+        lora = self.receiver_lora
+        if lora is None:
+            return
+        if not isinstance(lora, dict):
+            raise TypeError(f"receiver_lora must be a dict of LoRA settings {LORA_SETTINGS} or None, got {describe(lora)}.")
+        unknown = sorted(set(lora) - set(LORA_SETTINGS))
+        if unknown:
+            raise ValueError(f"receiver_lora has unknown settings {unknown}: use {LORA_SETTINGS}.")
+        if not is_integer(lora.get("r", 8)) or lora.get("r", 8) <= 0:
+            raise ValueError(f"receiver_lora['r'] (the LoRA rank) must be a positive integer, got {lora['r']!r}.")
 
     @property
     def receiver_kv_shape(self) -> tuple[int, int, int]:

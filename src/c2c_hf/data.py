@@ -10,6 +10,7 @@ Multiple-choice examples are `MCItem`s asked with `format_prompt`, the prompt th
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import string
@@ -21,13 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
+from datasets.exceptions import DatasetGenerationError
 from transformers import PreTrainedTokenizerBase
+
+from .validation import IGNORE_INDEX, describe, is_integer
 
 if TYPE_CHECKING:
     from .cache import C2CCache
     from .training import SharerCacheMemo
 
-IGNORE_INDEX = -100
 OVERFLOW_MODES = ("drop", "truncate")
 # Accepted column sets, by format name (a dataset may carry other columns too; they are removed).
 FORMATS = {
@@ -64,6 +67,10 @@ class MCItem:
     subject: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.choices, tuple) or not all(isinstance(choice, str) for choice in self.choices):
+            raise TypeError(f"{self.id}: choices must be a tuple of strings, got {describe(self.choices)}.")
+        if not is_integer(self.gold):
+            raise TypeError(f"{self.id}: gold must be the int index of the right choice, got {describe(self.gold)}.")
         if not 2 <= len(self.choices) <= len(string.ascii_uppercase):
             raise ValueError(f"{self.id}: {len(self.choices)} choices (need 2..26)")
         if not 0 <= self.gold < len(self.choices):
@@ -112,7 +119,45 @@ def detect_format(column_names: Sequence[str]) -> str:
     )
 
 
-def _answer_index(answer: Any, num_choices: int, index: int) -> int:
+def parse_choices(value: Any, where: str) -> tuple[tuple[str, ...], list[str] | None]:
+    """A multiple-choice row's `(choices, labels)`: the choices as non-empty strings (numbers are written out), from a
+    list, the text of a list (a CSV cell: "['Paris', 'Rome']") or a `{"text": [...], "label": [...]}` mapping (ARC and
+    OpenBookQA on the Hub; `labels` then names the choices an answer may refer to, else None). A bare string or another
+    mapping is refused, not split into one choice per character or key. `where` names the row in errors."""
+    if isinstance(value, str):
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            parsed = None
+        if not isinstance(parsed, (list, tuple)):
+            raise ValueError(
+                f"{where}: choices is the string {value!r}, not a list of choices: give a list such as ['Paris', "
+                "'Rome'] (a CSV cell may hold that list's text)."
+            )
+        value = parsed
+    labels = None
+    if isinstance(value, Mapping):
+        if not isinstance(value.get("text"), (list, tuple)):
+            raise ValueError(
+                f"{where}: choices is a mapping with keys {sorted(value)}: give a list of choices, or "
+                "{'text': [choices...], 'label': [their labels...]}."
+            )
+        raw_labels = value.get("label")
+        labels = [str(label).strip() for label in raw_labels] if isinstance(raw_labels, (list, tuple)) else None
+        value = value["text"]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{where}: choices must be a list of strings, got {describe(value)}.")
+    bad = [c for c in value if isinstance(c, bool) or not isinstance(c, (str, int, float)) or not str(c).strip()]
+    if bad:
+        raise ValueError(f"{where}: every choice must be a non-empty string, got {bad[:3]!r} in {list(value)!r}.")
+    if labels is not None and len(labels) != len(value):
+        raise ValueError(f"{where}: choices has {len(value)} texts but {len(labels)} labels.")
+    return tuple(str(choice) for choice in value), labels
+
+
+def _answer_index(answer: Any, num_choices: int, index: int, labels: list[str] | None = None) -> int:
+    if labels is not None and isinstance(answer, str) and answer.strip() in labels:
+        return labels.index(answer.strip())
     letters = choice_letters(num_choices)
     if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < num_choices:
         return answer
@@ -135,10 +180,13 @@ def _conversation(row: Mapping[str, Any], fmt: str, index: int, system_prompt: s
         user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
         messages = [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
     else:
-        choices = tuple(row["choices"])
+        choices, labels = parse_choices(row["choices"], f"Example {index}")
         if not 2 <= len(choices) <= len(string.ascii_uppercase):
             raise ValueError(f"Example {index}: a multiple-choice example needs 2 to 26 choices, got {len(choices)}.")
-        item = MCItem("train", str(index), row["question"], choices, _answer_index(row["answer"], len(choices), index))
+        if not isinstance(row["question"], str) or not row["question"].strip():
+            raise ValueError(f"Example {index}: the question must be a non-empty string, got {row['question']!r}.")
+        gold = _answer_index(row["answer"], len(choices), index, labels)
+        item = MCItem("train", str(index), row["question"], choices, gold)
         messages = [
             {"role": "user", "content": format_prompt(item)},  # the prompt the evaluation harness asks with
             {"role": "assistant", "content": item.letters[item.gold]},
@@ -225,9 +273,12 @@ def build_features(
             f"The tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}) has no chat "
             "template: set `tokenizer.chat_template` (for example, the receiver's) before building features."
         )
-    fmt = detect_format(dataset.column_names)
     if len(dataset) == 0:
-        raise ValueError("The dataset is empty.")
+        raise ValueError(
+            "The dataset is empty (0 rows): check the data files and the split (a slice such as train[:0] selects "
+            "nothing)."
+        )
+    fmt = detect_format(dataset.column_names)
     tokenized = dataset.map(
         functools.partial(
             _tokenize_batch,
@@ -251,6 +302,11 @@ def build_features(
         dropped_too_long=counts[_DROPPED],
         truncated=counts[_TRUNCATED],
     )
+    if stats.kept == 0:
+        raise ValueError(
+            f"No usable example: all {stats.total} examples are longer than max_length={max_length} tokens. Raise "
+            "max_length, or use overflow='truncate' to cut responses to fit."
+        )
     if counts[_DROPPED]:
         tokenized = tokenized.filter(
             lambda statuses: [status != _DROPPED for status in statuses],
@@ -273,6 +329,55 @@ def left_pad(rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int) -> tuple
     return ids, mask
 
 
+def _token_list(feature: Mapping[str, Any], key: str, row: int) -> torch.Tensor:
+    """A feature's `key` ("input_ids" / "labels") as a non-empty 1-D long tensor, refusing anything else."""
+    value = feature[key]
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"Feature {row}: {key} must be a list of integers, got {describe(value)}.") from error
+    if tensor.dim() != 1 or tensor.numel() == 0:
+        raise ValueError(f"Feature {row}: {key} must be one non-empty flat list of integers, got shape {tuple(tensor.shape)}.")
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"Feature {row}: {key} must hold integers, got {tensor.dtype} values such as {tensor[:3].tolist()}.")
+    return tensor.long()
+
+
+def collator_example(feature: Any, row: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One `build_features` feature, checked, as `(input_ids (L,), labels (L,), prompt length)`: ids >= 0, labels -100
+    on the prompt, the response supervised from position `fuse_length + 1` on."""
+    if not isinstance(feature, Mapping):
+        raise TypeError(
+            f"Feature {row} must be a mapping with input_ids, labels and fuse_length (a build_features row), got "
+            f"{describe(feature)}."
+        )
+    for key in ("input_ids", "labels", "fuse_length"):
+        if key not in feature:
+            raise ValueError(f"Feature {row} has no {key!r} (keys: {sorted(feature)}): build features with build_features.")
+    ids, labels = _token_list(feature, "input_ids", row), _token_list(feature, "labels", row)
+    fuse_length = feature["fuse_length"]
+    if isinstance(fuse_length, torch.Tensor) and fuse_length.numel() == 1 and not fuse_length.is_floating_point():
+        fuse_length = int(fuse_length.item())
+    if not is_integer(fuse_length) or fuse_length < 1:
+        raise ValueError(
+            f"Feature {row}: fuse_length must be an int >= 1 (the prompt's tokens minus its last), got {describe(fuse_length)}."
+        )
+    if labels.shape != ids.shape:
+        raise ValueError(f"Feature {row}: labels {tuple(labels.shape)} and input_ids {tuple(ids.shape)} differ in shape.")
+    if (ids < 0).any() or ((labels < 0) & (labels != IGNORE_INDEX)).any():
+        raise ValueError(f"Feature {row}: token ids must be >= 0 (labels: >= 0 or {IGNORE_INDEX}), got {ids.tolist()[:8]}...")
+    supervised = (labels != IGNORE_INDEX).nonzero()
+    if not len(supervised):
+        raise ValueError(f"Feature {row} supervises no token (every label is {IGNORE_INDEX}): it has no response to train on.")
+    first = int(supervised[0])
+    if first != fuse_length + 1:
+        raise ValueError(
+            f"Feature {row}: fuse_length={fuse_length} but the first supervised label is at position {first}; "
+            "the response must start right after the prompt (fuse_length + 1)."
+        )
+    return ids, labels, int(fuse_length) + 1
+
+
 @dataclass
 class C2CDataCollator:
     """Batches `build_features` examples for prefill-then-fuse: prompts left-padded, responses right-padded.
@@ -285,6 +390,13 @@ class C2CDataCollator:
 
     pad_token_id: int
     sharer_caches: SharerCacheMemo | None = None
+
+    def __post_init__(self) -> None:
+        if not is_integer(self.pad_token_id) or self.pad_token_id < 0:
+            raise ValueError(
+                f"pad_token_id must be a token id (an int >= 0), got {describe(self.pad_token_id)}: use "
+                "C2CDataCollator.for_tokenizer(tokenizer), which takes the tokenizer's pad (or eos) token."
+            )
 
     @classmethod
     def for_tokenizer(
@@ -299,28 +411,7 @@ class C2CDataCollator:
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor | int | C2CCache]:
         if not features:
             raise ValueError("C2CDataCollator got an empty batch.")
-        examples = []  # (input_ids (L,), labels (L,), prompt length)
-        for row, feature in enumerate(features):
-            for key in ("input_ids", "labels", "fuse_length"):
-                if key not in feature:
-                    raise ValueError(
-                        f"Feature {row} has no {key!r} (keys: {sorted(feature)}): build features with build_features."
-                    )
-            ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)  # (L,)
-            labels = torch.as_tensor(feature["labels"], dtype=torch.long)  # (L,)
-            fuse_length = int(feature["fuse_length"])
-            if labels.shape != ids.shape:
-                raise ValueError(
-                    f"Feature {row}: labels {tuple(labels.shape)} and input_ids {tuple(ids.shape)} differ in shape."
-                )
-            supervised = (labels != IGNORE_INDEX).nonzero()
-            first = int(supervised[0]) if len(supervised) else None
-            if first != fuse_length + 1:
-                raise ValueError(
-                    f"Feature {row}: fuse_length={fuse_length} but the first supervised label is at position {first}; "
-                    "the response must start right after the prompt (fuse_length + 1)."
-                )
-            examples.append((ids, labels, fuse_length + 1))
+        examples = [collator_example(feature, row) for row, feature in enumerate(features)]
         prompt_width = max(prompt for _, _, prompt in examples)  # P
         response_width = max(len(ids) - prompt for ids, _, prompt in examples)  # R
         shape = (len(examples), prompt_width + response_width)
@@ -372,4 +463,10 @@ def load_dataset_any(
     for file in files:
         if not Path(file).is_file():
             raise FileNotFoundError(f"Data file not found: {file}")
-    return datasets.load_dataset(builders.pop(), data_files={"train": files}, split=split)
+        if Path(file).stat().st_size == 0:
+            raise ValueError(f"Data file {file} is empty: it holds no examples.")
+    builder = builders.pop()
+    try:
+        return datasets.load_dataset(builder, data_files={"train": files}, split=split)
+    except DatasetGenerationError as error:
+        raise ValueError(f"Could not read {files} as {builder} data files: {error.__cause__ or error}") from error

@@ -21,6 +21,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .atomic import atomic_write_text
 from .configuration_c2c import C2CConfig
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"  # shipped inside the package
@@ -128,7 +129,7 @@ def write_model_card(
     repo_id: str | None = None,
     tags: list[str] | None = None,
 ) -> ModelCard:
-    """Write `README.md` (a Hub model card) for a C2C model into `save_directory` and return it.
+    """Write `README.md` (a Hub model card) for a C2C model into `save_directory` (atomically) and return it.
 
     `training` is free-form; its `data` and `steps` entries get their own lines ("unknown" when absent). It
     defaults to `training.json` in `save_directory`, and `evaluation_table` (markdown) to `results.md` there, if
@@ -151,8 +152,7 @@ def write_model_card(
     )
     variables = card_variables(model, repo_id, training, evaluation_table, repo_id if has_tokenizer else None)
     card = ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **variables)
-    save_directory.mkdir(parents=True, exist_ok=True)
-    card.save(save_directory / "README.md")
+    atomic_write_text(save_directory / "README.md", str(card))  # the bytes `card.save` writes, renamed into place
     return card
 
 

@@ -10,12 +10,16 @@ needs) and the model card (`hub.py`).
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .alignment import SpanAligner
+from .atomic import atomic_folder
 from .configuration_c2c import C2CConfig
 from .lora import inject_receiver_lora, is_trained_key, load_receiver_lora
 
@@ -30,6 +34,11 @@ BASE_LOAD_KWARGS = (
     "force_download",
     "trust_remote_code",
 )
+# Weight files a save writes (single file, shards, index; any variant): those of an earlier save into the same folder
+# that this save does not rewrite (other shards) are dropped, so that config and weights always belong together.
+WEIGHT_FILES = re.compile(r"model([.-].*)?\.safetensors(\.index(\..*)?\.json)?")
+# Options of `save_pretrained(push_to_hub=True)` that go to the upload.
+PUSH_KWARGS = ("repo_id", "commit_message", "create_pr", "private", "token")
 # Keyword arguments of `from_pretrained` that locate the C2C repo itself (and are shared with the bases' loads).
 HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download", "revision", "subfolder")
 
@@ -40,6 +49,71 @@ def split_load_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
     base_kwargs = {k: kwargs[k] if k in HUB_KWARGS else kwargs.pop(k) for k in BASE_LOAD_KWARGS if k in kwargs}
     return hub_kwargs, base_kwargs
+
+
+def check_checkpoint_location(path: str | os.PathLike) -> None:
+    """Refuse a local checkpoint path that is not a folder (missing, or a file) before transformers reads it as a Hub
+    repo id ("Repo id must be in the form ..."). A path object, one starting with `.`, `/` or `~`, or one with more
+    than one `/` (a Hub id has at most one) is local."""
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        return
+    if os.path.exists(text):
+        raise NotADirectoryError(
+            f"{text} is a file: from_pretrained takes a C2C checkpoint folder (with config.json and model.safetensors) "
+            "or a Hub repo id."
+        )
+    if isinstance(path, os.PathLike) or text.startswith((".", "/", "~", "\\")) or text.count("/") > 1 or "\\" in text:
+        raise FileNotFoundError(
+            f"No such folder: {text} (relative paths start from {os.getcwd()}). Give the folder a C2C model was saved "
+            "to (save_pretrained, or a Trainer's output_dir / checkpoint-N), or a Hub repo id 'org/name'."
+        )
+
+
+def load_c2c_config(path: str | os.PathLike, hub_kwargs: dict[str, Any]) -> C2CConfig:
+    """The `C2CConfig` of the checkpoint at `path`, refusing a config.json of another model type or without the two
+    bases' configs (defaults would build a fuser of other shapes and fail with a table of mismatched tensors)."""
+    local = Path(path, hub_kwargs.get("subfolder") or "")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{local} holds no config.json, so it is not a saved C2C model: give the folder save_pretrained wrote (a "
+            "Trainer's output_dir after training, or one of its checkpoint-N folders)."
+        )
+    config_dict, _ = C2CConfig.get_config_dict(path, **hub_kwargs)
+    if config_dict.get("model_type", C2CConfig.model_type) != C2CConfig.model_type:
+        raise ValueError(
+            f"{os.fspath(path)} is not a C2C checkpoint: its config.json has model_type {config_dict['model_type']!r}. "
+            "Load a plain model with AutoModelForCausalLM.from_pretrained, or pair two with "
+            "C2CForCausalLM.from_base_models."
+        )
+    missing = [key for key in ("model_type", "text_config", "sharer_config") if key not in config_dict]
+    if missing:
+        raise ValueError(
+            f"The config.json of {os.fspath(path)} lacks {missing} (model_type 'c2c', the receiver's and the sharer's "
+            "configs), so the fuser's shapes are unknown: restore the config.json save_pretrained wrote, or pass "
+            "config=C2CConfig.from_base_configs(receiver.config, sharer.config, ...)."
+        )
+    return C2CConfig.from_pretrained(path, **hub_kwargs)
+
+
+def unreadable_weight_file(path: str | os.PathLike, hub_kwargs: dict[str, Any]) -> str:
+    """The first `.safetensors` file of the checkpoint at `path` whose header cannot be read (the cached download
+    for a Hub repo), to name it in the error."""
+    from safetensors import SafetensorError, safe_open
+    from transformers.utils.hub import cached_file
+
+    local = Path(path, hub_kwargs.get("subfolder") or "")
+    files = sorted(local.glob("*.safetensors")) if local.is_dir() else []
+    if not files:
+        resolved = cached_file(path, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        files = [Path(resolved)] if resolved else []
+    for file in files:
+        try:
+            with safe_open(file, "pt"):
+                pass
+        except (SafetensorError, OSError):
+            return str(file)
+    return str(local / "model.safetensors")
 
 
 def check_fuser_checkpoint(loading_info: dict[str, Any], path: str | os.PathLike, config: C2CConfig) -> None:
@@ -118,14 +192,30 @@ class C2CCheckpointMixin:
         model (`token_alignment="span"`) also loads both tokenizers from the bases' ids, unless given as
         `receiver_tokenizer` / `sharer_tokenizer`.
         """
+        from safetensors import SafetensorError
+
         hub_kwargs, base_kwargs = split_load_kwargs(kwargs)
+        check_checkpoint_location(pretrained_model_name_or_path)
+        if config is not None and getattr(config, "model_type", None) != C2CConfig.model_type:
+            raise TypeError(f"config must be a C2CConfig, got {type(config).__name__}: leave it out to read the checkpoint's.")
+        for role, base in (("receiver", receiver), ("sharer", sharer)):
+            if base is not None and not isinstance(base, PreTrainedModel):
+                raise TypeError(f"{role} must be a loaded transformers model, got {type(base).__name__}.")
         if config is None:
-            config = C2CConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            config = load_c2c_config(pretrained_model_name_or_path, hub_kwargs)
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *model_args, config=config, dtype=torch.float32, attach_bases=False,
-            output_loading_info=True, **kwargs,
-        )  # fmt: skip
+        kwargs.setdefault("use_safetensors", True)  # C2C checkpoints are safetensors: never fall back to a pickle
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, config=config, dtype=torch.float32, attach_bases=False,
+                output_loading_info=True, **kwargs,
+            )  # fmt: skip
+        except SafetensorError as error:
+            file = unreadable_weight_file(pretrained_model_name_or_path, hub_kwargs)
+            raise OSError(
+                f"Could not read the fuser weights {file}: not a valid safetensors file ({error}). The file is corrupt "
+                "or truncated (an interrupted copy or download): save or download the checkpoint again."
+            ) from error
         check_fuser_checkpoint(loading_info, pretrained_model_name_or_path, config)
         if receiver is None:
             receiver = load_base("receiver", config.receiver_name_or_path, config.receiver_revision, base_kwargs, receiver_kwargs)
@@ -149,7 +239,18 @@ class C2CCheckpointMixin:
         self.config.receiver_lora = inject_receiver_lora(self.receiver, r, lora_alpha, lora_dropout, target_modules)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, state_dict: dict | None = None, **kwargs):
-        """Save the fuser weights (safetensors), the config and the generation config; never the bases."""
+        """Save the fuser weights (safetensors), the config, the generation config, the model code and the model card;
+        never the bases.
+
+        The save is atomic (`atomic.atomic_folder`): everything is written into a temporary sibling folder, the
+        entries of an existing folder that this save does not write (a tokenizer, Trainer's optimizer state, your
+        own files) are carried over as hard links, and the complete folder takes the old one's place in one
+        rename. A failed or killed save leaves the previous folder as it was and no temporary files (a killed
+        save's are removed by the next save there). Weight files of an earlier save that this one does not rewrite
+        (other shards) are dropped. Ranks that write no files (`is_main_process=False`) and saves written by several
+        processes together (`distributed_checkpoint=True`) go straight to the folder. `push_to_hub=True` uploads
+        the saved model with `push_to_hub` (one commit, card included) to `repo_id` (default: the folder's name).
+        """
         state_dict = self.state_dict() if state_dict is None else state_dict
         self.config.auto_map = {
             "AutoConfig": "configuration_c2c.C2CConfig",
@@ -157,14 +258,24 @@ class C2CCheckpointMixin:
             "AutoModelForCausalLM": "modeling_c2c.C2CForCausalLM",
         }
         trained = {k: v for k, v in state_dict.items() if is_trained_key(k)}
-        result = super().save_pretrained(save_directory, *args, state_dict=trained, **kwargs)
-        if kwargs.get("is_main_process", True):
-            try:
-                from c2c_hf.hub import write_model_card  # absolute: remote-code copies of this file need no hub.py
-            except ImportError:  # loaded as remote code without c2c_hf installed: no card
-                return result
-            write_model_card(self, save_directory)
+        if not kwargs.get("is_main_process", True) or kwargs.get("distributed_checkpoint"):
+            return super().save_pretrained(save_directory, *args, state_dict=trained, **kwargs)
+        push = kwargs.pop("push_to_hub", False)
+        push_kwargs = {key: kwargs.pop(key) for key in PUSH_KWARGS if key in kwargs}
+        with atomic_folder(save_directory, owned=WEIGHT_FILES, before_swap=self._card_writer(save_directory)) as folder:
+            result = super().save_pretrained(folder, *args, state_dict=trained, **kwargs)
+        if push:
+            self.push_to_hub(push_kwargs.pop("repo_id", Path(os.path.realpath(save_directory)).name), **push_kwargs)
         return result
+
+    def _card_writer(self, save_directory: str | os.PathLike) -> Callable[[Path], None] | None:
+        """What writes the model card into a staged save of `save_directory` (the card names `save_directory`), or
+        None when c2c_hf is not installed (this file loaded as remote code: no card)."""
+        try:
+            from c2c_hf.hub import write_model_card  # absolute: remote-code copies of this file need no hub.py
+        except ImportError:
+            return None
+        return lambda folder: write_model_card(self, folder, repo_id=str(save_directory))
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the fuser, config, generation config, code and model card in one commit (`c2c_hf.hub.push_to_hub`)."""
@@ -197,4 +308,4 @@ class C2CCheckpointMixin:
         return result
 
 
-__all__ = ["BASE_LOAD_KWARGS", "HUB_KWARGS", "C2CCheckpointMixin", "check_fuser_checkpoint", "load_base", "load_tokenizer", "split_load_kwargs"]
+__all__ = ["BASE_LOAD_KWARGS", "HUB_KWARGS", "PUSH_KWARGS", "WEIGHT_FILES", "C2CCheckpointMixin", "check_checkpoint_location", "check_fuser_checkpoint", "load_base", "load_c2c_config", "load_tokenizer", "split_load_kwargs"]

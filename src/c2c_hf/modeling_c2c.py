@@ -13,6 +13,8 @@ Loading the bases (`loading.py`), the receiver LoRA (`lora.py`) and model cards 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -30,9 +32,9 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .alignment import (
+    ALIGNMENTS,
     SpanAligner,
     TokenMap,
-    check_sharer_input_ids,
     gather_positions,
     pair_alignment,
     position_aligned_sharer_ids,
@@ -42,6 +44,7 @@ from .cache import KV, C2CCache
 from .configuration_c2c import C2CConfig
 from .fuser import C2CFuser, C2COutputProjection
 from .loading import C2CCheckpointMixin
+from .validation import check_base_models, check_forward_inputs, check_fuse_prompt_inputs, check_generate_inputs
 
 
 @dataclass
@@ -61,26 +64,6 @@ class C2CPromptOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     receiver_kv: KV | None = None
-
-
-def resolve_fuse_length(fuse_length: int | torch.Tensor | None, length: int) -> int:
-    """The number of leading positions to fuse in a sequence of `length` tokens (default: all but the last)."""
-    if fuse_length is None:
-        return length - 1
-    if isinstance(fuse_length, torch.Tensor):
-        values = fuse_length.flatten().unique()
-        if values.numel() != 1:
-            raise ValueError(
-                f"fuse_length differs between rows ({values.tolist()}): left-pad the prompts of a batch to one "
-                "length so that one split serves every row."
-            )
-        fuse_length = int(values.item())
-    if not 0 <= fuse_length < length:
-        raise ValueError(
-            f"fuse_length={fuse_length} is out of range for a sequence of {length} tokens: at least the last "
-            "prompt token must run after fusion (0 <= fuse_length < sequence length)."
-        )
-    return fuse_length
 
 
 def backbone_prefill(
@@ -141,6 +124,26 @@ class C2CPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def _apply(self, fn, recurse: bool = True):
+        """Casts of the whole model (`to(dtype)`, `half()`, `bfloat16()`) reach the bases; a float32 fuser moves with
+        them but stays float32, the precision it was trained and is saved in (as `from_pretrained` keeps it whatever
+        `dtype` the bases load in; it casts the KV it reads and writes), with a warning that says so."""
+        fuser = self._modules.get("fuser")
+        weight = None if fuser is None else next(fuser.parameters(), None)
+        if not recurse or weight is None or weight.dtype != torch.float32:
+            return super()._apply(fn, recurse)
+        probe = fn(torch.zeros((), dtype=weight.dtype, device=weight.device))  # where and in what fn puts a float32
+        if probe.dtype == torch.float32 or not probe.is_floating_point():
+            return super()._apply(fn, recurse)
+        warnings.warn(
+            f"C2CForCausalLM: the bases are cast to {probe.dtype} but the fuser stays torch.float32, its trained "
+            f"precision (from_pretrained keeps it in float32 too). To cast the fuser as well: model.fuser.to({probe.dtype}).",
+            stacklevel=4,  # the caller of `model.to(...)` / `model.half()`
+        )
+        for name, module in self.named_children():
+            module._apply((lambda tensor: tensor.to(probe.device)) if name == "fuser" else fn)
+        return super()._apply(fn, recurse=False)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -208,6 +211,8 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
         ids); `token_alignment=None` refuses such a pair. Without tokenizers (or with identical vocabularies) the
         sharer reads the receiver's ids.
         """
+        fields = {f.name for f in dataclasses.fields(C2CConfig)}
+        check_base_models(receiver, sharer, receiver_tokenizer, sharer_tokenizer, token_alignment, config_kwargs, fields, ALIGNMENTS)
         alignment = None
         if receiver_tokenizer is not None and sharer_tokenizer is not None:
             receiver_vocab = receiver.config.get_text_config(decoder=True).vocab_size
@@ -335,6 +340,7 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
         `logits_to_keep`: receiver logits at the last that many positions (0: all; `None`: none);
         `keep_receiver_kv`: also return the receiver's own KV before fusion.
         """
+        check_fuse_prompt_inputs(self, input_ids, attention_mask, sharer_input_ids, sharer_attention_mask)
         batch, num_fused = input_ids.shape
         if cache is not None and (cache.get_seq_length() > 0 or getattr(cache, "is_fused", False)):
             raise ValueError(
@@ -407,19 +413,21 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
         sharer_input_ids / sharer_attention_mask (`(B, L)`, *optional*):
             The sharer's tokens, one per receiver position; default to `input_ids` (same-tokenizer pairs).
         fuse_length (`int` or `(B,)` tensor of equal values, *optional*):
-            Number of leading positions whose KV is fused (the prompt minus its last token); default `L - 1`.
-            Prompts of a batch are left-padded to one length so that a single split serves every row.
+            Number of leading positions whose KV is fused (the prompt minus its last token). Default: with `labels`,
+            the position before the first supervised label (every row's response must start in one column); else
+            `L - 1`. Prompts of a batch are left-padded to one length so that a single split serves every row.
         position_ids (*optional*):
             Default to positions counted over the `attention_mask` (left padding aware), as `generate` uses.
         labels (*optional*):
             Causal-LM labels over `input_ids` (`-100` ignored); the loss uses the positions whose logits are kept.
+            A loss the fuser cannot move is refused: `fuse_length=0`, or labels that supervise only positions up to
+            `fuse_length` (predicted before fusion), would give the fuser a gradient of exactly zero.
         """
-        if input_ids is None or inputs_embeds is not None:
-            raise ValueError("C2CForCausalLM needs `input_ids` (the sharer reads tokens); `inputs_embeds` is not supported.")
-        if output_attentions:
-            raise ValueError("output_attentions is not supported by C2CForCausalLM: the prompt runs in two passes.")
-        if not isinstance(logits_to_keep, int):
-            raise ValueError(f"logits_to_keep must be an int for C2CForCausalLM, got {type(logits_to_keep).__name__}.")
+        num_fused = check_forward_inputs(
+            self, input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+            cache=cache, labels=labels, logits_to_keep=logits_to_keep, fuse_length=fuse_length,
+            sharer_input_ids=sharer_input_ids, sharer_attention_mask=sharer_attention_mask, output_attentions=output_attentions,
+        )  # fmt: skip
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         length = input_ids.shape[1]
         if position_ids is None:
@@ -431,9 +439,7 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
         receiver_kwargs = dict(output_hidden_states=output_hidden_states, **kwargs)
 
         prompt = None
-        if not (isinstance(cache, C2CCache) and cache.is_fused):  # prefill: fuse the first `num_fused` positions
-            num_fused = resolve_fuse_length(fuse_length, length)
-            check_sharer_input_ids(input_ids, sharer_input_ids)
+        if num_fused is not None:  # prefill (no fused cache yet): fuse the first `num_fused` positions
             # Logits are computed only where kept: the last `logits_to_keep` positions (0 = all).
             kept_rest = length - num_fused if logits_to_keep == 0 else min(logits_to_keep, length - num_fused)
             kept_prefix = num_fused if logits_to_keep == 0 else logits_to_keep - kept_rest
@@ -461,15 +467,9 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            first_kept = length - logits.shape[1]
-            if first_kept > 0 and (labels[:, 1 : first_kept + 1] != -100).any():
-                raise ValueError(
-                    f"labels supervise positions whose logits are not computed (logits_to_keep={logits_to_keep}): "
-                    "raise logits_to_keep or set those labels to -100."
-                )
             loss = self.loss_function(
                 logits=logits,
-                labels=labels[:, first_kept:],
+                labels=labels[:, length - logits.shape[1] :],
                 vocab_size=self.config.text_config.vocab_size,
                 num_items_in_batch=num_items_in_batch,
             )
@@ -490,8 +490,7 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
         """
         check_generation_settings(generation_config if generation_config is not None else self.generation_config, kwargs)
         input_ids = inputs if inputs is not None else kwargs.get("input_ids")
-        if input_ids is None or kwargs.get("inputs_embeds") is not None:
-            raise ValueError("C2CForCausalLM.generate needs `input_ids` (the sharer reads the prompt's tokens).")
+        check_generate_inputs(self, input_ids, kwargs)
         sharer_input_ids = kwargs.pop("sharer_input_ids", None)
         sharer_attention_mask = kwargs.pop("sharer_attention_mask", None)
         cache = kwargs.get("cache")

@@ -1,16 +1,29 @@
-"""Training a fuser with the stock `transformers.Trainer`: gate annealing, a checked resume, and the frozen sharer's
-prompt KV computed once per prompt instead of once per step."""
+"""Training a fuser with the stock `transformers.Trainer`: gate annealing, a checked resume that skips checkpoints a
+killed run left incomplete, and the frozen sharer's prompt KV computed once per prompt instead of once per step."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import zipfile
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import DynamicCache, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 
 from .cache import C2CCache
 from .modeling_c2c import C2CForCausalLM
+
+logger = logging.get_logger(__name__)
+
+CHECKPOINT_FOLDER = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")  # Trainer's `checkpoint-<global step>` folders
+# Files only Trainer writes into a checkpoint (a folder holding none of them is a plain `save_pretrained` folder).
+TRAINER_FILES = (TRAINER_STATE_NAME, "optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin")
 
 
 def unwrap_c2c(model) -> C2CForCausalLM:
@@ -34,8 +47,97 @@ class GateTemperatureCallback(TrainerCallback):
         c2c.set_gate_temperature(c2c.config.gate_temperature_at(state.global_step / max(state.max_steps, 1)))
 
 
+def checkpoint_problems(checkpoint: str | os.PathLike) -> list[str]:
+    """What is missing or cut short in the Trainer checkpoint folder `checkpoint` (empty when it is complete).
+
+    Complete means: `trainer_state.json` is there (`Trainer._save_checkpoint` writes it last, after the model through
+    `save_pretrained`, the tokenizer, the training arguments, the optimizer, scheduler, scaler and RNG states), and
+    every file in the folder (sub-folders included) is whole: each JSON file parses; each safetensors file has a
+    whole header and all the data it announces; a sharded index names only shards that are there; each torch file
+    (`.pt`, `.pth`, `.bin`) is a whole zip archive. Only headers and archive ends are read: nothing is unpickled.
+    """
+    folder = Path(checkpoint)
+    problems = [] if (folder / TRAINER_STATE_NAME).is_file() else [f"no {TRAINER_STATE_NAME}"]
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        if name.endswith(".json"):
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                problems.append(f"{name} is cut short")
+                continue
+            if name.endswith(".safetensors.index.json"):
+                for shard in sorted(set(content.get("weight_map", {}).values())):
+                    if not (path.parent / shard).is_file():
+                        problems.append(f"{shard} (named by {name}) is missing")
+        elif name.endswith(".safetensors"):
+            try:
+                with safe_open(path, "pt"):
+                    pass
+            except (SafetensorError, OSError):
+                problems.append(f"{name} is cut short")
+        elif name.endswith((".pt", ".pth", ".bin")) and not zipfile.is_zipfile(path):
+            problems.append(f"{name} is cut short")
+    return problems
+
+
+def _newest_complete_checkpoint(output_dir: str | os.PathLike) -> tuple[str | None, list[str]]:
+    """The newest complete `checkpoint-N` folder of `output_dir` (or None), and the newer incomplete ones, each
+    described with its problems."""
+    if not os.path.isdir(output_dir):
+        return None, []
+    steps = sorted(
+        (int(match.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (match := CHECKPOINT_FOLDER.fullmatch(name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    incomplete = []
+    for _, name in reversed(steps):
+        problems = checkpoint_problems(os.path.join(output_dir, name))
+        if not problems:
+            return os.path.join(output_dir, name), incomplete
+        incomplete.append(f"{name} ({'; '.join(problems)})")
+    return None, incomplete
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest complete `checkpoint-N` folder in `output_dir` (`checkpoint_problems`), what a resume picks; None
+    when there is none (or no `output_dir`). Newer incomplete ones, which a run killed while writing them leaves,
+    are skipped with a warning naming each and what is wrong with it; training writes them again."""
+    checkpoint, incomplete = _newest_complete_checkpoint(output_dir)
+    if incomplete:
+        logger.warning(
+            f"Skipping incomplete checkpoints in {output_dir} (a run stopped while writing them; training writes them "
+            f"again): {', '.join(incomplete)}. "
+            + (f"Resuming from {checkpoint}." if checkpoint else "No complete checkpoint is left.")
+        )
+    return checkpoint
+
+
+def check_checkpoint_complete(checkpoint: str | os.PathLike) -> None:
+    """Refuse to resume from a Trainer checkpoint (a `checkpoint-N` folder, or one holding Trainer's files) that is
+    incomplete, naming what is wrong and the last complete checkpoint beside it. A folder saved with
+    `save_pretrained` alone (weights only) passes: training then starts from its weights, as `Trainer` does."""
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        return  # `Trainer` reports a missing checkpoint itself
+    if not (CHECKPOINT_FOLDER.fullmatch(folder.name) or any((folder / name).exists() for name in TRAINER_FILES)):
+        return
+    problems = checkpoint_problems(folder)
+    if problems:
+        complete, _ = _newest_complete_checkpoint(folder.parent)
+        raise ValueError(
+            f"Cannot resume from {checkpoint}: the checkpoint is incomplete ({'; '.join(problems)}), as a run stopped "
+            f"while writing it leaves it. Resume from a complete one ("
+            + (f"the last is {complete}" if complete else f"there is none in {folder.parent}")
+            + "), or pass resume_from_checkpoint=True to pick the last complete one."
+        )
+
+
 def check_resume_checkpoint(model: C2CForCausalLM, checkpoint: str | os.PathLike) -> None:
-    """Refuse to resume from a checkpoint written for another pair or fuser shape, naming both."""
+    """Refuse to resume from an incomplete Trainer checkpoint (`check_checkpoint_complete`) or from a checkpoint
+    written for another pair or fuser shape, naming both."""
+    check_checkpoint_complete(checkpoint)
     config_file = os.path.join(checkpoint, "config.json")
     if not os.path.isfile(config_file):
         raise ValueError(f"{checkpoint} is not a C2C checkpoint: it has no config.json.")
@@ -112,10 +214,29 @@ class SharerCacheMemo:
         return C2CCache(self.model.receiver.config, DynamicCache(ddp_cache_data=layers) if layers else None)
 
 
+class C2CTrainer(Trainer):
+    """The stock `Trainer`, but `train(resume_from_checkpoint=True)` resumes from the last *complete* checkpoint
+    (`last_complete_checkpoint`, where the stock one takes the newest folder, however incomplete), and a checkpoint
+    given by path must be complete (`check_checkpoint_complete`)."""
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True, but the output_dir {self.args.output_dir} holds no complete "
+                    "checkpoint-N folder: train without resume_from_checkpoint to start afresh."
+                )
+        elif resume_from_checkpoint:
+            check_checkpoint_complete(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+
 def make_trainer(model: C2CForCausalLM, args: TrainingArguments, train_dataset, data_collator, **trainer_kwargs) -> Trainer:
-    """A stock `Trainer` for the fuser, with the gate-temperature schedule; only the fuser is trainable."""
+    """A `C2CTrainer` (the stock `Trainer` with a resume that skips incomplete checkpoints) for the fuser, with the
+    gate-temperature schedule; only the fuser is trainable."""
     callbacks = [GateTemperatureCallback(), *trainer_kwargs.pop("callbacks", [])]
-    return Trainer(
+    return C2CTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -125,4 +246,14 @@ def make_trainer(model: C2CForCausalLM, args: TrainingArguments, train_dataset, 
     )
 
 
-__all__ = ["GateTemperatureCallback", "SharerCacheMemo", "check_resume_checkpoint", "make_trainer", "unwrap_c2c"]
+__all__ = [
+    "C2CTrainer",
+    "GateTemperatureCallback",
+    "SharerCacheMemo",
+    "check_checkpoint_complete",
+    "check_resume_checkpoint",
+    "checkpoint_problems",
+    "last_complete_checkpoint",
+    "make_trainer",
+    "unwrap_c2c",
+]

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..atomic import atomic_file, atomic_write_text
 from ..data import left_pad
 from ..evaluation.command import load_models
 from ..evaluation.tasks import BENCHMARKS, load_benchmark
@@ -98,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     result = run_analysis(args.analysis, model, tokenizer, examples, args)
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     report = {"analysis": args.analysis, "config": vars(args), "result": result}
-    (output / f"{args.analysis}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    PLOTS[args.analysis](result, output / f"{args.analysis}.png")
+    atomic_write_text(output / f"{args.analysis}.json", json.dumps(report, indent=2) + "\n")
+    with atomic_file(output / f"{args.analysis}.png") as path:
+        PLOTS[args.analysis](result, path)
     print(f"c2c-hf analyze {args.analysis}: wrote {output / args.analysis}.json and .png")
 
 

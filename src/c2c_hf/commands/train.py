@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import enable_full_determinism
 from transformers.utils import logging
 
 from ..configuration_c2c import LAYER_MAP_STRATEGIES, C2CConfig
@@ -24,7 +24,7 @@ from ..data import C2CDataCollator, build_features, load_dataset_any
 from ..fuser import FUSIONS
 from ..lora import DEFAULT_TARGET_MODULES
 from ..modeling_c2c import C2CForCausalLM
-from ..training import SharerCacheMemo, check_resume_checkpoint, make_trainer
+from ..training import SharerCacheMemo, check_resume_checkpoint, last_complete_checkpoint, make_trainer
 
 logger = logging.get_logger(__name__)
 
@@ -40,6 +40,21 @@ FUSER_FIELDS = (
     "gate_temperature_start",
     "gate_temperature_end",
 )
+BASE_DTYPES = ("float32", "bfloat16", "float16")
+TOKEN_ALIGNMENTS = ("longest", "first", "span", "none")
+
+
+def parse_layer_map(text: str) -> str | list[int]:
+    """`--layer_map`: a strategy name, or comma-separated sharer layer indices (one per receiver layer)."""
+    if text in LAYER_MAP_STRATEGIES:
+        return text
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(
+            f"--layer_map {text!r} is neither a strategy ({' or '.join(LAYER_MAP_STRATEGIES)}) nor comma-separated "
+            "sharer layer indices, one per receiver layer (e.g. 0,2,4,6)."
+        )
+    return [int(part) for part in parts]
 
 
 def config_field_help(name: str) -> str:
@@ -71,7 +86,13 @@ def fuser_arguments_class() -> type:
         if name == "fusion":
             metadata["choices"] = tuple(FUSIONS)
         specs.append((name, field_type, field(default=config_field.default, metadata=metadata)))
-    return dataclasses.make_dataclass("FuserArguments", specs)
+    return dataclasses.make_dataclass("FuserArguments", specs, namespace={"__post_init__": check_fuser_arguments})
+
+
+def check_fuser_arguments(fuser_args) -> None:
+    """Refuse the fuser flags `C2CConfig` refuses (nan, negative sizes...) before any model loads: they are checked
+    on a config of the default pair, whose shapes they do not depend on."""
+    C2CConfig(**dataclasses.asdict(fuser_args))
 
 
 FuserArguments = fuser_arguments_class()
@@ -85,7 +106,9 @@ class ModelArguments:
     sharer: str = field(metadata={"help": "Sharer causal LM (Hub id or local folder) whose cache is fused."})
     receiver_revision: str | None = field(default=None, metadata={"help": "Revision of the receiver repo."})
     sharer_revision: str | None = field(default=None, metadata={"help": "Revision of the sharer repo."})
-    base_dtype: str = field(default="float32", metadata={"help": "dtype of the frozen bases (the fuser is fp32)."})
+    base_dtype: str = field(
+        default="float32", metadata={"help": "dtype of the frozen bases (the fuser is fp32).", "choices": BASE_DTYPES}
+    )
     layer_map: str = field(
         default="terminal", metadata={"help": f"{' or '.join(LAYER_MAP_STRATEGIES)}, or comma-separated sharer layers."}
     )
@@ -93,12 +116,23 @@ class ModelArguments:
         default="longest",
         metadata={
             "help": "longest or first (one sharer token per receiver token), span (the sharer reads the prompt in its "
-            "own tokenization), or none (refuse pairs whose tokenizers differ)."
+            "own tokenization), or none (refuse pairs whose tokenizers differ).",
+            "choices": TOKEN_ALIGNMENTS,
         },
     )
     receiver_lora_r: int = field(default=0, metadata={"help": "Rank of a LoRA trained on the receiver (0: none)."})
     receiver_lora_alpha: int = field(default=16)
     receiver_lora_target_modules: str = field(default=",".join(DEFAULT_TARGET_MODULES))
+
+    def __post_init__(self) -> None:
+        """Refuse bad flags before any model loads (also for arguments built in code, which skip argparse)."""
+        if self.base_dtype not in BASE_DTYPES:
+            raise ValueError(f"--base_dtype {self.base_dtype!r} is not one of {BASE_DTYPES}.")
+        if self.token_alignment not in TOKEN_ALIGNMENTS:
+            raise ValueError(f"--token_alignment {self.token_alignment!r} is not one of {TOKEN_ALIGNMENTS}.")
+        if self.receiver_lora_r < 0:
+            raise ValueError(f"--receiver_lora_r must be >= 0 (0: no LoRA), got {self.receiver_lora_r}.")
+        parse_layer_map(self.layer_map)
 
 
 @dataclass
@@ -120,15 +154,19 @@ class DataArguments:
     )
 
 
-def build_model(args: ModelArguments, fuser_args: FuserArguments | None = None) -> tuple[C2CForCausalLM, object]:
-    """Load both bases and their tokenizers, and wrap them with a fresh fuser; returns (model, receiver tokenizer)."""
+def build_model(
+    args: ModelArguments, fuser_args: FuserArguments | None = None, seed: int | None = None
+) -> tuple[C2CForCausalLM, object]:
+    """Load both bases and their tokenizers, and wrap them with a fresh fuser; returns (model, receiver tokenizer).
+    With a `seed`, the fuser's initialisation depends on it alone (seeded just before the fuser is built)."""
     fuser_args = FuserArguments() if fuser_args is None else fuser_args
     dtype = getattr(torch, args.base_dtype)
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.receiver, revision=args.receiver_revision)
     sharer_tokenizer = AutoTokenizer.from_pretrained(args.sharer, revision=args.sharer_revision)
     receiver = AutoModelForCausalLM.from_pretrained(args.receiver, revision=args.receiver_revision, dtype=dtype)
     sharer = AutoModelForCausalLM.from_pretrained(args.sharer, revision=args.sharer_revision, dtype=dtype)
-    layer_map = args.layer_map if args.layer_map in LAYER_MAP_STRATEGIES else [int(s) for s in args.layer_map.split(",")]
+    if seed is not None:
+        set_seed(seed)
     model = C2CForCausalLM.from_base_models(
         receiver,
         sharer,
@@ -137,7 +175,7 @@ def build_model(args: ModelArguments, fuser_args: FuserArguments | None = None) 
         token_alignment=None if args.token_alignment == "none" else args.token_alignment,
         receiver_revision=args.receiver_revision,
         sharer_revision=args.sharer_revision,
-        layer_map=layer_map,
+        layer_map=parse_layer_map(args.layer_map),
         **dataclasses.asdict(fuser_args),
     )
     if args.receiver_lora_r > 0:
@@ -158,8 +196,13 @@ def main(argv: list[str] | None = None) -> None:
         (ModelArguments, FuserArguments, DataArguments, TrainingArguments), prog="c2c-hf train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    model_args, fuser_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    model, tokenizer = build_model(model_args, fuser_args)
+    try:
+        model_args, fuser_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # a flag's value refused by its arguments class (or by C2CConfig): usage and exit 2
+        parser.error(str(error))
+    if training_args.full_determinism:
+        enable_full_determinism(training_args.seed)
+    model, tokenizer = build_model(model_args, fuser_args, seed=training_args.seed)
     with training_args.main_process_first(desc="tokenizing"):
         dataset = load_dataset_any(data_args.dataset, split=data_args.dataset_split, config_name=data_args.dataset_config)
         features, stats = build_features(
@@ -168,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
     logger.warning(f"Training data: {stats}")
     resume = training_args.resume_from_checkpoint
-    if resume == "True" or resume is True:
-        resume = get_last_checkpoint(training_args.output_dir)
+    if resume == "True" or resume is True:  # the last complete checkpoint, if any (else a fresh start)
+        resume = last_complete_checkpoint(training_args.output_dir)
     if resume:
         check_resume_checkpoint(model, resume)
     sharer_caches = SharerCacheMemo(model) if data_args.reuse_sharer_kv else None
@@ -180,4 +223,4 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer.save_pretrained(training_args.output_dir)
 
 
-__all__ = ["DataArguments", "FuserArguments", "ModelArguments", "build_model", "main"]
+__all__ = ["DataArguments", "FuserArguments", "ModelArguments", "build_model", "main", "parse_layer_map"]

@@ -6,12 +6,12 @@ A knowledge world of invented people with four attributes each (`world`), and tw
 things, with different architectures, depths, head shapes and tokenizers (`bases`):
 
 - the **sharer** (Llama-like, 4 layers, 8 heads x 16, byte-pair tokenizer) learns the facts of the fuser-training
-  validation and test people from paraphrased statements, answers multiple-choice questions about them, and writes a hint
+  and held-out people from paraphrased statements, answers multiple-choice questions about them, and writes a hint
   on request (everything it knows about the person);
 - the **receiver** (Qwen3-like, 3 layers, 4 heads x 32 with 2 KV heads, word-level tokenizer) learns the 4-way
   multiple-choice format through the chat template and to answer from facts given in its prompt ("Hint: ..." then
   the question, about context-only names whose facts are drawn afresh for every example). It never sees a fact of
-  a fuser-training, validation or test person.
+  a fuser-training or held-out person.
 
 Both models answer with the text of the correct choice; the harness's answer extraction maps it to its letter
 (binding a value to its letter is a circuit these tiny models do not form within a CPU budget of minutes). Both are
@@ -19,8 +19,7 @@ pretrained with the stock `transformers.Trainer`.
 
 A fuser is trained with the project's training path (`build_features` + `C2CDataCollator` + `make_trainer`) on
 questions about the fuser-training people, then the project's evaluation harness compares, on questions about
-**validation and test people** (known to the sharer only; settings are chosen on validation, the targets are read
-on test): receiver alone, sharer alone, text-to-text (the sharer's hint in the
+**held-out people** (known to the sharer only): receiver alone, sharer alone, text-to-text (the sharer's hint in the
 receiver's prompt), routing, C2C, and an oracle (the receiver given the one relevant fact in its prompt) (`run`).
 The token map between the two tokenizers is built by `from_base_models(..., receiver_tokenizer, sharer_tokenizer)`.
 Every receiver layer is fused with sharer layer 0: this sharer keeps its facts in the name tokens' layer-0 keys and
@@ -57,8 +56,8 @@ from .run import (
     Oracle,
     answer_example,
     fuser_dataset,
+    heldout_questions,
     run_demo,
-    split_questions,
     train_fuser,
 )
 from .world import ATTRIBUTES, QUESTIONS, ROLES, STATEMENTS, Entity, World, invent_names
@@ -85,13 +84,13 @@ __all__ = [
     "encode_chat",
     "encode_text",
     "fuser_dataset",
+    "heldout_questions",
     "invent_names",
     "main",
     "pretrain",
     "receiver_examples",
     "run_demo",
     "sharer_examples",
-    "split_questions",
     "train_fuser",
     "train_tokenizers",
     "write_demo_report",

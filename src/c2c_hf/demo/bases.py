@@ -2,7 +2,7 @@
 
 The receiver (Qwen3-like, word-level tokenizer) and the sharer (Llama-like, byte-pair tokenizer) differ in
 vocabulary, depth and head shapes, so C2C has to align tokens and project KV caches between them. What each learns
-is decided here: the sharer learns the facts of the fuser-training, validation and test people; the receiver learns the
+is decided here: the sharer learns the facts of the fuser-training and held-out people; the receiver learns the
 multiple-choice format and to answer from facts stated in its prompt, and never sees a fact of those people.
 Pretraining is the stock `transformers.Trainer` with a per-token weighted next-token loss.
 """
@@ -32,7 +32,7 @@ from transformers import (
 
 from ..data import MCItem, format_prompt
 from ..evaluation import hint_request, hinted_prompt
-from .world import ATTRIBUTES, SHARER_ROLES, STATEMENTS, World
+from .world import ATTRIBUTES, STATEMENTS, World
 
 # ChatML-style markers, shared by both tokenizers (special tokens: they map by string in the token alignment).
 CHAT_TEMPLATE = (
@@ -55,7 +55,7 @@ def _wrap(backend, chat_template: str = CHAT_TEMPLATE) -> PreTrainedTokenizerFas
 def tokenizer_corpus(world: World) -> list[str]:
     """Every kind of text the demo writes: statements, questions, the MC prompt, the hint request, the chat roles."""
     rng = random.Random(world.seed)
-    item = world.question(world.entities["context"][0] if world.entities["context"] else world.entities["test"][0],
+    item = world.question(world.entities["context"][0] if world.entities["context"] else world.entities["heldout"][0],
                           "city", rng)  # fmt: skip
     # The prompt words recur in every example: repeated, so that byte-pair merges make them whole tokens too.
     return world.vocabulary_text() + [hint_request(item), hinted_prompt(item, "x"), "system user assistant"] * 50
@@ -208,7 +208,7 @@ def sharer_examples(
     everything it knows about the person, `World.profile`). `value_weight` weights the loss on attribute values
     (in statements, answers and hints) and on the person's name in hints."""
     rng = random.Random(f"sharer-data-{seed}")
-    known = [e for role in SHARER_ROLES for e in world.entities[role]]
+    known = [e for role in ("fuser", "heldout") for e in world.entities[role]]
     heavy = {i: value_weight for i in value_token_ids(tokenizer)}
     examples = []
     for _ in range(count):
@@ -236,7 +236,7 @@ def sharer_examples(
 def receiver_examples(world: World, tokenizer, count: int, seed: int, multi_fact_share: float = 0.5) -> list[Example]:
     """What the receiver learns: the multiple-choice format and answering from a hint in its prompt, about
     context-only names whose facts are drawn afresh for every example (so that only reading works). It never sees a
-    fact of a fuser, validation or test person. A curriculum: the hint is the fact alone for the first 30% of the examples;
+    fact of a fuser or held-out person. A curriculum: the hint is the fact alone for the first 30% of the examples;
     then, with a share growing to `multi_fact_share` at 60%, the fact among other facts of the person."""
     rng = random.Random(f"receiver-data-{seed}")
     context_names = world.names("context")

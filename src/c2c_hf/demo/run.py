@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
 
 from ..analysis import gate_map
+from ..atomic import atomic_folder
 from ..data import C2CDataCollator, MCItem, build_features, format_prompt
 from ..evaluation import (
     LM,
@@ -42,7 +43,7 @@ from .bases import (
     sharer_examples,
     train_tokenizers,
 )
-from .report import SPLITS, TEST, describe_models, parameter_count, write_demo_report
+from .report import BENCHMARK, claim_output_folder, describe_models, parameter_count, write_demo_report
 from .world import ATTRIBUTES, World
 
 
@@ -54,8 +55,7 @@ class DemoConfig:
     quick: bool = False
     # world: people per role (see c2c_hf.demo.world)
     fuser_entities: int = 192
-    validation_entities: int = 48
-    test_entities: int = 48
+    heldout_entities: int = 48
     context_entities: int = 128
     # tokenizers
     sharer_vocab_size: int = 2000  # byte-pair merges stop earlier, once every word of the world is one token
@@ -88,13 +88,12 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, seed: int = 0) -> DemoConfig:
         return cls(
-            seed=seed, quick=True, fuser_entities=32, validation_entities=16, test_entities=16, context_entities=48,
+            seed=seed, quick=True, fuser_entities=32, heldout_entities=16, context_entities=48,
             sharer_steps=340, receiver_steps=270, fuser_steps=240, routing_fit_items=32,
         )  # fmt: skip
 
     def world_sizes(self) -> dict[str, int]:
-        return {"fuser": self.fuser_entities, "validation": self.validation_entities, "test": self.test_entities,
-                "context": self.context_entities}  # fmt: skip
+        return {"fuser": self.fuser_entities, "heldout": self.heldout_entities, "context": self.context_entities}
 
 
 class Stopwatch:
@@ -151,10 +150,9 @@ def train_fuser(
 # --------------------------------------------------------------------------- evaluation
 
 
-def split_questions(world: World, split: str, seed: int) -> list[MCItem]:
-    """The demo's evaluation items of `split` ("validation" or "test"): one question on every fact of every person
-    of that split (seeded phrasing and order)."""
-    return world.questions(split, random.Random(f"eval-{split}-{seed}"))
+def heldout_questions(world: World, seed: int) -> list[MCItem]:
+    """The demo's evaluation items: one question on every fact of every held-out person (seeded phrasing, order)."""
+    return world.questions("heldout", random.Random(f"eval-{seed}"))
 
 
 class Oracle(Method):
@@ -202,16 +200,18 @@ def _tail(losses: Sequence[float], n: int = 20) -> float:
 
 
 def _save_base(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> PreTrainedModel:
-    """Save a base with its tokenizer and reload it, so that the C2C config names its folder."""
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    """Save a base with its tokenizer (one atomic folder save) and reload it, so that the C2C config names its
+    folder."""
+    with atomic_folder(path) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
 def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
     """Build the world, train both bases and the fuser, evaluate every method, save/reload; returns the report."""
     output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(output)
     clock = Stopwatch()
     seed, batch = config.seed, config.base_batch_size
     print(f"C2C demo ({'quick' if config.quick else 'full'}, seed {seed}) -> {output}")
@@ -262,32 +262,34 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
             model, receiver_tokenizer, fuser_dataset(world, config.fuser_questions_per_fact, seed), config, workdir,
         ))  # fmt: skip
 
-    # Evaluation: validation and test people (the sharer knows them; the receiver and the fuser never saw their facts).
-    print("4/4 evaluation on validation and test people")
-    questions = {split: split_questions(world, split, seed) for split in SPLITS}
+    # Evaluation: held-out people only (the sharer knows them; the receiver and the fuser never saw their facts).
+    print("4/4 evaluation on held-out people")
+    heldout = heldout_questions(world, seed)
     scoring = Scoring("generate", config.max_new_tokens)
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, METHODS, scoring, config.hint_tokens)
     methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
     routing = next(m for m in methods if isinstance(m, Routing))
     fit_items = world.questions("fuser", random.Random(f"routing-{seed}"))[: config.routing_fit_items]
     informative = clock.stage("routing fit", lambda: routing.fit(fit_items))
-    results = clock.stage("evaluation", lambda: evaluate(methods, questions, batch_size=1))
+    results = clock.stage("evaluation", lambda: evaluate(methods, {BENCHMARK: heldout}, batch_size=1))
 
-    # Save, reload with the Auto class, answer three test questions with generate.
+    # Save, reload with the Auto class, answer three held-out questions with generate.
     def save_and_reload() -> C2CForCausalLM:
+        # The tokenizer first: the model's (atomic) save keeps it, and the model card then loads it from this folder.
+        with atomic_folder(output / "c2c") as folder:
+            receiver_tokenizer.save_pretrained(folder)
         model.save_pretrained(output / "c2c")
-        receiver_tokenizer.save_pretrained(output / "c2c")
         return AutoModelForCausalLM.from_pretrained(output / "c2c").eval()
 
     reloaded = clock.stage("save + reload", save_and_reload)
-    examples = [answer_example(reloaded, model, receiver_tokenizer, item) for item in questions[TEST][:3]]
-    gates = gate_map(model, *LM(model, receiver_tokenizer).encode([format_prompt(item) for item in questions[TEST]]))
+    examples = [answer_example(reloaded, model, receiver_tokenizer, item) for item in heldout[:3]]
+    gates = gate_map(model, *LM(model, receiver_tokenizer).encode([format_prompt(item) for item in heldout]))
 
     report_config = {
         "demo": asdict(config),
         "world": {role: len(entities) for role, entities in world.entities.items()},
         "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
-        "evaluated": "validation and test people: known to the sharer only; 1 question per fact",
+        "evaluated": "held-out people: known to the sharer only; 1 question per fact",
         "mode": scoring.mode, "batch_size": 1, "max_new_tokens": config.max_new_tokens,
         "hint_tokens": config.hint_tokens,
         "models": describe_models(model, receiver_tokenizer, sharer_tokenizer),
@@ -309,7 +311,7 @@ __all__ = [
     "Stopwatch",
     "answer_example",
     "fuser_dataset",
+    "heldout_questions",
     "run_demo",
-    "split_questions",
     "train_fuser",
 ]

@@ -14,13 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_file, atomic_write_text
 from ..evaluation import environment, t_interval
-from .report import TEST
+from .report import BENCHMARK, claim_output_folder
 
 DIFFERENCES = (("c2c", "t2t"), ("c2c", "receiver"))  # per-seed accuracy differences with their t-intervals
 
 
-def seed_summary(reports: Mapping[int, Mapping[str, Any]], split: str = TEST) -> dict[str, Any]:
+def seed_summary(reports: Mapping[int, Mapping[str, Any]], split: str = BENCHMARK) -> dict[str, Any]:
     """Per-seed accuracies and latencies on `split`, their means with t-intervals over seeds, the per-seed
     differences `DIFFERENCES` with theirs, C2C's seed-to-seed standard deviation and latency ratio to
     text-to-text. Needs at least two seeds."""
@@ -90,6 +91,33 @@ def seeds_markdown(summary: Mapping[str, Any], targets: Mapping[str, bool]) -> s
     return "\n".join(lines)
 
 
+def readme_summary(content: Mapping[str, Any]) -> str:
+    """The README's account of a multi-seed demo run, from its `seeds.json` content (a test keeps them equal)."""
+    summary, targets = content["summary"], content["targets"]
+    seeds, accuracy = summary["seeds"], summary["accuracy"]
+
+    def mean_interval(s: Mapping[str, Any], signed: bool = False) -> str:
+        cell = "{:+.1f}" if signed else "{:.1f}"
+        low, high = (cell.format(100 * v) for v in s["t95"])
+        return f"{cell.format(100 * s['mean'])}{'' if signed else '%'} [{low}, {high}]"
+
+    versus_t2t = summary["differences"]["c2c - t2t"]
+    above = sum(d > 0 for d in versus_t2t["per_seed"])
+    methods = ", ".join(f"{name} {mean_interval(accuracy[m])}" for m, name in (
+        ("receiver", "receiver alone"), ("sharer", "sharer alone"), ("t2t", "text-to-text"), ("routing", "routing"),
+        ("oracle", "oracle"),
+    ) if m in accuracy)  # fmt: skip
+    return (
+        f"Over {len(seeds)} worlds (seeds {', '.join(map(str, seeds))}; {summary['split']} people; mean [95% "
+        f"t-interval over seeds]): C2C {mean_interval(accuracy['c2c'])} (SD {100 * accuracy['c2c']['sd']:.1f}), "
+        f"{methods}; C2C - text-to-text {mean_interval(versus_t2t, signed=True)} points, above it on {above} of "
+        f"{len(seeds)} seeds; C2C - receiver {mean_interval(summary['differences']['c2c - receiver'], signed=True)} "
+        f"points; C2C's latency {summary['c2c_latency_ratio_to_t2t']['mean']:.2f}x text-to-text's. Targets: "
+        + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in targets.items())
+        + "."
+    )
+
+
 def plot_seeds(summary: Mapping[str, Any], path: str | Path) -> None:
     """Each method's per-seed accuracies (dots) and their mean with its t-interval over seeds (bar)."""
     from matplotlib.figure import Figure
@@ -121,19 +149,21 @@ def write_seed_summary(reports: Mapping[int, Mapping[str, Any]], output: str | P
         "summary": summary,
         "targets": targets,
     }
-    (output / "seeds.json").write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
-    (output / "seeds.md").write_text(seeds_markdown(summary, targets), encoding="utf-8")
-    plot_seeds(summary, output / "seeds.png")
+    atomic_write_text(output / "seeds.json", json.dumps(content, indent=1) + "\n")
+    atomic_write_text(output / "seeds.md", seeds_markdown(summary, targets))
+    with atomic_file(output / "seeds.png") as path:
+        plot_seeds(summary, path)
     return content
 
 
 def run_seeds(seeds: Sequence[int], output: str | Path, run_one: Callable[[int, Path], Mapping[str, Any]]) -> dict:
     """`run_one(seed, output / f"seed-{seed}")` for every seed (one independent world each), then the summary."""
     output = Path(output)
+    claim_output_folder(output)
     reports = {seed: run_one(seed, output / f"seed-{seed}") for seed in seeds}
     content = write_seed_summary(reports, output)
     print(seeds_markdown(content["summary"], content["targets"]))
     return content
 
 
-__all__ = ["DIFFERENCES", "plot_seeds", "run_seeds", "seed_summary", "seed_targets", "seeds_markdown", "write_seed_summary"]
+__all__ = ["DIFFERENCES", "plot_seeds", "readme_summary", "run_seeds", "seed_summary", "seed_targets", "seeds_markdown", "write_seed_summary"]

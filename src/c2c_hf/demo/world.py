@@ -5,14 +5,11 @@ attribute (city, color, profession, pet). Facts are written with many paraphrase
 choice (`MCItem`) with shuffled options. Entities are split into disjoint groups by role:
 
 - `fuser`: questions about these train the fuser (the receiver never sees their facts);
-- `validation`: every choice of the demo's settings is made on questions about these (the receiver and the fuser
-  never see their facts);
-- `test`: scored once per reported configuration, after the choices are frozen (never seen by the receiver or the
-  fuser either);
+- `heldout`: evaluation only (the receiver and the fuser never see their facts);
 - `context`: names used only inside hints, with facts drawn afresh for every example, so that the receiver learns
   to *read* a fact from its prompt instead of remembering it (the sharer never sees them).
 
-The sharer learns the facts of the `fuser`, `validation` and `test` entities (`SHARER_ROLES`). Everything is a pure function of the
+The sharer learns the facts of the `fuser` and `heldout` entities. Everything is a pure function of the
 seed: the same seed gives the same world, texts and questions.
 """
 
@@ -77,8 +74,7 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     "pet": ("Which pet does {name} have?", "What animal does {name} own?", "What is the pet of {name}?"),
 }
 
-ROLES = ("fuser", "validation", "test", "context")
-SHARER_ROLES = ("fuser", "validation", "test")  # the people whose facts the sharer learns
+ROLES = ("fuser", "heldout", "context")
 _ONSETS = ("b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t", "tr", "v", "z")
 _VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ei")
 _CODAS = ("", "", "", "n", "l", "r", "s", "m")
@@ -213,4 +209,4 @@ def invent_names(rng: random.Random, count: int) -> list[str]:
     return names
 
 
-__all__ = ["ATTRIBUTES", "QUESTIONS", "ROLES", "SHARER_ROLES", "STATEMENTS", "Entity", "World", "invent_names"]
+__all__ = ["ATTRIBUTES", "QUESTIONS", "ROLES", "STATEMENTS", "Entity", "World", "invent_names"]

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..loading import check_checkpoint_location
 from ..modeling_c2c import C2CForCausalLM
 from .methods import METHODS, Routing, build_methods, evaluate
 from .reports import markdown_table, merge_report_dirs, write_report
@@ -33,6 +34,7 @@ def load_models(
     `device`, with the tokenizers of the bases its config names (one object when both name the same repo)."""
     load_kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     if model is not None:
+        check_checkpoint_location(model)
         if Path(model).is_dir() and not (Path(model) / "config.json").exists():
             last = get_last_checkpoint(model)
             raise ValueError(
@@ -58,6 +60,17 @@ def load_models(
     receiver_tokenizer, sharer_tokenizer = load_tokenizer(*receiver_id), load_tokenizer(*sharer_id)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return c2c.to(device).eval(), receiver_tokenizer, sharer_tokenizer
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count of items, tokens or questions)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (>= 1), got {value}")
+    return value
 
 
 def _parse_paths(pairs: Sequence[str]) -> dict[str, str]:
@@ -89,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--benchmark-paths", nargs="*", default=[], metavar="NAME=PATH", help="local files (default: the Hub)"
     )
-    data.add_argument("--limit", type=int, help="evaluate a deterministic subset of this many items per benchmark")
+    data.add_argument("--limit", type=positive_int, help="evaluate a deterministic subset of this many items per benchmark")
     data.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     run = parser.add_argument_group("evaluation")
     run.add_argument(
@@ -112,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="choices: lettered multiple choice; open: "
         "the bare question, right when the answer names the right choice's text and no other",
     )
-    run.add_argument("--max-new-tokens", type=int, default=64)
-    run.add_argument("--hint-tokens", type=int, default=256, help="token budget of the sharer's t2t hint")
-    run.add_argument("--batch-size", type=int, default=1, help="questions per batch (left padding); the paper uses 1")
+    run.add_argument("--max-new-tokens", type=positive_int, default=64)
+    run.add_argument("--hint-tokens", type=positive_int, default=256, help="token budget of the sharer's t2t hint")
+    run.add_argument("--batch-size", type=positive_int, default=1, help="questions per batch (left padding); the paper uses 1")
     run.add_argument("--routing-fit-benchmark", choices=BENCHMARKS, help="fit the router on this benchmark's items "
                      "(items also evaluated are excluded); without it the router routes by confidence")
     run.add_argument("--routing-fit-split", help="Hub split of the routing-fit benchmark")
-    run.add_argument("--routing-fit-limit", type=int, default=200, help="at most this many routing-fit items")
+    run.add_argument("--routing-fit-limit", type=positive_int, default=200, help="at most this many routing-fit items")
     run.add_argument("--output", required=True, help="output directory")
     parser.add_argument(
         "--merge",
@@ -170,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     benchmarks = {
         name: load_benchmark(name, paths.get(name), limit=args.limit, seed=args.seed) for name in args.benchmarks
     }
+    for name, items in benchmarks.items():
+        if not items:
+            parser.error(f"benchmark {name} has no items (from {paths.get(name) or 'the Hub'}): nothing to evaluate")
     model, receiver_tokenizer, sharer_tokenizer = load_models(
         args.model, args.receiver, args.sharer, args.dtype, args.device
     )

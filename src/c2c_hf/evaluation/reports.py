@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_file, atomic_write_text
 from .environment import environment
 from .methods import METHODS
 from .scoring import Prediction
@@ -80,12 +81,13 @@ def load_report(report_dir: str | Path) -> dict[str, Any]:
 
 
 def save_report(report: Mapping[str, Any], output_dir: str | Path) -> None:
-    """Write a report's `results.json`, `results.md` and `accuracy_latency.png` to `output_dir`."""
+    """Write a report's `results.json`, `results.md` and `accuracy_latency.png` to `output_dir`, each atomically (a
+    failed write leaves the previous file)."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (output_dir / "results.md").write_text(markdown_table(report), encoding="utf-8")
-    plot_accuracy_latency(report, output_dir / "accuracy_latency.png")
+    atomic_write_text(output_dir / "results.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(output_dir / "results.md", markdown_table(report))
+    with atomic_file(output_dir / "accuracy_latency.png") as path:
+        plot_accuracy_latency(report, path)
 
 
 # Settings that every merged report must share: rows of one table compare only when these agree. The fuser

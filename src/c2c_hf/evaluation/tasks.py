@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data import MCItem, choice_letters
+from ..data import MCItem, choice_letters, parse_choices
 
 BENCHMARKS = ("arc_challenge", "arc_easy", "openbookqa", "mmlu_redux", "ceval")
 
@@ -72,7 +72,8 @@ def load_query_jsonl(path: str | Path, benchmark: str) -> list[MCItem]:
     for i, row in _jsonl_rows(path):
         question = re.sub(r"^\s*Question:\s*", "", row["query"])
         question = re.sub(r"\s*Answer:\s*$", "", question).strip()
-        items.append(MCItem(benchmark, f"{benchmark}/{i}", question, tuple(row["choices"]), int(row["gold"])))
+        choices, _ = parse_choices(row["choices"], f"{path} row {i}")  # a string or mapping is refused, not split
+        items.append(MCItem(benchmark, f"{benchmark}/{i}", question, choices, int(row["gold"])))
     return items
 
 

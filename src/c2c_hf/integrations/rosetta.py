@@ -32,6 +32,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ..atomic import atomic_write_text
 from ..configuration_c2c import build_layer_map, kv_shape
 from ..hub import TRAINING_FILE, write_model_card
 from ..modeling_c2c import C2CForCausalLM
@@ -255,7 +256,7 @@ def import_rosetta(
 
     model.save_pretrained(dest_dir)
     training = _training_summary(recipe, src_dir, first_args)
-    (dest_dir / TRAINING_FILE).write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(dest_dir / TRAINING_FILE, json.dumps(training, indent=2) + "\n")
     write_model_card(model, dest_dir, training)
     return model
 
