@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from c2c_hf.commands import push
 IDS = torch.tensor([[5, 17, 42, 8, 77, 23, 61, 9, 30, 12], [44, 3, 90, 15, 7, 66, 21, 50, 11, 38]])
 MODEL_FILES = [
     "README.md", "alignment.py", "atomic.py", "cache.py", "config.json", "configuration_c2c.py", "fuser.py",
-    "generation_config.json", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py", "validation.py",
+    "generation_config.json", "lm_eval_guard.py", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py", "validation.py",
 ]  # fmt: skip
 RESULTS_MD = "# C2C evaluation\n\n| method | arc |\n|---|---|\n| c2c | 52.6 [49.0, 56.1] · 0.300 s (n=500) |\n"
 
@@ -314,10 +315,46 @@ def test_push_command_keeps_a_receiver_lora(fake_hub, tmp_path):
                 parameter.normal_()
     model.save_pretrained(tmp_path / "ckpt")
 
-    push.main([str(tmp_path / "ckpt"), "org/c2c-lora"])
+    with pytest.raises(ValueError, match=r"refuses this C2C model: the receiver '.*receiver' is a local path"):
+        push.main([str(tmp_path / "ckpt"), "org/c2c-lora"])
+    assert fake_hub.commits == [] and fake_hub.repos == []
+    with pytest.warns(UserWarning, match="bases are not on the Hub: the receiver '.*receiver' is a local path"):
+        push.main([str(tmp_path / "ckpt"), "org/c2c-lora", "--allow-local-bases"])
 
     (commit,) = fake_hub.commits
     assert commit.files["model.safetensors"] == (tmp_path / "ckpt" / "model.safetensors").read_bytes()
     assert any(".lora_B" in key for key in safetensors_keys(commit.files["model.safetensors"], tmp_path))
     card_text = " ".join(ModelCard(commit.files["README.md"].decode()).text.split())
     assert "LoRA adapter on the receiver (rank 2, alpha 16, on q_proj, k_proj, v_proj, o_proj)" in card_text
+
+
+def test_push_refuses_local_bases_unless_allowed(make_c2c, fake_hub, tmp_path):
+    model = make_c2c("qwen2", receiver_name_or_path=str(tmp_path / "receiver"), sharer_name_or_path="tiny-org/sharer")
+    (tmp_path / "receiver").mkdir()
+    with pytest.raises(ValueError) as error:
+        hub.push_to_hub(model, "org/c2c")
+    message = str(error.value)
+    assert f"the receiver '{tmp_path / 'receiver'}' is a local path" in message and "sharer" not in message.split(":")[1]
+    assert "model.config.receiver_name_or_path = 'org/name'" in message and "allow_local_bases=True" in message
+    with pytest.raises(ValueError, match="push_to_hub refuses this C2C model"):
+        model.push_to_hub("org/c2c")  # the model's method: the same check
+    assert fake_hub.repos == [] and fake_hub.commits == []
+
+    with pytest.warns(UserWarning, match=r"not on the Hub: the receiver '.*' is a local path.*pass `receiver=`"):
+        model.push_to_hub("org/c2c", allow_local_bases=True)
+    uploaded_config = json.loads(fake_hub.commits[0].files["config.json"])
+    assert uploaded_config["receiver_name_or_path"] == str(tmp_path / "receiver")  # as it is: no relative guess
+    with pytest.warns(UserWarning, match="not on the Hub"):
+        model.save_pretrained(tmp_path / "saved", push_to_hub=True, repo_id="org/c2c-saved", allow_local_bases=True)
+    assert [commit.repo_id for commit in fake_hub.commits] == ["org/c2c", "org/c2c-saved"]
+
+
+@pytest.mark.parametrize("auto_class", [AutoModelForCausalLM, C2CForCausalLM])
+def test_loading_options_reach_the_bases_from_the_hub(offline_cache, auto_class):
+    loaded = auto_class.from_pretrained(
+        "tiny-org/c2c", receiver_revision="main", attn_implementation="eager", local_files_only=True
+    )
+    main = build(receiver_config(), seed=0)  # what tiny-org/receiver holds at main (the config names v1)
+    assert loaded.config.receiver_revision == "main"
+    assert all(torch.equal(a, b) for a, b in zip(loaded.receiver.state_dict().values(), main.state_dict().values()))
+    assert loaded.receiver.config._attn_implementation == loaded.sharer.config._attn_implementation == "eager"

@@ -3,9 +3,11 @@
 - `c2c_tiny_mc` scores one-token continuations (the answer letter) with batch size 1: lm-eval then runs
   `model(context)` and reads the last position's logits, which is exactly C2C's "prefill, then fuse" prediction of the
   answer token. lm-eval's per-choice log-likelihoods are checked against that computation done here directly.
-  (Multi-token continuations, or batches that right-pad shorter rows, are not scored with C2C semantics by the
-  stock `hf` model: see the limitations in the model card template.)
+  (Multi-token continuations, or batches that right-pad shorter rows, would not be scored with C2C semantics by the
+  stock `hf` model: it refuses them, see the last test.)
 - `c2c_tiny_gen` answers by greedy generation, through `C2CForCausalLM.generate`.
+- `c2c_tiny_mc_words` scores three-token answers ("A . mars"): `c2c-hf lm-eval --model c2c` scores them as the Python
+  API's `model="c2c"` does, and the stock `hf` model refuses them (and padded batches) instead of mis-scoring them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from c2c_hf import C2CForCausalLM
 lm_eval = pytest.importorskip("lm_eval")
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lm_eval"
-TASK, GEN_TASK = "c2c_tiny_mc", "c2c_tiny_gen"
+TASK, GEN_TASK, WORDS_TASK = "c2c_tiny_mc", "c2c_tiny_gen", "c2c_tiny_mc_words"
 LETTERS = ["A", "B", "C", "D"]
 
 
@@ -57,16 +59,22 @@ def saved_c2c(tmp_path_factory):
     return root / "c2c", docs, tokenizer
 
 
-@pytest.mark.slow
-def test_lm_eval_hf_model_scores_a_saved_c2c_model(saved_c2c):
+@pytest.fixture(scope="module")
+def task_manager():
+    """lm-eval's task index with this folder's tasks (built once: indexing lm-eval's tasks takes seconds)."""
     from lm_eval.tasks import TaskManager
 
+    return TaskManager(include_path=str(FIXTURES))
+
+
+@pytest.mark.slow
+def test_lm_eval_hf_model_scores_a_saved_c2c_model(saved_c2c, task_manager):
     directory, docs, tokenizer = saved_c2c
     results = lm_eval.simple_evaluate(
         model="hf",
         model_args=f"pretrained={directory},tokenizer={directory},dtype=float32",
         tasks=[TASK, GEN_TASK],
-        task_manager=TaskManager(include_path=str(FIXTURES)),
+        task_manager=task_manager,
         batch_size=1,
         device="cpu",
         log_samples=True,
@@ -105,10 +113,8 @@ def test_lm_eval_hf_model_scores_a_saved_c2c_model(saved_c2c):
 
 
 @pytest.mark.slow
-def test_c2c_model_type_scores_multi_token_continuations_after_fusion(saved_c2c):
+def test_c2c_model_type_scores_multi_token_continuations_after_fusion(saved_c2c, task_manager):
     """`model="c2c"` (c2c_hf.integrations.lm_eval): every continuation token is scored on the fused context, at batch size 4."""
-    from lm_eval.tasks import TaskManager
-
     from c2c_hf.integrations.lm_eval import C2CLM
 
     directory, docs, tokenizer = saved_c2c
@@ -123,9 +129,7 @@ def test_c2c_model_type_scores_multi_token_continuations_after_fusion(saved_c2c)
         logprobs = model(ids[:, :-1], fuse_length=len(context) - 1).logits[0, len(context) - 1 :].log_softmax(-1)
     assert score == pytest.approx(logprobs.gather(-1, torch.tensor(continuation)[:, None]).sum().item(), abs=1e-4)
 
-    results = lm_eval.simple_evaluate(
-        model=lm, tasks=[TASK], task_manager=TaskManager(include_path=str(FIXTURES)), log_samples=True
-    )
+    results = lm_eval.simple_evaluate(model=lm, tasks=[TASK], task_manager=task_manager, log_samples=True)
     samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
     with torch.no_grad():
         expected = [
@@ -136,3 +140,77 @@ def test_c2c_model_type_scores_multi_token_continuations_after_fusion(saved_c2c)
         ]
     scored = torch.tensor([[ll for ll, _ in sample["filtered_resps"]] for sample in samples])
     torch.testing.assert_close(scored, torch.stack(expected), rtol=0, atol=1e-4)
+
+
+def model_args(directory: Path) -> str:
+    return f"pretrained={directory},tokenizer={directory},dtype=float32"
+
+
+def sample_scores(samples: list[dict]) -> list[list[float]]:
+    """Per doc (in doc order), the log-likelihood of each choice."""
+    return [[float(ll) for ll, _ in s["filtered_resps"]] for s in sorted(samples, key=lambda s: s["doc_id"])]
+
+
+@pytest.mark.slow
+def test_c2c_hf_lm_eval_command_scores_as_the_python_api(saved_c2c, task_manager, tmp_path):
+    """`c2c-hf lm-eval --model c2c ...` is lm-eval's command line with `c2c` registered: same scores as
+    `simple_evaluate(model="c2c")`, and the multi-token answers are scored after fusing the context only."""
+    from c2c_hf.cli import main
+
+    directory, docs, tokenizer = saved_c2c
+    main([
+        "lm-eval", "--model", "c2c", "--model_args", model_args(directory), "--tasks", f"{WORDS_TASK},{TASK}",
+        "--include_path", str(FIXTURES), "--batch_size", "4", "--device", "cpu",
+        "--output_path", str(tmp_path), "--log_samples",
+    ])  # fmt: skip
+    (results_file,) = tmp_path.rglob("results_*.json")
+    from_command = json.loads(results_file.read_text())
+    assert from_command["config"]["model"] == "c2c"
+    sample_files = {
+        task: [f for f in tmp_path.rglob("samples_*.jsonl") if re.fullmatch(rf"samples_{task}_\d{{4}}-.+\.jsonl", f.name)]
+        for task in (WORDS_TASK, TASK)
+    }  # samples_<task>_<date>.jsonl, where one task's name starts the other's
+    command_samples = {
+        task: [json.loads(line) for line in only_file.read_text().splitlines()]
+        for task, (only_file,) in sample_files.items()
+    }
+
+    from_python = lm_eval.simple_evaluate(
+        model="c2c", model_args=model_args(directory), tasks=[WORDS_TASK, TASK], task_manager=task_manager,
+        batch_size=4, device="cpu", log_samples=True,
+    )  # fmt: skip
+    for task in (WORDS_TASK, TASK):
+        assert len(command_samples[task]) == len(docs)
+        assert sample_scores(command_samples[task]) == sample_scores(from_python["samples"][task])
+        assert from_command["results"][task]["acc,none"] == from_python["results"][task]["acc,none"]
+
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    context = tokenizer(prompt(docs[0]))["input_ids"]
+    expected = []
+    for letter, choice in zip(LETTERS, docs[0]["choices"], strict=True):
+        continuation = tokenizer(f" {letter} . {choice}")["input_ids"]
+        assert len(continuation) == 3 and tokenizer.unk_token_id not in continuation
+        with torch.no_grad():
+            logits = model(torch.tensor([context + continuation[:-1]]), fuse_length=len(context) - 1).logits
+        logprobs = logits[0, len(context) - 1 :].log_softmax(-1)
+        expected.append(logprobs.gather(-1, torch.tensor(continuation)[:, None]).sum().item())
+    assert sample_scores(command_samples[WORDS_TASK])[0] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_hf_model_type_refuses_what_it_would_score_wrong_on_a_c2c_model(saved_c2c, task_manager):
+    """lm-eval's stock `hf` passes no context boundary: multi-token answers and right-padded batches raise an error
+    that points to `--model c2c` (one-token answers at batch size 1 stay scored: the first test of this file)."""
+    directory, _, _ = saved_c2c
+    refused = [
+        (WORDS_TASK, 1, r"continuations of \[3\] tokens"),  # fuses the answer's first tokens
+        (TASK, 4, r"continuations of \[1\] tokens, contexts of \[\d+(, \d+)+\] tokens, a model input of \d+ tokens"),  # padded rows
+        (TASK, "auto", r"a batch of shape \(\d+, \d+\) whose requests could not be read"),  # batch-size probe
+    ]
+    for task, batch_size, what in refused:
+        with pytest.raises(ValueError, match=r"`hf` model is scoring a C2C model \(" + what) as error:
+            lm_eval.simple_evaluate(
+                model="hf", model_args=model_args(directory), tasks=[task], task_manager=task_manager,
+                batch_size=batch_size, max_batch_size=4, device="cpu",
+            )  # fmt: skip
+        assert "c2c-hf lm-eval --model c2c" in str(error.value) and 'simple_evaluate(model="c2c"' in str(error.value)

@@ -45,14 +45,15 @@ def test_checkpoint_holds_only_the_fuser(saved):
     files = sorted(os.listdir(root / "c2c"))
     assert files == [
         "README.md", "alignment.py", "atomic.py", "cache.py", "config.json", "configuration_c2c.py", "fuser.py",
-        "generation_config.json", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py", "validation.py",
+        "generation_config.json", "lm_eval_guard.py", "loading.py", "lora.py", "model.safetensors", "modeling_c2c.py", "validation.py",
     ]
     with safe_open(root / "c2c" / "model.safetensors", "pt") as weights:
         keys = set(weights.keys())
     assert keys == {f"fuser.{name}" for name, _ in model.fuser.named_parameters()}
     config = json.loads((root / "c2c" / "config.json").read_text())
-    assert config["receiver_name_or_path"] == str(root / "receiver")
-    assert config["sharer_name_or_path"] == str(root / "sharer")
+    assert config["receiver_name_or_path"] == "../receiver"  # bases beside the folder: named relative to it
+    assert config["sharer_name_or_path"] == "../sharer"
+    assert model.config.receiver_name_or_path == str(root / "receiver")  # in memory: unchanged by the save
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_c2c.C2CForCausalLM"
 
 

@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("c2c_hf.commands.train", "train a fuser with the stock Trainer on a receiver/sharer pair"),
     "eval": ("c2c_hf.evaluation.command", "compare receiver, sharer, text-to-text, routing and C2C on benchmarks"),
     "push": ("c2c_hf.commands.push", "upload a saved C2C checkpoint (fuser, config, code, model card) to the Hub"),
+    "lm-eval": ("c2c_hf.integrations.lm_eval", "lm-evaluation-harness's command line with the `c2c` model type"),
     "import-rosetta": ("c2c_hf.integrations.rosetta", "convert a fuser released by the C2C authors into a c2c_hf checkpoint"),
     "analyze": ("c2c_hf.analysis.command", "the paper's analyses (enrichment, transfer, rank, progressive, gates): JSON + PNG"),
 }

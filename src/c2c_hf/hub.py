@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,29 @@ def write_model_card(
     return card
 
 
+def check_bases_on_hub(config: C2CConfig, allow_local_bases: bool = False) -> None:
+    """Refuse (or, with `allow_local_bases`, warn about) bases the config names by local path, not by Hub id."""
+    local = {
+        role: name
+        for role, name in (("receiver", config.receiver_name_or_path), ("sharer", config.sharer_name_or_path))
+        if name and not _hub_ids(name)
+    }
+    if not local:
+        return
+    named = ", ".join(f"the {role} {name!r}" for role, name in local.items())
+    consequence = (
+        f"{named} {'is a local path' if len(local) == 1 else 'are local paths'}, which nobody who downloads the repo "
+        "has: they would have to pass " + " and ".join(f"`{role}=`" for role in local) + " to from_pretrained."
+    )
+    if not allow_local_bases:
+        raise ValueError(
+            f"push_to_hub refuses this C2C model: {consequence} Push the base(s) to the Hub and name them by id ("
+            + ", ".join(f"model.config.{role}_name_or_path = 'org/name'" for role in local)
+            + "), or pass allow_local_bases=True to upload anyway."
+        )
+    warnings.warn(f"Uploading a C2C model whose bases are not on the Hub: {consequence}", UserWarning, stacklevel=3)
+
+
 def push_to_hub(
     model: PreTrainedModel,
     repo_id: str,
@@ -171,18 +195,24 @@ def push_to_hub(
     create_pr: bool = False,
     max_shard_size: int | str = "50GB",
     tags: list[str] | None = None,
+    allow_local_bases: bool = False,
 ) -> CommitInfo:
     """Upload a C2C checkpoint with its model card in one commit: what `save_pretrained` writes (fuser weights,
-    config, generation config, model code), the tokenizer when given, and `README.md`. Never the bases.
+    config, generation config, model code, the model's tokenizers), the tokenizer when given, and `README.md`.
+    Never the bases.
 
     Takes the arguments of `PreTrainedModel.push_to_hub`, whose own upload would replace the card with the repo's
-    current one or a generic card.
+    current one or a generic card. A base named by a local path (not a Hub id) makes the repo unloadable for anyone
+    else, so the upload is refused with a `ValueError` naming it, unless `allow_local_bases=True` (then it uploads
+    with a warning: loaders must pass `receiver=` / `sharer=`).
     """
+    check_bases_on_hub(model.config, allow_local_bases)
     # One commit built here rather than `HfApi.upload_folder`, which may split a folder into several commits (with
     # hf_xet installed): a C2C repo's config, code and fuser weights must change together.
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as workspace:
+        tmp = Path(workspace, "repo")  # a folder with no bases beside it: local bases keep their absolute paths
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -204,4 +234,4 @@ def push_to_hub(
         )
 
 
-__all__ = ["CARD_TAGS", "RESULTS_FILE", "TRAINING_FILE", "card_variables", "push_to_hub", "write_model_card"]
+__all__ = ["CARD_TAGS", "RESULTS_FILE", "TRAINING_FILE", "card_variables", "check_bases_on_hub", "push_to_hub", "write_model_card"]

@@ -1,10 +1,13 @@
 """Loading and saving C2C checkpoints: `C2CCheckpointMixin` gives `C2CForCausalLM` its `from_pretrained`,
 `save_pretrained`, `push_to_hub` and `load_state_dict`.
 
-A C2C checkpoint holds only the fuser (and an optional receiver LoRA, `lora.py`) and the config; `from_pretrained`
-loads the fuser, then the receiver and sharer from the repos the config names, and, for a span-aligned pair, their
-tokenizers. Saving writes the trained tensors only, the config (with the `auto_map` that remote-code loading
-needs) and the model card (`hub.py`).
+A C2C checkpoint holds only the fuser (and an optional receiver LoRA, `lora.py`), the config, the generation config
+and, when the model knows them, the receiver's tokenizer (so that `AutoTokenizer` and `pipeline` work on the folder)
+and the sharer's in `sharer_tokenizer/` when its vocabulary differs. `from_pretrained` loads the fuser, then the
+receiver and sharer from the repos the config names, and the tokenizers (from the checkpoint, else, for a
+span-aligned pair, from the bases). Saving writes the trained tensors only, the config (with the `auto_map` that
+remote-code loading needs; bases lying in or beside the saved folder named by paths relative to it, so the folders
+move together) and the model card (`hub.py`).
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ BASE_LOAD_KWARGS = (
 # that this save does not rewrite (other shards) are dropped, so that config and weights always belong together.
 WEIGHT_FILES = re.compile(r"model([.-].*)?\.safetensors(\.index(\..*)?\.json)?")
 # Options of `save_pretrained(push_to_hub=True)` that go to the upload.
-PUSH_KWARGS = ("repo_id", "commit_message", "create_pr", "private", "token")
+PUSH_KWARGS = ("repo_id", "commit_message", "create_pr", "private", "token", "allow_local_bases")
 # Keyword arguments of `from_pretrained` that locate the C2C repo itself (and are shared with the bases' loads).
 HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download", "revision", "subfolder")
+# Where a save puts the sharer's tokenizer when its vocabulary differs from the receiver's.
+SHARER_TOKENIZER_FOLDER = "sharer_tokenizer"
+# The `C2CConfig` fields naming the bases, by role.
+BASE_NAME_FIELDS = {"receiver": "receiver_name_or_path", "sharer": "sharer_name_or_path"}
 
 
 def split_load_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -49,6 +56,38 @@ def split_load_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
     base_kwargs = {k: kwargs[k] if k in HUB_KWARGS else kwargs.pop(k) for k in BASE_LOAD_KWARGS if k in kwargs}
     return hub_kwargs, base_kwargs
+
+
+def is_local_path(path: str | os.PathLike) -> bool:
+    """Whether `path` can only be a local path, not a Hub repo id: a path object, text starting with `.`, `/`, `~` or
+    `\\`, or holding more than one `/` (a Hub id has at most one) or a backslash."""
+    text = os.fspath(path)
+    return isinstance(path, os.PathLike) or text.startswith((".", "/", "~", "\\")) or text.count("/") > 1 or "\\" in text
+
+
+def base_reference(name_or_path: str | None, save_directory: str | os.PathLike) -> str | None:
+    """How a saved config names a base: a local folder inside `save_directory` or beside it (in its parent folder) as
+    a path relative to it (`./bases/receiver`, `../receiver`), so that moving the parent folder keeps the checkpoint
+    loadable; a Hub id, or a folder elsewhere, as given."""
+    if not name_or_path or not os.path.isdir(name_or_path):
+        return name_or_path
+    base, folder = Path(name_or_path).resolve(), Path(os.path.realpath(save_directory))
+    if not base.is_relative_to(folder.parent):
+        return name_or_path
+    relative = Path(os.path.relpath(base, folder)).as_posix()
+    return relative if relative.startswith("../") else f"./{relative}"
+
+
+def resolve_base_reference(
+    name_or_path: str | None, checkpoint: str | os.PathLike, subfolder: str | None = None
+) -> str | None:
+    """A base name read from the saved config of `checkpoint` as a loadable one: a path relative to the saved folder
+    (`./x`, `../x`, what `base_reference` writes) joined to the folder; anything else (a Hub id, an absolute path) as
+    it is."""
+    folder = Path(checkpoint, subfolder or "")
+    if name_or_path and name_or_path.startswith(("./", "../")) and folder.is_dir():
+        return os.path.realpath(folder / name_or_path)  # `..` taken in the folder's real parent (symlinks)
+    return name_or_path
 
 
 def check_checkpoint_location(path: str | os.PathLike) -> None:
@@ -63,7 +102,7 @@ def check_checkpoint_location(path: str | os.PathLike) -> None:
             f"{text} is a file: from_pretrained takes a C2C checkpoint folder (with config.json and model.safetensors) "
             "or a Hub repo id."
         )
-    if isinstance(path, os.PathLike) or text.startswith((".", "/", "~", "\\")) or text.count("/") > 1 or "\\" in text:
+    if is_local_path(path):
         raise FileNotFoundError(
             f"No such folder: {text} (relative paths start from {os.getcwd()}). Give the folder a C2C model was saved "
             "to (save_pretrained, or a Trainer's output_dir / checkpoint-N), or a Hub repo id 'org/name'."
@@ -137,11 +176,18 @@ def load_base(
             f"This C2C config names no {role} (`{role}_name_or_path` is empty): pass `{role}=<loaded model>` to "
             f"from_pretrained, or set `{role}_name_or_path` before saving."
         )
+    override = f"`from_pretrained(..., {role}=AutoModelForCausalLM.from_pretrained(<its folder or Hub id>))`"
+    if is_local_path(name_or_path) and not os.path.isdir(name_or_path):
+        raise FileNotFoundError(
+            f"The C2C {role} {name_or_path!r} (the local folder this checkpoint's config names) does not exist: it was "
+            f"moved or deleted, or the C2C folder was moved without it. Pass the loaded base instead, {override}, or "
+            "keep the bases inside or beside the C2C folder when moving it (a save names those relative to it)."
+        )
     load_kwargs = {**shared, **({"revision": revision} if revision else {}), **(overrides or {})}
     try:
         return AutoModelForCausalLM.from_pretrained(name_or_path, **load_kwargs)
     except OSError as error:
-        raise OSError(f"Could not load the C2C {role} {name_or_path!r}: {error}") from error
+        raise OSError(f"Could not load the C2C {role} {name_or_path!r}: {error}. To use another copy, pass {override}.") from error
 
 
 def load_tokenizer(role: str, name_or_path: str | None, revision: str | None, shared: dict[str, Any]) -> PreTrainedTokenizerBase:
@@ -164,9 +210,24 @@ def load_tokenizer(role: str, name_or_path: str | None, revision: str | None, sh
     return tokenizer
 
 
+def saved_tokenizer(path: str | os.PathLike, hub_kwargs: dict[str, Any], folder: str = "") -> PreTrainedTokenizerBase | None:
+    """The tokenizer a save wrote into the checkpoint at `path` (its `folder` inside), or None when it holds none."""
+    from transformers.utils.hub import cached_file
+
+    options = {**hub_kwargs, "subfolder": "/".join(filter(None, (hub_kwargs.get("subfolder"), folder)))}
+    found = cached_file(
+        path, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False, **options,
+    )  # fmt: skip
+    return AutoTokenizer.from_pretrained(path, **options) if found else None
+
 
 class C2CCheckpointMixin:
     """Checkpoint I/O of `C2CForCausalLM`: fuser-only saves, loads that fetch the bases from their own repos."""
+
+    # The bases' tokenizers, when known (`from_base_models` / `from_pretrained`): saves write them into the checkpoint.
+    receiver_tokenizer: PreTrainedTokenizerBase | None = None
+    sharer_tokenizer: PreTrainedTokenizerBase | None = None
 
     @classmethod
     def from_pretrained(
@@ -185,12 +246,15 @@ class C2CCheckpointMixin:
         """Load the fuser (always fp32) from a C2C checkpoint, then the receiver and sharer from their own repos; returns
         a `C2CForCausalLM`.
 
-        `dtype`, `device_map`, `attn_implementation` and the Hub options (`cache_dir`, `token`, `local_files_only`,
-        `force_download`) reach both bases; `revision` selects the C2C repo's revision, the bases use the revisions
-        in the config. `receiver_kwargs` / `sharer_kwargs` add or override load arguments per base;
-        already-loaded `receiver` / `sharer` models are used as given (their shapes are checked). A span-aligned
-        model (`token_alignment="span"`) also loads both tokenizers from the bases' ids, unless given as
-        `receiver_tokenizer` / `sharer_tokenizer`.
+        `dtype`, `device_map`, `attn_implementation` (also when an Auto class has moved it into `config`) and the Hub
+        options (`cache_dir`, `token`, `local_files_only`, `force_download`) reach both bases; `revision` selects the
+        C2C repo's revision, the bases use the revisions in the config unless `receiver_revision` / `sharer_revision`
+        are given. `receiver_kwargs` / `sharer_kwargs` add or override load arguments per base; already-loaded
+        `receiver` / `sharer` models are used as given (their shapes are checked). Bases named by paths relative to
+        the saved folder are found relative to it; a missing local base raises a `FileNotFoundError` naming it.
+
+        The tokenizers (`model.receiver_tokenizer` / `model.sharer_tokenizer`) are the ones given, else those the
+        checkpoint holds; a span-aligned model (`token_alignment="span"`) without either loads them from the bases.
         """
         from safetensors import SafetensorError
 
@@ -201,8 +265,17 @@ class C2CCheckpointMixin:
         for role, base in (("receiver", receiver), ("sharer", sharer)):
             if base is not None and not isinstance(base, PreTrainedModel):
                 raise TypeError(f"{role} must be a loaded transformers model, got {type(base).__name__}.")
+        attn_implementation = getattr(config, "_attn_implementation_internal", None)  # an Auto class moves it there
+        if attn_implementation is not None:
+            base_kwargs.setdefault("attn_implementation", attn_implementation)
         if config is None:
             config = load_c2c_config(pretrained_model_name_or_path, hub_kwargs)
+        for role in BASE_NAME_FIELDS:  # as the Auto classes do: set on the config they read
+            if f"{role}_revision" in kwargs:
+                setattr(config, f"{role}_revision", kwargs.pop(f"{role}_revision"))
+        for field in BASE_NAME_FIELDS.values():
+            name = resolve_base_reference(getattr(config, field), pretrained_model_name_or_path, hub_kwargs.get("subfolder"))
+            setattr(config, field, name)
         output_loading_info = kwargs.pop("output_loading_info", False)
         kwargs.setdefault("use_safetensors", True)  # C2C checkpoints are safetensors: never fall back to a pickle
         try:
@@ -222,11 +295,16 @@ class C2CCheckpointMixin:
         if sharer is None:
             sharer = load_base("sharer", config.sharer_name_or_path, config.sharer_revision, base_kwargs, sharer_kwargs)
         model.attach_bases(receiver, sharer)
+        stored = saved_tokenizer(pretrained_model_name_or_path, hub_kwargs)
+        receiver_tokenizer = receiver_tokenizer or stored
+        if stored is not None:  # the save wrote the sharer's only when its vocabulary differs from the receiver's
+            stored = saved_tokenizer(pretrained_model_name_or_path, hub_kwargs, SHARER_TOKENIZER_FOLDER) or stored
+        sharer_tokenizer = sharer_tokenizer or stored
         if config.token_alignment == "span":
-            model.span_aligner = SpanAligner(
-                receiver_tokenizer or load_tokenizer("receiver", config.receiver_name_or_path, config.receiver_revision, base_kwargs),
-                sharer_tokenizer or load_tokenizer("sharer", config.sharer_name_or_path, config.sharer_revision, base_kwargs),
-            )
+            receiver_tokenizer = receiver_tokenizer or load_tokenizer("receiver", config.receiver_name_or_path, config.receiver_revision, base_kwargs)
+            sharer_tokenizer = sharer_tokenizer or load_tokenizer("sharer", config.sharer_name_or_path, config.sharer_revision, base_kwargs)
+            model.span_aligner = SpanAligner(receiver_tokenizer, sharer_tokenizer)
+        model.receiver_tokenizer, model.sharer_tokenizer = receiver_tokenizer, sharer_tokenizer
         if config.receiver_lora is not None:
             model.add_receiver_lora(**config.receiver_lora)
             load_receiver_lora(model, pretrained_model_name_or_path, hub_kwargs)
@@ -239,8 +317,10 @@ class C2CCheckpointMixin:
         self.config.receiver_lora = inject_receiver_lora(self.receiver, r, lora_alpha, lora_dropout, target_modules)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, state_dict: dict | None = None, **kwargs):
-        """Save the fuser weights (safetensors), the config, the generation config, the model code and the model card;
-        never the bases.
+        """Save the fuser weights (safetensors), the config, the generation config, the model code, the tokenizers
+        (`save_tokenizers`) and the model card; never the bases. A base lying in a local folder inside or beside
+        `save_directory` is named in the saved config by its path relative to `save_directory` (`base_reference`),
+        so the C2C folder and its bases can move together; a Hub id stays an id.
 
         The save is atomic (`atomic.atomic_folder`): everything is written into a temporary sibling folder, the
         entries of an existing folder that this save does not write (a tokenizer, Trainer's optimizer state, your
@@ -258,15 +338,33 @@ class C2CCheckpointMixin:
             "AutoModelForCausalLM": "modeling_c2c.C2CForCausalLM",
         }
         trained = {k: v for k, v in state_dict.items() if is_trained_key(k)}
-        if not kwargs.get("is_main_process", True) or kwargs.get("distributed_checkpoint"):
-            return super().save_pretrained(save_directory, *args, state_dict=trained, **kwargs)
+        names = {field: getattr(self.config, field) for field in BASE_NAME_FIELDS.values()}
         push = kwargs.pop("push_to_hub", False)
         push_kwargs = {key: kwargs.pop(key) for key in PUSH_KWARGS if key in kwargs}
-        with atomic_folder(save_directory, owned=WEIGHT_FILES, before_swap=self._card_writer(save_directory)) as folder:
-            result = super().save_pretrained(folder, *args, state_dict=trained, **kwargs)
+        try:
+            for field, name in names.items():  # restored below: in memory, local names stay valid from the cwd
+                setattr(self.config, field, base_reference(name, save_directory))
+            if not kwargs.get("is_main_process", True) or kwargs.get("distributed_checkpoint"):
+                return super().save_pretrained(save_directory, *args, state_dict=trained, **kwargs)
+            with atomic_folder(save_directory, owned=WEIGHT_FILES, before_swap=self._card_writer(save_directory)) as folder:
+                result = super().save_pretrained(folder, *args, state_dict=trained, **kwargs)
+                self.save_tokenizers(folder)
+        finally:
+            for field, name in names.items():
+                setattr(self.config, field, name)
         if push:
             self.push_to_hub(push_kwargs.pop("repo_id", Path(os.path.realpath(save_directory)).name), **push_kwargs)
         return result
+
+    def save_tokenizers(self, save_directory: str | os.PathLike) -> None:
+        """Write the receiver's tokenizer into `save_directory` (what `AutoTokenizer` and `pipeline` read there) and
+        the sharer's into its `sharer_tokenizer/` folder when its vocabulary differs; nothing for an unknown one."""
+        if self.receiver_tokenizer is not None:
+            self.receiver_tokenizer.save_pretrained(save_directory)
+        if self.sharer_tokenizer is not None and (
+            self.receiver_tokenizer is None or self.sharer_tokenizer.get_vocab() != self.receiver_tokenizer.get_vocab()
+        ):
+            self.sharer_tokenizer.save_pretrained(Path(save_directory, SHARER_TOKENIZER_FOLDER))
 
     def _card_writer(self, save_directory: str | os.PathLike) -> Callable[[Path], None] | None:
         """What writes the model card into a staged save of `save_directory` (the card names `save_directory`), or
@@ -308,4 +406,4 @@ class C2CCheckpointMixin:
         return result
 
 
-__all__ = ["BASE_LOAD_KWARGS", "HUB_KWARGS", "PUSH_KWARGS", "WEIGHT_FILES", "C2CCheckpointMixin", "check_checkpoint_location", "check_fuser_checkpoint", "load_base", "load_c2c_config", "load_tokenizer", "split_load_kwargs"]
+__all__ = ["BASE_LOAD_KWARGS", "BASE_NAME_FIELDS", "HUB_KWARGS", "PUSH_KWARGS", "SHARER_TOKENIZER_FOLDER", "WEIGHT_FILES", "C2CCheckpointMixin", "base_reference", "check_checkpoint_location", "check_fuser_checkpoint", "is_local_path", "load_base", "load_c2c_config", "load_tokenizer", "resolve_base_reference", "saved_tokenizer", "split_load_kwargs"]

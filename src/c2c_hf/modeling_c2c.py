@@ -209,7 +209,7 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
         `token_alignment` strategy (`"longest"` / `"first"`) and stored in the model, or (`"span"`) the sharer reads
         the prompt in its own tokenization (`SpanAligner`; `from_pretrained` reloads both tokenizers from the bases'
         ids); `token_alignment=None` refuses such a pair. Without tokenizers (or with identical vocabularies) the
-        sharer reads the receiver's ids.
+        sharer reads the receiver's ids. Given tokenizers are kept on the model, and every save writes them.
         """
         fields = {f.name for f in dataclasses.fields(C2CConfig)}
         check_base_models(receiver, sharer, receiver_tokenizer, sharer_tokenizer, token_alignment, config_kwargs, fields, ALIGNMENTS)
@@ -226,6 +226,7 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
             **config_kwargs,
         )
         model = cls(config, receiver=receiver, sharer=sharer)
+        model.receiver_tokenizer, model.sharer_tokenizer = receiver_tokenizer, sharer_tokenizer  # saves write them
         if isinstance(alignment, SpanAligner):
             model.span_aligner = alignment
         if token_map is not None:

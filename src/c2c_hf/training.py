@@ -17,6 +17,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .cache import C2CCache
+from .loading import BASE_NAME_FIELDS, resolve_base_reference
 from .modeling_c2c import C2CForCausalLM
 
 logger = logging.get_logger(__name__)
@@ -134,6 +135,11 @@ def check_checkpoint_complete(checkpoint: str | os.PathLike) -> None:
         )
 
 
+def _real_if_local(name_or_path: str | None) -> str | None:
+    """A base name as compared across saves: a local folder's real path, a Hub id as it is."""
+    return os.path.realpath(name_or_path) if name_or_path and os.path.isdir(name_or_path) else name_or_path
+
+
 def check_resume_checkpoint(model: C2CForCausalLM, checkpoint: str | os.PathLike) -> None:
     """Refuse to resume from an incomplete Trainer checkpoint (`check_checkpoint_complete`) or from a checkpoint
     written for another pair or fuser shape, naming both."""
@@ -144,10 +150,12 @@ def check_resume_checkpoint(model: C2CForCausalLM, checkpoint: str | os.PathLike
     with open(config_file) as file:
         saved = json.load(file)
     config = model.config
+    for field in BASE_NAME_FIELDS.values():  # local bases compared as real paths (a save names them relative to it)
+        saved[field] = _real_if_local(resolve_base_reference(saved.get(field), checkpoint))
     expected = {
         "model_type": "c2c",
-        "receiver_name_or_path": config.receiver_name_or_path,
-        "sharer_name_or_path": config.sharer_name_or_path,
+        "receiver_name_or_path": _real_if_local(config.receiver_name_or_path),
+        "sharer_name_or_path": _real_if_local(config.sharer_name_or_path),
         "fuser_hidden_size": config.fuser_hidden_size,
         "fuser_intermediate_size": config.fuser_intermediate_size,
         "fuser_num_blocks": config.fuser_num_blocks,
@@ -234,13 +242,16 @@ class C2CTrainer(Trainer):
 
 def make_trainer(model: C2CForCausalLM, args: TrainingArguments, train_dataset, data_collator, **trainer_kwargs) -> Trainer:
     """A `C2CTrainer` (the stock `Trainer` with a resume that skips incomplete checkpoints) for the fuser, with the
-    gate-temperature schedule; only the fuser is trainable."""
+    gate-temperature schedule; only the fuser is trainable. `processing_class` defaults to the model's receiver
+    tokenizer, so that every checkpoint holds it (and `AutoTokenizer` / `pipeline` work on it)."""
     callbacks = [GateTemperatureCallback(), *trainer_kwargs.pop("callbacks", [])]
+    processing_class = trainer_kwargs.pop("processing_class", None) or unwrap_c2c(model).receiver_tokenizer
     return C2CTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         data_collator=data_collator,
+        processing_class=processing_class,
         callbacks=callbacks,
         **trainer_kwargs,
     )

@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .cache import C2CCache
+from .lm_eval_guard import refuse_stock_lm_eval_scoring
 
 IGNORE_INDEX = -100  # label of a position the loss skips
 TOKEN_ID_DTYPES = (torch.int64, torch.int32)  # what an embedding accepts
@@ -269,6 +270,8 @@ def check_forward_inputs(
     if fuse_length is None and labels is not None:
         num_fused = fuse_length_from_labels(labels)
     else:
+        if fuse_length is None:  # all but the last token fused: what lm-eval's stock `hf` scoring cannot rely on
+            refuse_stock_lm_eval_scoring(input_ids)
         num_fused = resolve_fuse_length(fuse_length, length, batch)
     if labels is not None:
         check_labels_reach_fuser(labels, num_fused)

@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training-data", help=f"training data, for the card (default: from DIR/{TRAINING_FILE})")
     parser.add_argument("--training-steps", help=f"optimizer steps, for the card (default: from DIR/{TRAINING_FILE})")
     parser.add_argument("--results", help=f"markdown evaluation table for the card (default: DIR/{RESULTS_FILE})")
+    parser.add_argument(
+        "--allow-local-bases", action="store_true",
+        help="upload even when a base is named by a local path (others must then pass receiver= / sharer=)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     directory = Path(args.directory)
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         token=args.token,
         revision=args.revision,
         create_pr=args.create_pr,
+        allow_local_bases=args.allow_local_bases,
     )
     print(f"Pushed {directory} to {args.repo_id}: {commit.commit_url}")
 

@@ -218,9 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     sharer_caches = SharerCacheMemo(model) if data_args.reuse_sharer_kv else None
     trainer = make_trainer(model, training_args, features, C2CDataCollator.for_tokenizer(tokenizer, sharer_caches))
     trainer.train(resume_from_checkpoint=resume or None)
-    trainer.save_model()
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(training_args.output_dir)
+    trainer.save_model()  # the model's save writes both tokenizers (the sharer's in sharer_tokenizer/ if it differs)
 
 
 __all__ = ["DataArguments", "FuserArguments", "ModelArguments", "build_model", "main", "parse_layer_map"]

@@ -1,16 +1,29 @@
 """lm-evaluation-harness model type `c2c`: continuations scored after their context is fused.
 
 lm-eval's stock `hf` model scores `model(context + continuation[:-1])` with no context boundary, so a C2C model
-fuses part of the continuation and scores only its last token after fusion (and right-padded batch rows as the
+would fuse part of the continuation and score only its last token after fusion (and right-padded batch rows as the
 receiver alone). This model type passes the boundary as `fuse_length`: the context minus its last token is
 fused, and every continuation token is scored attending to the fused cache, at any batch size (one request per
 forward). Generation tasks are inherited from `hf` (`C2CForCausalLM.generate`).
 
+From Python:
+
     import c2c_hf.integrations.lm_eval  # registers the model type
     lm_eval.simple_evaluate(model="c2c", model_args="pretrained=<c2c dir or id>", tasks=[...])
+
+From the command line, `c2c-hf lm-eval` is lm-eval's own command line (every option and sub-command of `lm_eval`)
+with the `c2c` model type registered (lm-eval 0.4 reads no plugin entry points for models):
+
+    c2c-hf lm-eval --model c2c --model_args pretrained=<c2c dir or id>,dtype=float32 --tasks arc_easy \
+        --batch_size 8 --device cuda --output_path results/ --log_samples
+
+The stock `hf` model on a C2C repo scores C2C's numbers only for one-token continuations at batch size 1; anything
+else is refused with an error pointing here (`c2c_hf.lm_eval_guard`), never scored silently wrong.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 from lm_eval.api.registry import register_model
@@ -42,4 +55,16 @@ class C2CLM(HFLM):
         raise NotImplementedError("C2C fuses a prompt; rolling (perplexity) scoring has none: evaluate the receiver.")
 
 
-__all__ = ["C2CLM"]
+def main(argv: list[str] | None = None) -> None:
+    """`c2c-hf lm-eval ARGS`: run lm-eval's command line (`lm_eval ARGS`) with the `c2c` model type registered."""
+    from lm_eval.__main__ import cli_evaluate
+
+    command_line = sys.argv
+    sys.argv = ["c2c-hf lm-eval", *(sys.argv[1:] if argv is None else argv)]  # lm-eval's parser reads sys.argv
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = command_line
+
+
+__all__ = ["C2CLM", "main"]
