@@ -3,6 +3,8 @@ tokenizer under a word-level receiver), in forward, generate, the sharer-cache m
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from conftest import FUSER_KWARGS
@@ -152,6 +154,11 @@ def test_save_and_load_rebuilds_the_aligner_from_the_bases_tokenizers(span_setup
         str(tmp_path / "sharer"),
     )
     model.save_pretrained(tmp_path / "c2c")
+    # The checkpoint carries both tokenizers (the sharer's in sharer_tokenizer/): the aligner is rebuilt from them.
+    carried = C2CForCausalLM.from_pretrained(tmp_path / "c2c", receiver=receiver, sharer=sharer)
+    assert carried.span_aligner.sharer_tokenizer.get_vocab() == sharer_tokenizer.get_vocab()
+    # Without them, the sharer's tokenizer is looked for in its base folder, which holds none: a clear error.
+    shutil.rmtree(tmp_path / "c2c" / "sharer_tokenizer")
     with pytest.raises(OSError, match="Could not load the C2C sharer's tokenizer"):
         C2CForCausalLM.from_pretrained(tmp_path / "c2c", receiver=receiver, sharer=sharer)
     loaded = C2CForCausalLM.from_pretrained(

@@ -297,8 +297,10 @@ class C2CCheckpointMixin:
         model.attach_bases(receiver, sharer)
         stored = saved_tokenizer(pretrained_model_name_or_path, hub_kwargs)
         receiver_tokenizer = receiver_tokenizer or stored
-        if stored is not None:  # the save wrote the sharer's only when its vocabulary differs from the receiver's
-            stored = saved_tokenizer(pretrained_model_name_or_path, hub_kwargs, SHARER_TOKENIZER_FOLDER) or stored
+        if stored is not None:  # the save wrote the sharer's only when its vocabulary differs from the receiver's,
+            # which every aligned pair's does: only a pair without token alignment shares the receiver's tokenizer
+            own = saved_tokenizer(pretrained_model_name_or_path, hub_kwargs, SHARER_TOKENIZER_FOLDER)
+            stored = own if own is not None or config.token_alignment is not None else stored
         sharer_tokenizer = sharer_tokenizer or stored
         if config.token_alignment == "span":
             receiver_tokenizer = receiver_tokenizer or load_tokenizer("receiver", config.receiver_name_or_path, config.receiver_revision, base_kwargs)
