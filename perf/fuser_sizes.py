@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from c2c_hf import C2CForCausalLM
 from c2c_hf.demo import DemoConfig, fuser_dataset, heldout_questions, train_fuser
 from c2c_hf.demo.world import World
-from c2c_hf.evaluation import LM, Direct, Scoring, evaluate, summarize
+from c2c_hf.evaluation import LM, UNSEALED_PROTOCOL, Direct, Scoring, evaluate, result_metadata, summarize
 
 from .bench import fuse_all_layers
 
@@ -123,7 +123,7 @@ def write(rows: list[dict], demo: dict, output: Path) -> None:
     """`fuser_sizes.json` (the demo's config, every row with the threads it ran on) and `fuser_sizes.md` (one table
     row per fuser)."""
     output.mkdir(parents=True, exist_ok=True)
-    content = {"demo": demo, "sizes": rows}
+    content = {**result_metadata(UNSEALED_PROTOCOL), "demo": demo, "sizes": rows}  # sizes chosen on the demo's held-out
     (output / "fuser_sizes.json").write_text(json.dumps(content, indent=2) + "\n")
     lines = ["| fuser hidden | blocks | learning rate | params | held-out C2C accuracy % [95% CI] | fuser forward "
              "| C2C answer (median) | training | threads |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from c2c_hf import C2CForCausalLM
+from c2c_hf.evaluation import MEASUREMENT_PROTOCOL, result_metadata
 
 from .bench import MEMORY_METHOD, Bench
 from .report import describe_machine, describe_models, models_line, section_table, targets_table, write_report
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     report: dict[str, Any] = {
+        **result_metadata(MEASUREMENT_PROTOCOL, args.device),
         "machine": describe_machine(args),
         "settings": settings,
         "memory_method": MEMORY_METHOD[torch.device(args.device).type],

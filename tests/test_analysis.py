@@ -370,7 +370,9 @@ def test_cli_writes_json_and_png(checkpoint, tmp_path, analysis, extra):
 def test_c2c_hf_analyze_runs_the_analysis_command(checkpoint, tmp_path):
     c2c_hf(["analyze", "gates", "--model", str(checkpoint / "c2c"), "--data", str(checkpoint / "data.jsonl"),
             "--output", str(tmp_path)])  # fmt: skip
-    assert json.loads((tmp_path / "gates.json").read_text())["analysis"] == "gates"
+    written = json.loads((tmp_path / "gates.json").read_text())
+    assert written["analysis"] == "gates"
+    assert written["protocol"]["selected_on"] is None and written["environment"]["torch"] == torch.__version__
 
 
 def test_cli_needs_data(checkpoint, tmp_path):

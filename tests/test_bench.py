@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, which holds `perf/`
 
@@ -31,6 +32,7 @@ def test_report_has_every_section_target_and_positive_figures(written):
     sections = report["results"]["tiny"]["sections"]
     assert list(sections) == list(run.SECTIONS)
     assert report["machine"]["cpu"] and report["machine"]["torch"] and report["machine"]["transformers"]
+    assert report["environment"]["torch"] == torch.__version__ and report["protocol"]["selected_on"] is None
 
     # Every target that applies to this shape set is checked and printed with its bound and verdict.
     expected = {(t.section, t.metric) for t in run.performance_targets([4, 8]) if t.shapes is None}

@@ -19,7 +19,7 @@ import torch
 
 from c2c_hf.analysis import example_from_texts, progressive_fusion
 from c2c_hf.commands.train import FuserArguments, ModelArguments, build_model
-from c2c_hf.evaluation import load_benchmark, load_models, question_prompt
+from c2c_hf.evaluation import MEASUREMENT_PROTOCOL, load_benchmark, load_models, question_prompt, result_metadata
 
 MODELS = Path.home() / ".cache/c2c-real-models"
 BENCHMARKS = ("arc_easy", "arc_challenge", "openbookqa")
@@ -90,7 +90,7 @@ def main() -> None:
         print(fuser, json.dumps(results[fuser]), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     config = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    args.output.write_text(json.dumps({"config": config, "results": results}, indent=1) + "\n")
+    args.output.write_text(json.dumps({**result_metadata(MEASUREMENT_PROTOCOL), "config": config, "results": results}, indent=1) + "\n")
     args.output.with_suffix(".md").write_text(markdown(results))
 
 

@@ -13,7 +13,15 @@ import torch
 from transformers import AutoTokenizer
 
 from c2c_hf import build_token_map
-from c2c_hf.evaluation import format_paired, load_report, normal_mean_interval, paired_difference, wilson_interval
+from c2c_hf.evaluation import (
+    UNSEALED_PROTOCOL,
+    format_paired,
+    load_report,
+    normal_mean_interval,
+    paired_difference,
+    result_metadata,
+    wilson_interval,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 from knowledge_setup import RECEIVER, experiment_dirs, tagged
@@ -66,7 +74,7 @@ def summarize(args: argparse.Namespace) -> None:
              **{m: baselines[m] for m in ("sharer", "oracle") if m in baselines}}  # fmt: skip
     summary = {name: {k: r[k] for k in ("accuracy", "ci95", "n", "latency_median_s")} for name, r in table.items()}
     paired = ablation_pairs(rows, baselines, compared, args.compare_tag)
-    (results / f"{stem}.json").write_text(json.dumps({"methods": summary, "paired": paired}, indent=2) + "\n")
+    (results / f"{stem}.json").write_text(json.dumps({**result_metadata(UNSEALED_PROTOCOL), "methods": summary, "paired": paired}, indent=2) + "\n")
     lines = ["| method | held-out accuracy % [95% CI] | median latency |", "|---|---|---|"]
     for name, r in summary.items():
         low, high = r["ci95"]
@@ -126,7 +134,7 @@ def segmentation(args: argparse.Namespace) -> None:
             correct = [p["correct"] for p in row["predictions"] if split[p["id"].split("/")[0]] == differs]
             table[method][group] = {"n": len(correct), "accuracy": sum(correct) / len(correct),
                                     "ci95": wilson_interval(sum(correct), len(correct))}  # fmt: skip
-    summary = {"names_split_differently": sorted(n for n, d in split.items() if d), "names": len(split), "rows": table}
+    summary = {**result_metadata(UNSEALED_PROTOCOL), "names_split_differently": sorted(n for n, d in split.items() if d), "names": len(split), "rows": table}
     (results / "segmentation.json").write_text(json.dumps(summary, indent=1) + "\n")
     counts = {g: table["receiver"][g]["n"] for g in ("alike", "split differently")}
     lines = [f"{sum(split.values())} of {len(split)} held-out names are split differently by the per-token alignment.",
@@ -159,7 +167,7 @@ def seed_mean(args: argparse.Namespace) -> None:
         differences = [mean[i] - baseline[i] for i in ids]
         centre, (low, high) = normal_mean_interval(differences, ddof=1)  # paired per question, within these runs
         paired[method] = {"difference": centre, "ci95": [low, high], "n": len(ids)}
-    summary = {"fusion": args.fusion, "runs": {t: r["accuracy"] for t, r in runs.items()},
+    summary = {**result_metadata(UNSEALED_PROTOCOL), "fusion": args.fusion, "runs": {t: r["accuracy"] for t, r in runs.items()},
                "mean": sum(mean.values()) / len(ids), "paired": paired,
                "latency_median_s": {t: r["latency_median_s"] for t, r in runs.items()}}  # fmt: skip
     stem = f"seeds-{tagged(args.fusion, args.seed_tags[0])}"

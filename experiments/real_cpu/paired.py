@@ -22,7 +22,14 @@ import argparse
 import json
 from pathlib import Path
 
-from c2c_hf.evaluation import BENCHMARKS, format_paired, load_report, paired_difference
+from c2c_hf.evaluation import (
+    BENCHMARKS,
+    UNSEALED_PROTOCOL,
+    format_paired,
+    load_report,
+    paired_difference,
+    result_metadata,
+)
 
 
 def method_results(side: str) -> dict[str, dict]:
@@ -92,7 +99,7 @@ def main() -> None:
     print(tables)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"comparisons": comparisons}, indent=2) + "\n")
+        args.output.write_text(json.dumps({**result_metadata(UNSEALED_PROTOCOL), "comparisons": comparisons}, indent=2) + "\n")
         args.output.with_suffix(".md").write_text(tables)
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf.demo.world import ATTRIBUTES, QUESTIONS, Entity, World
+from c2c_hf.evaluation import MEASUREMENT_PROTOCOL, result_metadata
 
 sys.path.insert(0, str(Path(__file__).parent))
 import knowledge_setup  # this folder's scripts
@@ -163,7 +164,7 @@ def main() -> None:
             best = max(range(layers), key=lambda i: by_layer[i]["validation"])
             print(f"{position} {kind}: best validation layer {best} {by_layer[best]}", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1) + "\n")
+    args.output.write_text(json.dumps({**result_metadata(MEASUREMENT_PROTOCOL), **report}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

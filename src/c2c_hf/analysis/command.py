@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from ..atomic import atomic_file, atomic_write_text
 from ..data import left_pad
 from ..evaluation.command import load_models
+from ..evaluation.environment import MEASUREMENT_PROTOCOL, result_metadata
 from ..evaluation.tasks import BENCHMARKS, load_benchmark
 from ..modeling_c2c import C2CForCausalLM
 from .examples import Example, example_from_item, load_examples
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     result = run_analysis(args.analysis, model, tokenizer, examples, args)
     output = Path(args.output)
-    report = {"analysis": args.analysis, "config": vars(args), "result": result}
+    report = {**result_metadata(MEASUREMENT_PROTOCOL), "analysis": args.analysis, "config": vars(args), "result": result}
     atomic_write_text(output / f"{args.analysis}.json", json.dumps(report, indent=2) + "\n")
     with atomic_file(output / f"{args.analysis}.png") as path:
         PLOTS[args.analysis](result, path)

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..analysis import plot_gates
 from ..atomic import atomic_file, atomic_write_text
-from ..evaluation import build_report, markdown_table, save_report
+from ..evaluation import UNSEALED_PROTOCOL, build_report, markdown_table, save_report
 from ..modeling_c2c import C2CForCausalLM
 
 BENCHMARK = "heldout"  # the one question set the demo evaluates: facts of people only the sharer knows
@@ -85,8 +85,7 @@ def write_demo_report(
     `gates.png` (the gate map `config["gate_map"]`) and `demo.md` to `output`, print the summary; returns the report."""
     # The demo's settings were chosen on these held-out people: there is no sealed test split (yet), and the protocol
     # says so rather than calling the held-out figures a test.
-    protocol = {"selected_on": BENCHMARK, "test_evaluations": None, "seed": config["demo"]["seed"],
-                "splits": config["world"]}  # fmt: skip
+    protocol = {**UNSEALED_PROTOCOL, "seed": config["demo"]["seed"], "splits": config["world"]}
     report = build_report(results, config, protocol)
     report["config"]["targets"] = demo_targets(report)
     save_report(report, output)

@@ -8,7 +8,7 @@ the router, the timing harness), `statistics` (intervals), `reports` (JSON, mark
 """
 
 from .command import build_parser, load_models, main
-from .environment import environment
+from .environment import MEASUREMENT_PROTOCOL, UNSEALED_PROTOCOL, environment, result_metadata
 from .lm import LM
 from .methods import (
     METHODS,
@@ -41,9 +41,11 @@ from .tasks import BENCHMARKS, extract_choice, load_benchmark, match_choice_text
 __all__ = [
     "BENCHMARKS",
     "LM",
+    "MEASUREMENT_PROTOCOL",
     "METHODS",
     "MODES",
     "PROMPTS",
+    "UNSEALED_PROTOCOL",
     "Z_95",
     "Direct",
     "Method",
@@ -75,6 +77,7 @@ __all__ = [
     "plot_accuracy_latency",
     "question_prompt",
     "respond",
+    "result_metadata",
     "save_report",
     "summarize",
     "t_interval",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -73,4 +74,17 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
     }
 
 
-__all__ = ["CPU_FLAGS", "cpu_flags", "device_name", "environment", "git_commit"]
+# The protocol of a result that chooses nothing and scores no split: a measurement of given models on given data
+# (an analysis, a timing). Results that compare methods state their own (`selected_on`, `test_evaluations`).
+MEASUREMENT_PROTOCOL = {"selected_on": None, "test_evaluations": None, "kind": "measurement: nothing is chosen on it"}
+# The protocol of a result whose settings were chosen on the very questions it reports (no sealed test split): said
+# so, rather than calling those figures a test.
+UNSEALED_PROTOCOL = {"selected_on": "heldout", "test_evaluations": None, "kind": "settings chosen on the reported questions"}
+
+
+def result_metadata(protocol: Mapping[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
+    """The `environment` and `protocol` blocks every results JSON starts with."""
+    return {"environment": environment(device), "protocol": dict(protocol)}
+
+
+__all__ = ["CPU_FLAGS", "MEASUREMENT_PROTOCOL", "UNSEALED_PROTOCOL", "cpu_flags", "device_name", "environment", "git_commit", "result_metadata"]
