@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .alignment import check_sharer_input_ids
 from .cache import C2CCache
 from .lm_eval_guard import refuse_stock_lm_eval_scoring
 
@@ -295,11 +296,7 @@ def check_prompt_inputs(
         check_left_padded("attention_mask", attention_mask, prompt_end)
     if sharer_input_ids is not None:
         check_token_ids("sharer_input_ids", sharer_input_ids, embedding_rows(model.sharer), allow_empty=True)
-        if sharer_input_ids.shape != input_ids.shape:
-            raise ValueError(
-                f"sharer_input_ids has shape {tuple(sharer_input_ids.shape)} but input_ids has "
-                f"{tuple(input_ids.shape)}: the sharer needs one token per receiver position."
-            )
+        check_sharer_input_ids(input_ids, sharer_input_ids)
     if sharer_attention_mask is not None:
         shape = tuple(input_ids.shape)
         check_attention_mask("sharer_attention_mask", sharer_attention_mask, shape, what="input_ids", allow_empty_rows=True)
