@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import (
     AutoModelForCausalLM,
     Cache,
@@ -119,7 +122,9 @@ class C2CPreTrainedModel(PreTrainedModel):
     config_class = C2CConfig
     base_model_prefix = ""
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = False
+    # Activation checkpointing (`gradient_checkpointing_enable`) covers the fuser: see `_set_gradient_checkpointing`.
+    supports_gradient_checkpointing = True
+    gradient_checkpointing = False
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -144,6 +149,35 @@ class C2CPreTrainedModel(PreTrainedModel):
         for name, module in self.named_children():
             module._apply((lambda tensor: tensor.to(probe.device)) if name == "fuser" else fn)
         return super()._apply(fn, recurse=False)
+
+    def _set_gradient_checkpointing(
+        self, enable: bool = True, gradient_checkpointing_func: Callable = checkpoint, every_n_layers: int = 1
+    ) -> None:
+        """Activation checkpointing of the fuser (`fuse_kv`), whose activations over every prompt position of every
+        layer are most of what a training step keeps for its backward. The bases' layers are left as they are: they
+        are frozen and in eval mode, and their checkpointing would drop the cache, the fused prompt included.
+        The checkpoint is non-reentrant: the fuser's inputs need no gradient, so a reentrant one would give it none."""
+        reentrant = getattr(gradient_checkpointing_func, "keywords", {}).get("use_reentrant")
+        if enable and reentrant:
+            raise ValueError(
+                "C2CForCausalLM checkpoints its fuser, whose inputs (the frozen bases' KV) need no gradient: with "
+                "use_reentrant=True the fuser would get none. Pass use_reentrant=False (the default)."
+            )
+        if enable and reentrant is None:  # kwargs without it: torch would pick the reentrant variant
+            gradient_checkpointing_func = functools.partial(gradient_checkpointing_func, use_reentrant=False)
+        self.gradient_checkpointing, self._gradient_checkpointing_func = enable, gradient_checkpointing_func
+
+    def enable_input_require_grads(self) -> None:
+        """Nothing to do (activation checkpointing calls it): only the fuser and a receiver LoRA train, and the
+        fuser's checkpoint is non-reentrant, so no input needs a gradient. Marking the receiver's embeddings would
+        make the frozen receiver keep its prompt activations for a backward that changes nothing."""
+
+    def fuse_kv(self, receiver_kv: KV, sharer_kv: KV) -> KV:
+        """The fuser's fused KV; under activation checkpointing in training, its activations are recomputed in the
+        backward instead of kept (the relaxed gates' random samples are replayed: same loss and gradients)."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(self.fuser.__call__, receiver_kv, sharer_kv)
+        return self.fuser(receiver_kv, sharer_kv)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -380,7 +414,7 @@ class C2CForCausalLM(C2CCheckpointMixin, C2CPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states, **receiver_kwargs,
         )  # fmt: skip
         receiver_kv = cache.receiver_kv()
-        cache.store_fused_prompt(self.fuser(receiver_kv, cache.sharer_kv()))  # 3. fuse, layer by layer
+        cache.store_fused_prompt(self.fuse_kv(receiver_kv, cache.sharer_kv()))  # 3. fuse, layer by layer
         return C2CPromptOutput(
             cache=cache,
             logits=None if logits_to_keep is None else receiver_out.logits,

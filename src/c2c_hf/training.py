@@ -222,10 +222,21 @@ class SharerCacheMemo:
         return C2CCache(self.model.receiver.config, DynamicCache(ddp_cache_data=layers) if layers else None)
 
 
+def kept_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The columns of `labels` `(B, L)` that the model's kept `logits` `(B, K, V)` cover: its last K, as
+    `C2CForCausalLM.forward` keeps the last `logits_to_keep` positions (the last prompt token and the response)."""
+    return labels[:, labels.shape[1] - logits.shape[1] :]
+
+
 class C2CTrainer(Trainer):
-    """The stock `Trainer`, but `train(resume_from_checkpoint=True)` resumes from the last *complete* checkpoint
-    (`last_complete_checkpoint`, where the stock one takes the newest folder, however incomplete), and a checkpoint
-    given by path must be complete (`check_checkpoint_complete`)."""
+    """The stock `Trainer`, with:
+    - `train(resume_from_checkpoint=True)` resuming from the last *complete* checkpoint (`last_complete_checkpoint`,
+      where the stock one takes the newest folder, however incomplete); a checkpoint given by path must be complete
+      (`check_checkpoint_complete`);
+    - label smoothing (`label_smoothing_factor`) and evaluation predictions on the positions whose logits the model
+      keeps (`C2CDataCollator`'s `logits_to_keep`: the last prompt token and the response): the stock `Trainer`
+      assumes logits over every label column.
+    """
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         if resume_from_checkpoint is True:
@@ -238,6 +249,30 @@ class C2CTrainer(Trainer):
         elif resume_from_checkpoint:
             check_checkpoint_complete(resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
+        """With label smoothing, the stock `Trainer` pops the labels before the forward (which then cannot place the
+        prompt/response boundary from them) and smooths logits it takes to cover every label column; here the forward
+        keeps its labels and the smoothing reads the labels of the kept logits, shifted as for any causal LM."""
+        if self.label_smoother is None or self.compute_loss_func is not None or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**inputs)
+        # Normalised over the whole accumulated batch exactly when `training_step` treats the loss as such.
+        num_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        labels = kept_labels(inputs["labels"], outputs.logits)
+        loss = self.label_smoother(outputs, labels, shift_labels=True, num_items_in_batch=num_items)
+        if self.args.average_tokens_across_devices and num_items is not None:  # as the stock `compute_loss` scales
+            loss *= self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None = None):
+        """The stock step, with the labels cut to the columns of the kept logits: `compute_metrics` and
+        `preprocess_logits_for_metrics` get predictions and labels of one shape, aligned as for any causal LM
+        (`predictions[:, t]` predicts `labels[:, t + 1]`)."""
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if logits is not None and isinstance(labels, torch.Tensor):
+            labels = kept_labels(labels, logits[0] if isinstance(logits, tuple) else logits)
+        return loss, logits, labels
 
 
 def make_trainer(model: C2CForCausalLM, args: TrainingArguments, train_dataset, data_collator, **trainer_kwargs) -> Trainer:
@@ -264,6 +299,7 @@ __all__ = [
     "check_checkpoint_complete",
     "check_resume_checkpoint",
     "checkpoint_problems",
+    "kept_labels",
     "last_complete_checkpoint",
     "make_trainer",
     "unwrap_c2c",

@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..atomic import atomic_file, atomic_write_text
+from ..cli_flags import accept_both_spellings
 from ..data import left_pad
 from ..evaluation.command import load_models
 from ..evaluation.environment import MEASUREMENT_PROTOCOL, result_metadata
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden-size", type=int, default=256, help="transfer: MLP width")
     parser.add_argument("--steps", type=int, default=300, help="transfer: training steps per mapper")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    return parser
+    return accept_both_spellings(parser)
 
 
 def run_analysis(

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..cli_flags import accept_both_spellings
 from ..configuration_c2c import C2CConfig
 from ..hub import RESULTS_FILE, TRAINING_FILE, push_to_hub
 from ..modeling_c2c import C2CForCausalLM
@@ -29,8 +30,8 @@ def load_fuser_only(path: str | os.PathLike, **hub_kwargs) -> C2CForCausalLM:
     return C2CForCausalLM.from_pretrained(path, config=config, receiver=receiver, sharer=sharer, **hub_kwargs)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`c2c-hf push DIR org/name`: upload a saved C2C checkpoint (bases not needed, not uploaded) with its card."""
+def build_parser() -> argparse.ArgumentParser:
+    """The `c2c-hf push` arguments (each long flag also parses with underscores)."""
     parser = argparse.ArgumentParser(prog="c2c-hf push", description=main.__doc__)
     parser.add_argument("directory", help="a C2C checkpoint saved with save_pretrained")
     parser.add_argument("repo_id", help="target Hub repo, e.g. my-org/c2c-qwen3-0.6b-qwen2.5-0.5b")
@@ -46,7 +47,12 @@ def main(argv: list[str] | None = None) -> None:
         "--allow-local-bases", action="store_true",
         help="upload even when a base is named by a local path (others must then pass receiver= / sharer=)",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    return accept_both_spellings(parser)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`c2c-hf push DIR org/name`: upload a saved C2C checkpoint (bases not needed, not uploaded) with its card."""
+    args = build_parser().parse_args(argv)
 
     directory = Path(args.directory)
     model = load_fuser_only(directory)
@@ -72,4 +78,4 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Pushed {directory} to {args.repo_id}: {commit.commit_url}")
 
 
-__all__ = ["load_fuser_only", "main"]
+__all__ = ["build_parser", "load_fuser_only", "main"]

@@ -1,9 +1,10 @@
 """`c2c-hf train`: train a fuser for a receiver/sharer pair on a chat, instruction or multiple-choice dataset.
 
-    c2c-hf train --receiver ID_OR_DIR --sharer ID_OR_DIR --dataset ID_OR_FILES --output_dir DIR [TrainingArguments]
+    c2c-hf train --receiver ID_OR_DIR --sharer ID_OR_DIR --dataset ID_OR_FILES --output-dir DIR [TrainingArguments]
 
-Every `transformers.TrainingArguments` flag works (`--max_steps`, `--learning_rate`, `--bf16`, `--save_steps`,
-`--resume_from_checkpoint`, ...). Multi-process: `torchrun --nproc_per_node N -m c2c_hf.cli train ...` or
+Every `transformers.TrainingArguments` flag works (`--max-steps`, `--learning-rate`, `--bf16`, `--save-steps`,
+`--resume-from-checkpoint`, ...). Flags are shown with dashes; the underscore spelling (`--max_steps`, the
+dataclass field's name) parses too. Multi-process: `torchrun --nproc_per_node N -m c2c_hf.cli train ...` or
 `accelerate launch -m c2c_hf.cli train ...`.
 """
 
@@ -19,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, 
 from transformers.trainer_utils import enable_full_determinism
 from transformers.utils import logging
 
+from ..cli_flags import accept_both_spellings
 from ..configuration_c2c import LAYER_MAP_STRATEGIES, C2CConfig
 from ..data import C2CDataCollator, build_features, load_dataset_any
 from ..fuser import FUSIONS
@@ -45,7 +47,7 @@ TOKEN_ALIGNMENTS = ("longest", "first", "span", "none")
 
 
 def parse_layer_map(text: str) -> str | list[int]:
-    """`--layer_map`: a strategy name, or comma-separated sharer layer indices (one per receiver layer)."""
+    """`--layer-map`: a strategy name, or comma-separated sharer layer indices (one per receiver layer)."""
     if text in LAYER_MAP_STRATEGIES:
         return text
     parts = [part.strip() for part in text.split(",")]
@@ -191,11 +193,18 @@ def build_model(
     return model, receiver_tokenizer
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> HfArgumentParser:
+    """The `c2c-hf train` arguments: the pair, the fuser, the data and every `TrainingArguments` flag."""
     parser = HfArgumentParser(
         (ModelArguments, FuserArguments, DataArguments, TrainingArguments), prog="c2c-hf train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    return accept_both_spellings(parser)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`c2c-hf train ...`: build the model, tokenize the data, train with `make_trainer`, save the model."""
+    parser = build_parser()
     try:
         model_args, fuser_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # a flag's value refused by its arguments class (or by C2CConfig): usage and exit 2
@@ -221,4 +230,4 @@ def main(argv: list[str] | None = None) -> None:
     trainer.save_model()  # the model's save writes both tokenizers (the sharer's in sharer_tokenizer/ if it differs)
 
 
-__all__ = ["DataArguments", "FuserArguments", "ModelArguments", "build_model", "main", "parse_layer_map"]
+__all__ = ["DataArguments", "FuserArguments", "ModelArguments", "build_model", "build_parser", "main", "parse_layer_map"]

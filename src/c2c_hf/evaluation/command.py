@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..cli_flags import accept_both_spellings
 from ..loading import check_checkpoint_location
 from ..modeling_c2c import C2CForCausalLM
 from .methods import METHODS, Routing, build_methods, evaluate
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of evaluating: merge finished reports (folders with results.json, same model and settings, "
         "e.g. one per method) into one table under --output",
     )
-    return parser
+    return accept_both_spellings(parser)
 
 
 def main(argv: list[str] | None = None) -> None:

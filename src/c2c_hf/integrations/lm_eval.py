@@ -12,10 +12,11 @@ From Python:
     lm_eval.simple_evaluate(model="c2c", model_args="pretrained=<c2c dir or id>", tasks=[...])
 
 From the command line, `c2c-hf lm-eval` is lm-eval's own command line (every option and sub-command of `lm_eval`)
-with the `c2c` model type registered (lm-eval 0.4 reads no plugin entry points for models):
+with the `c2c` model type registered (lm-eval 0.4 reads no plugin entry points for models); as in every `c2c-hf`
+command, its flags are shown with dashes and parse with underscores too (lm-eval's own spelling):
 
-    c2c-hf lm-eval --model c2c --model_args pretrained=<c2c dir or id>,dtype=float32 --tasks arc_easy \
-        --batch_size 8 --device cuda --output_path results/ --log_samples
+    c2c-hf lm-eval --model c2c --model-args pretrained=<c2c dir or id>,dtype=float32 --tasks arc_easy \
+        --batch-size 8 --device cuda --output-path results/ --log-samples
 
 The stock `hf` model on a C2C repo scores C2C's numbers only for one-token continuations at batch size 1; anything
 else is refused with an error pointing here (`c2c_hf.lm_eval_guard`), never scored silently wrong.
@@ -26,9 +27,13 @@ from __future__ import annotations
 import sys
 
 import torch
+from lm_eval._cli import HarnessCLI
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
+from lm_eval.utils import setup_logging
 from tqdm import tqdm
+
+from ..cli_flags import accept_both_spellings
 
 
 @register_model("c2c")
@@ -55,16 +60,25 @@ class C2CLM(HFLM):
         raise NotImplementedError("C2C fuses a prompt; rolling (perplexity) scoring has none: evaluate the receiver.")
 
 
+def build_parser() -> HarnessCLI:
+    """lm-eval's command line (`lm_eval.__main__.cli_evaluate`'s `HarnessCLI`), each of its sub-commands' long flags
+    accepted with dashes as well as with lm-eval's underscores (`accept_both_spellings`)."""
+    cli = HarnessCLI()
+    for parser in cli._subparsers.choices.values():  # lm-eval exposes its sub-command parsers nowhere else
+        accept_both_spellings(parser)
+    return cli
+
+
 def main(argv: list[str] | None = None) -> None:
     """`c2c-hf lm-eval ARGS`: run lm-eval's command line (`lm_eval ARGS`) with the `c2c` model type registered."""
-    from lm_eval.__main__ import cli_evaluate
-
     command_line = sys.argv
     sys.argv = ["c2c-hf lm-eval", *(sys.argv[1:] if argv is None else argv)]  # lm-eval's parser reads sys.argv
     try:
-        cli_evaluate()
+        setup_logging()
+        cli = build_parser()
+        cli.execute(cli.parse_args())
     finally:
         sys.argv = command_line
 
 
-__all__ = ["C2CLM", "main"]
+__all__ = ["C2CLM", "build_parser", "main"]

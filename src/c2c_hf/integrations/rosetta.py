@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from ..atomic import atomic_write_text
+from ..cli_flags import accept_both_spellings
 from ..configuration_c2c import build_layer_map, kv_shape
 from ..hub import TRAINING_FILE, write_model_card
 from ..modeling_c2c import C2CForCausalLM
@@ -277,8 +278,8 @@ def _training_summary(recipe: dict[str, Any], src_dir: Path, init_args: dict[str
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`c2c-hf import-rosetta SRC DEST`: convert an authors' C2C fuser folder into a c2c_hf checkpoint."""
+def build_parser() -> argparse.ArgumentParser:
+    """The `c2c-hf import-rosetta` arguments (each long flag also parses with underscores)."""
     parser = argparse.ArgumentParser(prog="c2c-hf import-rosetta", description=main.__doc__)
     parser.add_argument("src", help="a pair folder of nics-efc/C2C_Fuser (config.json + final/)")
     parser.add_argument("dest", help="output folder for the c2c_hf checkpoint")
@@ -286,7 +287,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sharer", help="id or path to read the sharer's config (and tokenizer) from")
     parser.add_argument("--receiver-id", help="id the checkpoint loads the receiver from (default: their base_model)")
     parser.add_argument("--sharer-id", help="id the checkpoint loads the sharer from (default: their teacher_model)")
-    args = parser.parse_args(argv)
+    return accept_both_spellings(parser)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`c2c-hf import-rosetta SRC DEST`: convert an authors' C2C fuser folder into a c2c_hf checkpoint."""
+    args = build_parser().parse_args(argv)
     model = import_rosetta(args.src, args.dest, args.receiver, args.sharer, args.receiver_id, args.sharer_id)
     open_gates = model.fuser.open_gates().sum(0).tolist()
     print(
@@ -296,4 +302,4 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-__all__ = ["convert_state_dict", "import_rosetta", "main", "read_layer_map"]
+__all__ = ["build_parser", "convert_state_dict", "import_rosetta", "main", "read_layer_map"]
