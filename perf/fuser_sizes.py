@@ -7,8 +7,9 @@
 Over the demo's own trained receiver and sharer (its `receiver/` and `sharer/` folders), one fuser per hidden size,
 number of blocks and learning rate is trained as the demo trains its fuser (same data, steps, schedule and seed;
 `c2c_hf.demo.train_fuser`; blocks and learning rate default to the demo's) and evaluated with C2C on the demo's
-held-out questions. Reported per fuser: parameters, held-out accuracy with its interval, the time of one fuser
-forward over a held-out prompt's caches and of one C2C answer, and training time. Rows accumulate in `--output`
+validation questions (a fuser size is a choice: it is made on validation, never on test). Reported per fuser:
+parameters, validation accuracy with its interval, the time of one fuser forward over a validation prompt's caches
+and of one C2C answer, and training time. Rows accumulate in `--output`
 across runs (a fuser already there is not trained again), so a sweep can be spread over sessions.
 """
 
@@ -27,7 +28,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf import C2CForCausalLM
-from c2c_hf.demo import DemoConfig, fuser_dataset, heldout_questions, train_fuser
+from c2c_hf.demo import Bases, DemoConfig, build_c2c, demo_questions, fuser_dataset, fuser_items, train_fuser
 from c2c_hf.demo.world import World
 from c2c_hf.evaluation import LM, UNSEALED_PROTOCOL, Direct, Scoring, evaluate, result_metadata, summarize
 
@@ -40,25 +41,14 @@ def run_size(config: DemoConfig, demo: Path, world: World, scoring: Scoring) -> 
         AutoTokenizer.from_pretrained(demo / role) for role in ("receiver", "sharer")
     )
     receiver, sharer = (AutoModelForCausalLM.from_pretrained(demo / role).eval() for role in ("receiver", "sharer"))
-    torch.manual_seed(config.seed + 3)  # as the demo seeds its fuser
-    model = C2CForCausalLM.from_base_models(
-        receiver, sharer, receiver_tokenizer, sharer_tokenizer, token_alignment="longest",
-        layer_map=list(config.layer_map), fuser_hidden_size=config.fuser_hidden_size,
-        fuser_num_blocks=config.fuser_num_blocks, fuser_dropout=config.fuser_dropout,
-    )  # fmt: skip
+    model = build_c2c(config, Bases(receiver, sharer, receiver_tokenizer, sharer_tokenizer, {}))  # as the demo does
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        train_fuser(
-            model,
-            receiver_tokenizer,
-            fuser_dataset(world, config.fuser_questions_per_fact, config.seed),
-            config,
-            workdir,
-        )
+        train_fuser(model, receiver_tokenizer, fuser_dataset(fuser_items(world, config)), config, workdir)
     train_seconds = time.perf_counter() - began
-    heldout = heldout_questions(world, config.seed)
-    predictions = evaluate([Direct("c2c", LM(model, receiver_tokenizer), scoring)], {"heldout": heldout})["c2c"][
-        "heldout"
+    validation = demo_questions(world, replace(config, splits=("validation",)))["transfer-validation"]
+    predictions = evaluate([Direct("c2c", LM(model, receiver_tokenizer), scoring)], {"validation": validation})["c2c"][
+        "validation"
     ]
     return {
         "hidden_size": config.fuser_hidden_size,
@@ -66,7 +56,7 @@ def run_size(config: DemoConfig, demo: Path, world: World, scoring: Scoring) -> 
         "learning_rate": config.fuser_lr,
         "fuser_params": sum(p.numel() for p in model.fuser.parameters()),
         **summarize(predictions),
-        "fuser_forward_s": fuser_forward_seconds(model, receiver_tokenizer, heldout[0].question),
+        "fuser_forward_s": fuser_forward_seconds(model, receiver_tokenizer, validation[0].question),
         "train_s": round(train_seconds, 2),
         "threads": torch.get_num_threads(),
     }
@@ -102,7 +92,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report = json.loads((args.demo / "results.json").read_text())["config"]
     demo_config = DemoConfig(**report["demo"])
-    world = World.generate(demo_config.seed, report["world"])
+    world = World.generate(demo_config.seed, report["world"], demo_config.attributes)
     scoring = Scoring("generate", demo_config.max_new_tokens)
     results = args.output / "fuser_sizes.json"
     rows = json.loads(results.read_text())["sizes"] if results.is_file() else []
@@ -125,7 +115,7 @@ def write(rows: list[dict], demo: dict, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     content = {**result_metadata(UNSEALED_PROTOCOL), "demo": demo, "sizes": rows}  # sizes chosen on the demo's held-out
     (output / "fuser_sizes.json").write_text(json.dumps(content, indent=2) + "\n")
-    lines = ["| fuser hidden | blocks | learning rate | params | held-out C2C accuracy % [95% CI] | fuser forward "
+    lines = ["| fuser hidden | blocks | learning rate | params | validation C2C accuracy % [95% CI] | fuser forward "
              "| C2C answer (median) | training | threads |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         low, high = r["ci95"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import random
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 import torch
@@ -27,12 +29,12 @@ from c2c_hf.demo.bases import (
     length_buckets,
     pretrain,
 )
-from c2c_hf.demo.world import ATTRIBUTES, ROLES, World
+from c2c_hf.demo.run import fuser_items
+from c2c_hf.demo.world import ATTRIBUTES, COUNTRIES, ROLES, World
 
-SIZES = {"fuser": 12, "heldout": 6, "context": 10}
-# Measured with `c2c-hf demo --quick` (seed 0, 1 thread): C2C 51.6% vs receiver alone 23.4% on the 64 held-out
-# questions (a 28-point gap); the assertion keeps 13 points of slack for other CPUs' floating-point differences.
-QUICK_MARGIN = 0.15
+SIZES = {"fuser": 12, "validation": 6, "test": 6, "context": 10}
+# The quick demo's promise (issue: "C2C >= receiver + 30 points on the test split, any seed").
+QUICK_MARGIN = 0.30
 
 
 # --------------------------------------------------------------------------- the world
@@ -54,14 +56,14 @@ def test_world_is_deterministic_per_seed():
     first, again, other = World.generate(3, SIZES), World.generate(3, SIZES), World.generate(4, SIZES)
     assert first.entities == again.entities
     assert first.entities != other.entities
-    questions = [w.questions("heldout", random.Random("q")) for w in (first, again)]
+    questions = [w.questions("test", random.Random("q")) for w in (first, again)]
     assert questions[0] == questions[1]
 
 
 def test_questions_are_four_way_with_the_right_answer():
     world = World.generate(0, SIZES)
-    items = world.questions("heldout", random.Random(0), per_fact=2)
-    assert len(items) == SIZES["heldout"] * len(ATTRIBUTES) * 2
+    items = world.questions("test", random.Random(0), per_fact=2)
+    assert len(items) == SIZES["test"] * len(ATTRIBUTES) * 2
     assert len({item.id for item in items}) == len(items)
     golds = set()
     for item in items:
@@ -80,10 +82,51 @@ def test_training_data_respects_who_knows_what():
     receiver_text = " ".join(receiver_tokenizer.decode(e.ids) for e in receiver_examples(world, receiver_tokenizer, 300, 0))
     sharer_text = " ".join(sharer_tokenizer.decode(e.ids) for e in sharer_examples(world, sharer_tokenizer, 300, 0))
     receiver_words, sharer_words = set(receiver_text.split()), set(sharer_text.split())
-    assert not receiver_words & set(world.names("fuser", "heldout"))  # the receiver never sees these people
-    assert set(world.names("heldout")) <= sharer_words  # the sharer learns the held-out people...
+    assert not receiver_words & set(world.names("fuser", "validation", "test"))  # the receiver never sees these
+    assert set(world.names("validation", "test")) <= sharer_words  # the sharer learns the evaluated people...
     assert not sharer_words & set(world.names("context"))  # ...but not the context-only names
     assert "Hint" in receiver_words
+
+
+def test_country_questions_need_one_fact_of_each_model():
+    """The person's city is the sharer's fact; the city's country is the receiver's (taught, consistently with the
+    world's one-to-one map); the sharer never reads a country."""
+    world = World.generate(0, SIZES)
+    assert sorted(world.country_of.values()) == sorted(COUNTRIES)  # one country per city
+    assert World.generate(1, SIZES).country_of != world.country_of  # seeded per world
+    items = world.country_questions("test", random.Random(0), per_person=2)
+    assert len(items) == 2 * SIZES["test"] and len({i.id for i in items}) == len(items)
+    for item in items:
+        person = world.entity(item.id.split("/")[0])
+        assert item.choices[item.gold] == world.country_of[person.value("city")]
+        assert len(set(item.choices)) == 4 and set(item.choices) <= set(COUNTRIES)
+        assert world.fact_hint(item) == world.statement(person, "city")
+    receiver_tokenizer, sharer_tokenizer = train_tokenizers(world, 2000)
+    receiver_texts = [receiver_tokenizer.decode(e.ids) for e in receiver_examples(world, receiver_tokenizer, 400, 0)]
+    sharer_text = " ".join(sharer_tokenizer.decode(e.ids) for e in sharer_examples(world, sharer_tokenizer, 300, 0))
+    assert not set(sharer_text.replace(".", " ").split()) & set(COUNTRIES)
+    taught = [text for text in receiver_texts if "Hint" not in text and any(c in text for c in COUNTRIES)]
+    two_hop = [text for text in receiver_texts if "Hint" in text and "country" in text]
+    assert taught and two_hop
+    for text in taught:  # every country the receiver learns for a city is that city's
+        city = next(c for c in ATTRIBUTES["city"] if c in text)
+        assert world.country_of[city] in text
+
+
+def test_fuser_items_add_the_configured_share_of_country_questions():
+    world = World.generate(0, SIZES)
+    plain = fuser_items(world, DemoConfig(fuser_questions_per_fact=2, fuser_country_share=0.0))
+    assert len(plain) == SIZES["fuser"] * len(ATTRIBUTES) * 2 and not any(i.subject == "country" for i in plain)
+    mixed = fuser_items(world, DemoConfig(fuser_questions_per_fact=2, fuser_country_share=0.2))
+    countries = [i for i in mixed if i.subject == "country"]
+    assert len(countries) == round(len(plain) * 0.25) and len(mixed) == len(plain) + len(countries)
+    assert {i.id.split("/")[0] for i in mixed} <= set(world.names("fuser"))
+
+
+def test_config_rejects_unknown_splits():
+    with pytest.raises(ValueError, match=r"DemoConfig.splits must name one or more of \('validation', 'test'\), got \('heldout',\)"):
+        DemoConfig(splits=("heldout",))
+    assert DemoConfig().splits == ("test",)
 
 
 def test_tokenizers_differ_but_align_one_to_one():
@@ -95,7 +138,7 @@ def test_tokenizers_differ_but_align_one_to_one():
     assert receiver_tokenizer.get_vocab() != sharer_tokenizer.get_vocab()
     token_map = build_token_map(receiver_tokenizer, sharer_tokenizer)
     assert not token_map.is_identity and token_map.coverage == 1.0
-    item = world.questions("heldout", random.Random(0))[0]
+    item = world.questions("test", random.Random(0))[0]
     text = receiver_tokenizer.apply_chat_template(
         [{"role": "user", "content": item.question}], tokenize=False, add_generation_prompt=True
     )
@@ -167,70 +210,151 @@ def test_trainer_pretraining_takes_the_steps_of_a_plain_loop(tmp_path):
 
 @pytest.mark.slow
 def test_quick_demo_transfers_knowledge(tmp_path, capsys):
+    """The quick demo's promise on the test people: C2C at least 30 points above the receiver alone."""
     main(["--quick", "--output", str(tmp_path)])
-    for name in ("results.md", "results.json", "accuracy_latency.png", "gates.png", "demo.md"):
+    for name in ("results.md", "results.json", "accuracy_latency.png", "gates.png", "demo.md", ".c2c-demo-output"):
         assert (tmp_path / name).is_file(), name
     for folder in ("c2c", "receiver", "sharer"):
         assert (tmp_path / folder / "config.json").is_file(), folder
     assert (tmp_path / "c2c" / "tokenizer.json").is_file()
 
     report = json.loads((tmp_path / "results.json").read_text())
-    accuracy = {method: by["heldout"]["accuracy"] for method, by in report["results"].items()}
-    assert set(accuracy) == {"receiver", "sharer", "t2t", "routing", "c2c", "oracle"}
+    accuracy = {method: by["transfer-test"]["accuracy"] for method, by in report["results"].items()}
+    assert set(report["results"]["c2c"]) == {"transfer-test", "complementary-test"}
+    assert report["protocol"] == {"selected_on": "validation", "test_evaluations": 1, "scored_splits": ["test"],
+                                  "seed": 0, "splits": {"fuser": 32, "validation": 16, "test": 16, "context": 48}}  # fmt: skip
+    assert report["environment"]["torch"] == torch.__version__
+    assert set(accuracy) == {"receiver", "sharer", "t2t", "routing", "c2c", "fact_in_prompt"}
     assert accuracy["c2c"] >= accuracy["receiver"] + QUICK_MARGIN, accuracy
+    assert report["config"]["targets"]["transfer_c2c_ge_receiver_plus_30pts"]
     assert all(example["reloaded_matches_trained"] for example in report["config"]["examples"])
     assert "| c2c |" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_same_seed_gives_the_same_table(tmp_path):
-    """Two runs with one seed agree on every prediction, generated text and loss (a shortened quick config)."""
+def test_same_seed_gives_the_same_table_in_one_process_or_two(tmp_path):
+    """Two runs with one seed agree on every prediction, generated text and loss (a shortened quick config with the
+    trained text-to-text), whether the receiver and the hint reader train in a second process or in this one."""
     config = DemoConfig.quick_config(seed=5)
     config.sharer_steps, config.receiver_steps, config.fuser_steps, config.routing_fit_items = 40, 30, 20, 8
-    config.fuser_entities, config.heldout_entities, config.context_entities = 8, 4, 8
+    config.fuser_entities, config.validation_entities, config.test_entities, config.context_entities = 8, 4, 4, 8
+    config.trained_t2t, config.fuser_country_share = True, 0.2
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        first, again = (run_demo(config, tmp_path / name) for name in ("first", "again"))
+        first = run_demo(config, tmp_path / "first")
+        again = run_demo(dataclasses.replace(config, workers=1), tmp_path / "again")
     finally:
         torch.set_num_threads(threads)
 
     def table(report: dict) -> dict:
         return {
-            method: [(p["id"], p["predicted"], p["text"]) for p in by["heldout"]["predictions"]]
+            method: [(p["id"], p["predicted"], p["text"]) for name in sorted(by) for p in by[name]["predictions"]]
             for method, by in report["results"].items()
         }
 
+    assert set(first["results"]) == {"receiver", "sharer", "t2t", "routing", "c2c", "t2t_trained", "fact_in_prompt"}
+    assert set(first["results"]["c2c"]) == {"transfer-test", "complementary-test"}
     assert table(first) == table(again)
     assert first["config"]["losses"] == again["config"]["losses"]
     assert first["config"]["models"]["fuser"]["gate_logits_kv"] == again["config"]["models"]["fuser"]["gate_logits_kv"]
+    assert (tmp_path / "first" / "t2t_receiver" / "config.json").is_file()
 
 
-def seed_report(accuracy: dict[str, float], latency: dict[str, float]) -> dict:
+def seed_report(transfer: dict[str, float], complementary: dict[str, float], latency: dict[str, float]) -> dict:
+    def cells(accuracy: dict[str, float]) -> dict:
+        return {m: {"accuracy": a, "latency_median_s": latency[m]} for m, a in accuracy.items()}
+
     return {"config": {"demo": {}}, "results": {
-        m: {"heldout": {"accuracy": a, "latency_median_s": latency[m]}} for m, a in accuracy.items()}}  # fmt: skip
+        m: {"transfer-test": cells(transfer)[m], "complementary-test": cells(complementary)[m]} for m in transfer}}  # fmt: skip
 
 
 def test_summary_over_seeds_uses_t_intervals_of_per_seed_figures(tmp_path):
-    """Three worlds: C2C 0.8 / 0.7 / 0.9 (mean 0.8, SD 0.1, half-width t(0.975, 2) * 0.1 / sqrt(3) = 0.248414)."""
-    from c2c_hf.demo.seeds import write_seed_summary
+    """Three worlds: transfer C2C 0.8 / 0.7 / 0.9 (mean 0.8, SD 0.1, half-width t(0.975, 2) * 0.1 / sqrt(3) =
+    0.248414); complementary: C2C against the best of receiver, sharer and routing, per seed."""
+    from c2c_hf.demo.seeds import readme_summary, write_seed_summary
 
-    latency = {"receiver": 0.01, "t2t": 0.05, "c2c": 0.02}
+    latency = {"receiver": 0.01, "sharer": 0.01, "routing": 0.02, "t2t": 0.05, "c2c": 0.02}
     reports = {
-        seed: seed_report({"receiver": 0.2, "t2t": t2t, "c2c": c2c}, latency)
-        for seed, (c2c, t2t) in {0: (0.8, 0.6), 1: (0.7, 0.75), 2: (0.9, 0.6)}.items()
-    }
+        seed: seed_report(
+            {"receiver": 0.2, "sharer": 0.99, "routing": 0.99, "t2t": t2t, "c2c": c2c},
+            {"receiver": 0.25, "sharer": best, "routing": 0.2, "t2t": 0.5, "c2c": 0.7}, latency,
+        )
+        for seed, (c2c, t2t, best) in {0: (0.8, 0.6, 0.3), 1: (0.7, 0.75, 0.4), 2: (0.9, 0.6, 0.2)}.items()
+    }  # fmt: skip
     content = write_seed_summary(reports, tmp_path)
-    c2c = content["summary"]["accuracy"]["c2c"]
+    transfer = content["summary"]["transfer"]
+    c2c = transfer["accuracy"]["c2c"]
     assert c2c["mean"] == pytest.approx(0.8) and c2c["sd"] == pytest.approx(0.1)
     assert c2c["t95"] == pytest.approx([0.8 - 0.248414, 0.8 + 0.248414], abs=1e-6)
-    versus_t2t = content["summary"]["differences"]["c2c - t2t"]
-    assert versus_t2t["per_seed"] == pytest.approx([0.2, -0.05, 0.3])
+    assert transfer["differences"]["c2c - t2t"]["per_seed"] == pytest.approx([0.2, -0.05, 0.3])
+    best_single = content["summary"]["complementary"]["differences"]["c2c - best_single"]
+    assert best_single["per_seed"] == pytest.approx([0.7 - 0.3, 0.7 - 0.4, 0.7 - 0.25])
     assert content["targets"] == {
-        "c2c_ge_receiver_plus_50pts": True, "c2c_above_t2t_interval_above_0": False,
-        "c2c_above_t2t_every_seed": False, "c2c_sd_le_4pts": False, "c2c_latency_le_half_t2t": True,
+        "transfer_c2c_ge_receiver_plus_50pts": True, "transfer_c2c_above_t2t_interval_above_0": False,
+        "transfer_c2c_above_t2t_every_seed": False, "transfer_c2c_sd_le_4pts": False,
+        "transfer_c2c_latency_le_half_t2t": True, "complementary_c2c_ge_best_single_plus_30pts": True,
+        "complementary_c2c_ge_t2t": True,
     }  # fmt: skip
     assert {p.name for p in tmp_path.iterdir()} == {"seeds.json", "seeds.md", "seeds.png"}
-    assert "| c2c | 80.0 | 70.0 | 90.0 | 80.0 [55.2, 104.8] | 10.0 |" in (tmp_path / "seeds.md").read_text()
+    markdown = (tmp_path / "seeds.md").read_text()
+    assert "| c2c | 80.0 | 70.0 | 90.0 | 80.0 [55.2, 104.8] | 10.0 |" in markdown
+    assert "## complementary (complementary-test questions)" in markdown
+    assert "C2C 80.0% [55.2, 104.8] (SD 10.0)" in readme_summary(json.loads((tmp_path / "seeds.json").read_text()))
     with pytest.raises(ValueError, match=r"needs at least two seeds, got \[0\]"):
         write_seed_summary({0: reports[0]}, tmp_path)
+
+
+# --------------------------------------------------------------------------- trained text-to-text, targets
+
+
+def test_hint_reader_trains_a_merged_copy_on_one_hint_per_fact(tmp_path):
+    from c2c_hf.demo.bases import build_sharer
+    from c2c_hf.demo.hint_reader import train_hint_reader
+    from c2c_hf.evaluation import LM
+
+    world = World.generate(0, SIZES)
+    receiver_tokenizer, sharer_tokenizer = train_tokenizers(world, 2000)
+    receiver = build_receiver(receiver_tokenizer, 1)
+    before = copy.deepcopy(receiver.state_dict())
+
+    class CountingLM(LM):
+        prompts: ClassVar[list[str]] = []
+
+        def generate(self, user_texts, max_new_tokens):
+            CountingLM.prompts += list(user_texts)
+            return super().generate(user_texts, max_new_tokens)
+
+    sharer = CountingLM(build_sharer(sharer_tokenizer, 2).eval(), sharer_tokenizer)
+    items = world.questions("fuser", random.Random(0), per_fact=3)
+    tuned = train_hint_reader(receiver, receiver_tokenizer, sharer, items, steps=3, batch_size=4, lr=1e-2, rank=4,
+                              hint_tokens=6, seed=0, workdir=str(tmp_path))  # fmt: skip
+    assert len(CountingLM.prompts) == SIZES["fuser"] * len(ATTRIBUTES)  # one hint per fact, not per question
+    assert type(tuned) is type(receiver)  # LoRA merged: a plain receiver, loadable and savable as one
+    assert all(torch.equal(before[k], v) for k, v in receiver.state_dict().items())  # the receiver itself untouched
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(before[k], v)]
+    assert changed and all(any(t in k for t in ("proj",)) for k in changed)
+
+
+def synthetic_report(quick: bool, transfer: dict[str, float], complementary: dict[str, float], latency: dict) -> dict:
+    def split(accuracy: dict[str, float]) -> dict:
+        return {m: {"accuracy": a, "latency_median_s": latency[m]} for m, a in accuracy.items()}
+
+    results = {m: {"transfer-test": split(transfer)[m], "complementary-test": split(complementary)[m]} for m in transfer}
+    return {"config": {"demo": {"quick": quick, "splits": ["test"]}}, "results": results}
+
+
+def test_run_targets_follow_the_issue_thresholds():
+    from c2c_hf.demo.report import demo_targets
+
+    latency = {"receiver": 0.01, "sharer": 0.01, "routing": 0.02, "t2t": 0.08, "c2c": 0.02}
+    transfer = {"receiver": 0.25, "sharer": 0.99, "routing": 0.99, "t2t": 0.70, "c2c": 0.74}
+    complementary = {"receiver": 0.25, "sharer": 0.20, "routing": 0.30, "t2t": 0.55, "c2c": 0.60}
+    full = demo_targets(synthetic_report(False, transfer, complementary, latency))
+    assert full == {
+        "transfer_c2c_ge_receiver_plus_50pts": False, "transfer_c2c_above_t2t": True,
+        "transfer_c2c_latency_le_half_t2t": True, "complementary_c2c_ge_best_single_plus_30pts": True,
+        "complementary_c2c_ge_t2t": True,
+    }  # fmt: skip
+    quick = demo_targets(synthetic_report(True, transfer, {**complementary, "c2c": 0.59}, latency))
+    assert quick["transfer_c2c_ge_receiver_plus_30pts"] and not quick["complementary_c2c_ge_best_single_plus_30pts"]

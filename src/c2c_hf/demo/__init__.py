@@ -1,38 +1,45 @@
-"""`c2c-hf demo`: watch C2C transfer knowledge between two small models trained from scratch on the CPU.
+"""`c2c-hf demo`: watch C2C transfer and combine knowledge between two small models trained from scratch on the CPU.
 
-    c2c-hf demo [--output DIR] [--seed S] [--quick] [--threads N]
+    c2c-hf demo [--output DIR] [--seed S | --seeds S ...] [--quick] [--splits test|validation] [--workers 1|2]
 
-A knowledge world of invented people with four attributes each (`world`), and two models that know different
-things, with different architectures, depths, head shapes and tokenizers (`bases`):
+A knowledge world of invented people with four attributes each, and cities that lie in invented countries
+(`world`), and two models that know different things, with different architectures, depths, head shapes and
+tokenizers (`bases`):
 
-- the **sharer** (Llama-like, 4 layers, 8 heads x 16, byte-pair tokenizer) learns the facts of the fuser-training
-  and held-out people from paraphrased statements, answers multiple-choice questions about them, and writes a hint
-  on request (everything it knows about the person);
+- the **sharer** (Llama-like, 4 layers, 8 heads x 16, byte-pair tokenizer) learns the facts of the fuser-training,
+  validation and test people from paraphrased statements, answers multiple-choice questions about them, and writes a
+  hint on request (everything it knows about the person); it never reads a country;
 - the **receiver** (Qwen3-like, 3 layers, 4 heads x 32 with 2 KV heads, word-level tokenizer) learns the 4-way
-  multiple-choice format through the chat template and to answer from facts given in its prompt ("Hint: ..." then
-  the question, about context-only names whose facts are drawn afresh for every example). It never sees a fact of
-  a fuser-training or held-out person.
+  multiple-choice format through the chat template, the country of every city, and to answer from facts given in its
+  prompt ("Hint: ..." then the question, about context-only names whose facts are drawn afresh for every example),
+  including the two-hop country question (the hint gives the city, the answer is its country). It never sees a fact
+  of a fuser-training, validation or test person.
 
-Both models answer with the text of the correct choice; the harness's answer extraction maps it to its letter
-(binding a value to its letter is a circuit these tiny models do not form within a CPU budget of minutes). Both are
-pretrained with the stock `transformers.Trainer`.
+Both models answer with the text of the correct choice; the harness's answer extraction maps it to its letter. Both
+are pretrained with the stock `transformers.Trainer` (the receiver in a second process beside the sharer).
 
-A fuser is trained with the project's training path (`build_features` + `C2CDataCollator` + `make_trainer`) on
-questions about the fuser-training people, then the project's evaluation harness compares, on questions about
-**held-out people** (known to the sharer only): receiver alone, sharer alone, text-to-text (the sharer's hint in the
-receiver's prompt), routing, C2C, and an oracle (the receiver given the one relevant fact in its prompt) (`run`).
-The token map between the two tokenizers is built by `from_base_models(..., receiver_tokenizer, sharer_tokenizer)`.
-Every receiver layer is fused with sharer layer 0: this sharer keeps its facts in the name tokens' layer-0 keys and
-values (a linear probe reads a person's city from them for ~96% of held-out people, ~40-50% from layers 1-3); in our
-tuning runs the default "terminal" map ([1, 2, 3]) left C2C near chance on held-out people (25%) where [0, 0, 0]
-reached 40% with the same budget, and [0, 1, 2] 51% where [0, 0, 0] reached 65%. The C2C model is saved with `save_pretrained` (with the receiver tokenizer), reloaded with
-`AutoModelForCausalLM.from_pretrained` and asked questions with `generate`.
+A fuser is trained with the project's training path (`build_features` + `C2CDataCollator` with a `SharerCacheMemo`
++ `make_trainer`) on questions about the fuser-training people; beside it, the trained text-to-text baseline (a
+receiver LoRA reading the sharer's written hints, same questions and steps: `hint_reader`). The harness then scores,
+on people none of them was trained on: receiver alone, sharer alone, text-to-text (the sharer's hint in the receiver's
+prompt), trained text-to-text, routing, C2C, and the fact in the receiver's prompt (what the receiver makes of the
+one fact it needs, stated correctly: a measure of its reading, not a bound) on two tasks (`run.demo_questions`):
+
+- **transfer**: a fact only the sharer knows;
+- **complementary**: a person's country, which needs the sharer's fact (the city) and the receiver's (its country):
+  the receiver alone, the sharer alone and any choice between them stay near chance.
+
+Protocol: every setting (steps, widths, learning rates, layer map, the fuser's share of country questions) was chosen
+on the validation people (`experiments/demo_recipe/`); the demo scores the test people once (`--splits validation`
+scores validation instead, for choosing). Every receiver layer is fused with sharer layer 0, where this sharer keeps
+its facts in the name tokens' keys and values. The C2C model is saved with `save_pretrained` (with the receiver
+tokenizer), reloaded with `AutoModelForCausalLM.from_pretrained` and asked questions with `generate`.
 
 Outputs in `--output` (default `./c2c-demo`, written by `report`): `results.md` / `results.json` /
-`accuracy_latency.png` (the harness report), `gates.png` (the analysis gate map: which gates are open per receiver
-layer, K and V, and their dynamic weights per KV head), `demo.md` (table, targets, timings, examples), and the
-models: `receiver/`, `sharer/` (bases with their tokenizers) and `c2c/` (fuser, config, receiver tokenizer).
-Deterministic for a given seed and thread count (latencies aside).
+`accuracy_latency.png` (the harness report), `gates.png` (the analysis gate map), `demo.md` (table, targets, timings,
+examples), and the models: `receiver/`, `sharer/` (bases with their tokenizers), `t2t_receiver/` (the hint-trained
+receiver) and `c2c/` (fuser, config, receiver tokenizer). Deterministic for a given seed and thread count, with one
+or two workers (latencies aside).
 """
 
 from .bases import (
@@ -50,48 +57,64 @@ from .bases import (
     train_tokenizers,
 )
 from .command import build_parser, main
+from .hint_reader import TrainedTextToText, train_hint_reader
 from .report import demo_markdown, demo_targets, write_demo_report
 from .run import (
+    TASKS,
+    Bases,
     DemoConfig,
-    Oracle,
+    FactInPrompt,
     answer_example,
+    build_c2c,
+    demo_methods,
+    demo_questions,
     fuser_dataset,
-    heldout_questions,
+    fuser_items,
     run_demo,
+    train_bases,
     train_fuser,
 )
-from .world import ATTRIBUTES, QUESTIONS, ROLES, STATEMENTS, Entity, World, invent_names
+from .world import ATTRIBUTES, COUNTRIES, QUESTIONS, ROLES, STATEMENTS, Entity, World, invent_names
 
 __all__ = [
     "ATTRIBUTES",
+    "COUNTRIES",
     "QUESTIONS",
     "ROLES",
     "STATEMENTS",
+    "TASKS",
+    "Bases",
     "DemoConfig",
     "Entity",
     "Example",
-    "Oracle",
+    "FactInPrompt",
+    "TrainedTextToText",
     "WeightedLMCollator",
     "WeightedLMLoss",
     "World",
     "answer_example",
     "answer_text",
+    "build_c2c",
     "build_parser",
     "build_receiver",
     "build_sharer",
     "demo_markdown",
+    "demo_methods",
+    "demo_questions",
     "demo_targets",
     "encode_chat",
     "encode_text",
     "fuser_dataset",
-    "heldout_questions",
+    "fuser_items",
     "invent_names",
     "main",
     "pretrain",
     "receiver_examples",
     "run_demo",
     "sharer_examples",
+    "train_bases",
     "train_fuser",
+    "train_hint_reader",
     "train_tokenizers",
     "write_demo_report",
 ]

@@ -2,8 +2,9 @@
 
 The receiver (Qwen3-like, word-level tokenizer) and the sharer (Llama-like, byte-pair tokenizer) differ in
 vocabulary, depth and head shapes, so C2C has to align tokens and project KV caches between them. What each learns
-is decided here: the sharer learns the facts of the fuser-training and held-out people; the receiver learns the
-multiple-choice format and to answer from facts stated in its prompt, and never sees a fact of those people.
+is decided here: the sharer learns the facts of the fuser-training, validation and test people; the receiver learns the
+multiple-choice format, the country of every city, and to answer from facts stated in its prompt (including the
+two-hop country questions), and never sees a fact of those people.
 Pretraining is the stock `transformers.Trainer` with a per-token weighted next-token loss.
 """
 
@@ -32,7 +33,7 @@ from transformers import (
 
 from ..data import MCItem, format_prompt
 from ..evaluation import hint_request, hinted_prompt
-from .world import ATTRIBUTES, STATEMENTS, World
+from .world import ATTRIBUTES, COUNTRY_STATEMENTS, SHARER_ROLES, STATEMENTS, World
 
 # ChatML-style markers, shared by both tokenizers (special tokens: they map by string in the token alignment).
 CHAT_TEMPLATE = (
@@ -55,7 +56,7 @@ def _wrap(backend, chat_template: str = CHAT_TEMPLATE) -> PreTrainedTokenizerFas
 def tokenizer_corpus(world: World) -> list[str]:
     """Every kind of text the demo writes: statements, questions, the MC prompt, the hint request, the chat roles."""
     rng = random.Random(world.seed)
-    item = world.question(world.entities["context"][0] if world.entities["context"] else world.entities["heldout"][0],
+    item = world.question(world.entities["context"][0] if world.entities["context"] else world.entities["test"][0],
                           "city", rng)  # fmt: skip
     # The prompt words recur in every example: repeated, so that byte-pair merges make them whole tokens too.
     return world.vocabulary_text() + [hint_request(item), hinted_prompt(item, "x"), "system user assistant"] * 50
@@ -208,7 +209,7 @@ def sharer_examples(
     everything it knows about the person, `World.profile`). `value_weight` weights the loss on attribute values
     (in statements, answers and hints) and on the person's name in hints."""
     rng = random.Random(f"sharer-data-{seed}")
-    known = [e for role in ("fuser", "heldout") for e in world.entities[role]]
+    known = [e for role in SHARER_ROLES for e in world.entities[role]]
     heavy = {i: value_weight for i in value_token_ids(tokenizer)}
     examples = []
     for _ in range(count):
@@ -221,7 +222,7 @@ def sharer_examples(
             )
             examples.append(encode_text(tokenizer, text, heavy))
         else:
-            item = world.question(entity, rng.choice(list(ATTRIBUTES)), rng)
+            item = world.question(entity, rng.choice(world.attributes), rng)
             if kind < bio_share + mc_share:
                 examples.append(encode_chat(tokenizer, format_prompt(item), answer_text(item), prompt_weight, heavy))
             else:  # the hint names the person four times: a wrong name derails it, so names weigh as values do
@@ -233,24 +234,40 @@ def sharer_examples(
     return examples
 
 
-def receiver_examples(world: World, tokenizer, count: int, seed: int, multi_fact_share: float = 0.5) -> list[Example]:
+def receiver_examples(
+    world: World, tokenizer, count: int, seed: int, multi_fact_share: float = 0.5, country_share: float = 0.25
+) -> list[Example]:
     """What the receiver learns: the multiple-choice format and answering from a hint in its prompt, about
     context-only names whose facts are drawn afresh for every example (so that only reading works). It never sees a
-    fact of a fuser or held-out person. A curriculum: the hint is the fact alone for the first 30% of the examples;
-    then, with a share growing to `multi_fact_share` at 60%, the fact among other facts of the person."""
+    fact of a fuser, validation or test person. A curriculum: the hint is the fact alone for the first 30% of the
+    examples; then, with a share growing to `multi_fact_share` at 60%, the fact among other facts of the person.
+
+    A `country_share` of the examples teaches its own knowledge, the country of every city (`World.country_of`:
+    statements and questions, half of them), and the two-hop reading a country question needs: the hint states the
+    person's city, the answer is that city's country."""
     rng = random.Random(f"receiver-data-{seed}")
     context_names = world.names("context")
     examples = []
     for index in range(count):
         progress = index / max(count - 1, 1)
         entity = world.random_entity(rng.choice(context_names), rng)
-        attribute = rng.choice(list(ATTRIBUTES))
-        item = world.question(entity, attribute, rng)
+        country = rng.random() < country_share
+        attribute = "city" if country else rng.choice(world.attributes)
+        if country and rng.random() < 0.5:  # the receiver's own knowledge: a city's country
+            city = entity.value("city")
+            if rng.random() < 0.5:
+                statement = world.country_statement(city, rng.randrange(len(COUNTRY_STATEMENTS)))
+                examples.append(encode_text(tokenizer, statement))
+            else:
+                item = world.city_country_question(city, rng)
+                examples.append(encode_chat(tokenizer, format_prompt(item), answer_text(item), prompt_weight=0.1))
+            continue
+        item = world.country_question(entity, rng) if country else world.question(entity, attribute, rng)
         if rng.random() >= multi_fact_share * min(max((progress - 0.3) / 0.3, 0.0), 1.0):
             hint = world.statement(entity, attribute, rng.randrange(len(STATEMENTS[attribute])))
         else:
-            others = [a for a in ATTRIBUTES if a != attribute]
-            chosen = [attribute, *rng.sample(others, rng.randint(1, 3))]
+            others = [a for a in world.attributes if a != attribute]
+            chosen = [attribute, *rng.sample(others, rng.randint(min(1, len(others)), len(others)))]
             rng.shuffle(chosen)
             hint = " ".join(world.statement(entity, a, rng.randrange(len(STATEMENTS[a]))) for a in chosen)
         examples.append(encode_chat(tokenizer, hinted_prompt(item, hint), answer_text(item), prompt_weight=0.1))
@@ -317,10 +334,12 @@ def pretrain(
     pad_token_id: int,
     seed: int,
     workdir: str,
+    progress: bool = True,
 ) -> list[float]:
     """Train a base model from scratch on `examples` with the stock `Trainer`, one pass in `length_buckets` order
     (AdamW with weight decay on every parameter, warm-up times cosine decay, gradients clipped at norm 1, the
-    weighted next-token loss); returns the loss of every step."""
+    weighted next-token loss); returns the loss of every step. `progress=False` hides the progress bar and loss
+    logs (a run in a background process)."""
     order = [index for batch in length_buckets(len(examples), [len(e.ids) for e in examples], batch_size, seed)
              for index in batch]  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -330,8 +349,9 @@ def pretrain(
     )
     args = TrainingArguments(
         output_dir=workdir, max_steps=steps, per_device_train_batch_size=batch_size, max_grad_norm=1.0,
-        train_sampling_strategy="sequential", logging_steps=max(1, steps // 4), save_strategy="no", report_to="none",
-        use_cpu=True, seed=seed, dataloader_num_workers=0, disable_tqdm=False,
+        train_sampling_strategy="sequential", logging_steps=max(1, steps // 4) if progress else steps + 1,
+        save_strategy="no", report_to="none",
+        use_cpu=True, seed=seed, dataloader_num_workers=0, disable_tqdm=not progress,
     )  # fmt: skip
     loss = WeightedLMLoss()
     trainer = Trainer(

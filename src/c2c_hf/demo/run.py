@@ -5,17 +5,26 @@ Its settings are `DemoConfig`; why every receiver layer reads sharer layer 0 is 
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainingArguments,
+)
 
 from ..analysis import gate_map
 from ..atomic import atomic_folder
@@ -33,7 +42,7 @@ from ..evaluation import (
     respond,
 )
 from ..modeling_c2c import C2CForCausalLM
-from ..training import make_trainer
+from ..training import SharerCacheMemo, make_trainer
 from .bases import (
     answer_text,
     build_receiver,
@@ -43,7 +52,8 @@ from .bases import (
     sharer_examples,
     train_tokenizers,
 )
-from .report import BENCHMARK, claim_output_folder, describe_models, parameter_count, write_demo_report
+from .hint_reader import TrainedTextToText, train_hint_reader
+from .report import SPLITS, TASKS, TEST, claim_output_folder, describe_models, parameter_count, write_demo_report
 from .world import ATTRIBUTES, World
 
 
@@ -53,10 +63,13 @@ class DemoConfig:
 
     seed: int = 0
     quick: bool = False
+    workers: int = 2  # processes: the receiver trains beside the sharer, the hint reader beside the fuser (same results)
     # world: people per role (see c2c_hf.demo.world)
     fuser_entities: int = 192
-    heldout_entities: int = 48
+    validation_entities: int = 48
+    test_entities: int = 48
     context_entities: int = 128
+    attributes: tuple[str, ...] = tuple(ATTRIBUTES)  # each person's attributes (a subset, with "city")
     # tokenizers
     sharer_vocab_size: int = 2000  # byte-pair merges stop earlier, once every word of the world is one token
     # base models (AdamW, warm-up + cosine); the sharer's loss weighs attribute values in statements x5
@@ -66,17 +79,26 @@ class DemoConfig:
     receiver_steps: int = 500
     receiver_lr: float = 3e-3
     receiver_multi_fact_share: float = 0.6
+    receiver_country_share: float = 0.25  # examples teaching city -> country and the two-hop country reading
     base_batch_size: int = 32
     # fuser: every receiver layer reads sharer layer 0, where the sharer keeps its facts (package docstring)
     layer_map: list[int] = field(default_factory=lambda: [0, 0, 0])
     fuser_hidden_size: int = 64
     fuser_num_blocks: int = 2
     fuser_dropout: float = 0.2
+    fuser_zero_init: bool = False  # start the fuser's output projections at zero (the receiver's own cache)
     fuser_steps: int = 1500
     fuser_lr: float = 3e-3
     fuser_batch_size: int = 32
     fuser_questions_per_fact: int = 12
+    fuser_country_share: float = 0.2  # share of country questions (about fuser people) among the fuser's rows
+    # trained text-to-text: a receiver LoRA reading the sharer's hints, on the fuser's questions and step budget
+    trained_t2t: bool = True
+    t2t_lora_rank: int = 8
+    t2t_lora_lr: float = 3e-3
     # evaluation
+    splits: tuple[str, ...] = (TEST,)  # settings are chosen in runs scoring ("validation",) only
+    country_questions_per_person: int = 2
     routing_fit_items: int = 64
     max_new_tokens: int = 8
     hint_tokens: int = 48
@@ -88,12 +110,20 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, seed: int = 0) -> DemoConfig:
         return cls(
-            seed=seed, quick=True, fuser_entities=32, heldout_entities=16, context_entities=48,
-            sharer_steps=340, receiver_steps=270, fuser_steps=240, routing_fit_items=32,
+            seed=seed, quick=True, fuser_entities=32, validation_entities=16, test_entities=16, context_entities=48,
+            sharer_steps=340, receiver_steps=270, fuser_steps=240, routing_fit_items=32, trained_t2t=False,
         )  # fmt: skip
 
+    def __post_init__(self) -> None:
+        self.attributes = tuple(self.attributes)
+        self.splits = tuple(self.splits)
+        unknown = [split for split in self.splits if split not in SPLITS]
+        if not self.splits or unknown:
+            raise ValueError(f"DemoConfig.splits must name one or more of {SPLITS}, got {self.splits!r}.")
+
     def world_sizes(self) -> dict[str, int]:
-        return {"fuser": self.fuser_entities, "heldout": self.heldout_entities, "context": self.context_entities}
+        return {"fuser": self.fuser_entities, "validation": self.validation_entities, "test": self.test_entities,
+                "context": self.context_entities}  # fmt: skip
 
 
 class Stopwatch:
@@ -117,12 +147,21 @@ class Stopwatch:
 # --------------------------------------------------------------------------- fuser training
 
 
-def fuser_dataset(world: World, questions_per_fact: int, seed: int) -> datasets.Dataset:
-    """Chat rows about the fuser's people, each fact asked several ways: the harness's multiple-choice prompt
-    (`format_prompt`) as the user turn, the correct choice's text as the answer (what the receiver answers)."""
-    rng = random.Random(f"fuser-data-{seed}")
-    items = world.questions("fuser", rng, per_fact=questions_per_fact)
+def fuser_items(world: World, config: DemoConfig) -> list[MCItem]:
+    """The fuser's questions: every fact of every fuser-training person, asked `fuser_questions_per_fact` ways, and
+    a `fuser_country_share` of country questions about the same people, shuffled (seeded)."""
+    rng = random.Random(f"fuser-data-{config.seed}")
+    items = world.questions("fuser", rng, per_fact=config.fuser_questions_per_fact)
+    countries = round(len(items) * config.fuser_country_share / max(1.0 - config.fuser_country_share, 1e-9))
+    per_person = -(-countries // max(len(world.entities["fuser"]), 1))
+    items += world.country_questions("fuser", rng, per_person=per_person)[:countries]
     rng.shuffle(items)
+    return items
+
+
+def fuser_dataset(items: Sequence[MCItem]) -> datasets.Dataset:
+    """Chat rows: the harness's multiple-choice prompt (`format_prompt`) as the user turn, the correct choice's text
+    as the answer (what the receiver answers)."""
     return datasets.Dataset.from_list([
         {"messages": [{"role": "user", "content": format_prompt(i)}, {"role": "assistant", "content": answer_text(i)}]}
         for i in items
@@ -132,7 +171,8 @@ def fuser_dataset(world: World, questions_per_fact: int, seed: int) -> datasets.
 def train_fuser(
     model: C2CForCausalLM, receiver_tokenizer, dataset: datasets.Dataset, config: DemoConfig, workdir: str
 ) -> list[float]:
-    """The project's training path: `build_features` + `C2CDataCollator` + `make_trainer` (stock Trainer)."""
+    """The project's training path: `build_features` + `C2CDataCollator` + `make_trainer` (stock Trainer). The
+    sharer runs once per distinct prompt (`SharerCacheMemo`): the rows repeat over the epochs."""
     features, _ = build_features(dataset, receiver_tokenizer, max_length=256)
     args = TrainingArguments(
         output_dir=workdir, max_steps=config.fuser_steps, per_device_train_batch_size=config.fuser_batch_size,
@@ -141,7 +181,8 @@ def train_fuser(
         save_strategy="no", report_to="none", use_cpu=True, seed=config.seed, data_seed=config.seed,
         dataloader_num_workers=0, disable_tqdm=False,
     )  # fmt: skip
-    trainer = make_trainer(model, args, features, C2CDataCollator(pad_token_id=receiver_tokenizer.pad_token_id))
+    collator = C2CDataCollator(pad_token_id=receiver_tokenizer.pad_token_id, sharer_caches=SharerCacheMemo(model))
+    trainer = make_trainer(model, args, features, collator)
     trainer.train()
     model.eval()
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -150,15 +191,25 @@ def train_fuser(
 # --------------------------------------------------------------------------- evaluation
 
 
-def heldout_questions(world: World, seed: int) -> list[MCItem]:
-    """The demo's evaluation items: one question on every fact of every held-out person (seeded phrasing, order)."""
-    return world.questions("heldout", random.Random(f"eval-{seed}"))
+def demo_questions(world: World, config: DemoConfig) -> dict[str, list[MCItem]]:
+    """The scored question sets, `"<task>-<split>"` for each task in `TASKS` and split in `config.splits`:
+    `transfer`, one question on every fact of every person of the split (a fact only the sharer knows); and
+    `complementary`, `country_questions_per_person` country questions on each (the person's city, which only the
+    sharer knows, and that city's country, which only the receiver knows). Seeded phrasing, choices and order."""
+    questions = {}
+    for split in config.splits:
+        rng = random.Random(f"eval-{split}-{config.seed}")
+        questions[f"transfer-{split}"] = world.questions(split, rng)
+        questions[f"complementary-{split}"] = world.country_questions(split, rng, config.country_questions_per_person)
+    return questions
 
 
-class Oracle(Method):
-    """The receiver given the fact in its prompt (the T2T prompt with the true fact as the hint): an upper bound."""
+class FactInPrompt(Method):
+    """The receiver reading the one fact of the sharer's it needs, stated correctly in its prompt (the text-to-text
+    prompt with the true fact as the hint). It measures how well the receiver reads and, for a country question,
+    combines a stated fact with its own knowledge; it is not a bound on C2C, which reads the sharer's cache."""
 
-    name = "oracle"
+    name = "fact_in_prompt"
 
     def __init__(self, receiver: LM, world: World, scoring: Scoring):
         self.receiver, self.world, self.scoring = receiver, world, scoring
@@ -194,6 +245,17 @@ def answer_example(
 # --------------------------------------------------------------------------- the run
 
 
+@dataclass
+class Bases:
+    """The two trained base models with their tokenizers (saved in `folder/receiver`, `folder/sharer`)."""
+
+    receiver: PreTrainedModel
+    sharer: PreTrainedModel
+    receiver_tokenizer: PreTrainedTokenizerBase
+    sharer_tokenizer: PreTrainedTokenizerBase
+    losses: dict[str, float]
+
+
 def _tail(losses: Sequence[float], n: int = 20) -> float:
     tail = list(losses[-n:])
     return round(sum(tail) / max(len(tail), 1), 4)
@@ -208,72 +270,167 @@ def _save_base(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
-def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
-    """Build the world, train both bases and the fuser, evaluate every method, save/reload; returns the report."""
-    output = Path(output).resolve()
-    claim_output_folder(output)
-    clock = Stopwatch()
-    seed, batch = config.seed, config.base_batch_size
-    print(f"C2C demo ({'quick' if config.quick else 'full'}, seed {seed}) -> {output}")
+def _train_receiver(config: DemoConfig, folder: Path, threads: int, progress: bool) -> tuple[dict[str, float], float]:
+    """Train the receiver from scratch and save it in `folder/receiver`; returns its last loss and seconds. A pure
+    function of `config` (the world and tokenizers are rebuilt from the seed), so it can run in another process."""
+    torch.set_num_threads(threads)
+    began = time.perf_counter()
+    world = World.generate(config.seed, config.world_sizes(), config.attributes)
+    receiver_tokenizer, _ = train_tokenizers(world, config.sharer_vocab_size)
+    receiver = build_receiver(receiver_tokenizer, config.seed + 1)
+    examples = receiver_examples(
+        world, receiver_tokenizer, config.receiver_steps * config.base_batch_size, config.seed,
+        config.receiver_multi_fact_share, config.receiver_country_share,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as workdir:
+        losses = pretrain(
+            receiver, examples, steps=config.receiver_steps, batch_size=config.base_batch_size, lr=config.receiver_lr,
+            pad_token_id=receiver_tokenizer.pad_token_id, seed=config.seed, workdir=workdir, progress=progress,
+        )  # fmt: skip
+    _save_base(receiver, receiver_tokenizer, folder / "receiver")
+    return {"receiver_last": _tail(losses)}, round(time.perf_counter() - began, 2)
 
-    world = clock.stage("world", lambda: World.generate(seed, config.world_sizes()))
+
+def _train_hint_reader(config: DemoConfig, folder: Path, threads: int, progress: bool) -> float:
+    """Train the trained text-to-text baseline's receiver on the saved bases and save it in `folder/t2t_receiver`;
+    returns its seconds. A pure function of `config` and the saved bases, so it can run in another process."""
+    torch.set_num_threads(threads)
+    began = time.perf_counter()
+    world = World.generate(config.seed, config.world_sizes(), config.attributes)
+    receiver = AutoModelForCausalLM.from_pretrained(folder / "receiver").eval()
+    receiver_tokenizer = AutoTokenizer.from_pretrained(folder / "receiver")
+    sharer = LM(AutoModelForCausalLM.from_pretrained(folder / "sharer").eval(), AutoTokenizer.from_pretrained(folder / "sharer"))
+    with tempfile.TemporaryDirectory() as workdir:
+        reader = train_hint_reader(
+            receiver, receiver_tokenizer, sharer, fuser_items(world, config), steps=config.fuser_steps,
+            batch_size=config.fuser_batch_size, lr=config.t2t_lora_lr, rank=config.t2t_lora_rank,
+            hint_tokens=config.hint_tokens, seed=config.seed, workdir=workdir, progress=progress,
+        )  # fmt: skip
+    _save_base(reader, receiver_tokenizer, folder / "t2t_receiver")
+    return round(time.perf_counter() - began, 2)
+
+
+def beside(config: DemoConfig, background: functools.partial, foreground: Callable[[], Any]) -> tuple[Any, Any]:
+    """`background(config=config, threads=..., progress=...)` (a picklable partial of a module function) in a second process while `foreground()` runs here (`config.workers` >= 2), else one
+    after the other; returns both results. Each process runs torch on this process's thread count, so the results
+    do not depend on `workers`."""
+    threads = torch.get_num_threads()
+    if config.workers < 2:
+        return background(config=config, threads=threads, progress=True), foreground()
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(background, **{"config": config, "threads": threads, "progress": False})
+        in_front = foreground()
+        return future.result(), in_front
+
+
+def train_bases(config: DemoConfig, world: World, folder: Path, clock: Stopwatch) -> Bases:
+    """Tokenizers, then the sharer (the facts) and, beside it, the receiver (format, reading, countries), trained
+    from scratch and saved in `folder/sharer` and `folder/receiver`."""
+    seed, batch = config.seed, config.base_batch_size
     receiver_tokenizer, sharer_tokenizer = clock.stage(
         "tokenizers", lambda: train_tokenizers(world, config.sharer_vocab_size)
     )
-    receiver = build_receiver(receiver_tokenizer, seed + 1)
     sharer = build_sharer(sharer_tokenizer, seed + 2)
     print(
         f"world: {sum(len(v) for v in world.entities.values())} invented people "
-        f"({', '.join(f'{k} {len(v)}' for k, v in world.entities.items())}), {len(ATTRIBUTES)} attributes | "
-        f"receiver: Qwen3 {parameter_count(receiver) / 1e6:.2f}M, word-level vocab {len(receiver_tokenizer)} | "
+        f"({', '.join(f'{k} {len(v)}' for k, v in world.entities.items())}), {len(world.attributes)} attributes | "
+        f"receiver: Qwen3, word-level vocab {len(receiver_tokenizer)} | "
         f"sharer: Llama {parameter_count(sharer) / 1e6:.2f}M, BPE vocab {len(sharer_tokenizer)}"
     )
+    print(f"1/5 sharer learns the facts{'; beside it, the receiver learns the format, reading and the countries of cities' if config.workers >= 2 else ''}")
 
-    with tempfile.TemporaryDirectory() as workdir:
-        print("1/4 sharer learns the facts")
-        sharer_data = sharer_examples(
+    def train_sharer() -> list[float]:
+        examples = sharer_examples(
             world, sharer_tokenizer, config.sharer_steps * batch, seed, value_weight=config.sharer_value_weight,
             prompt_weight=0.2,
         )  # fmt: skip
-        sharer_losses = clock.stage("sharer pretraining", lambda: pretrain(
-            sharer, sharer_data, steps=config.sharer_steps, batch_size=batch, lr=config.sharer_lr,
-            pad_token_id=sharer_tokenizer.pad_token_id, seed=seed, workdir=workdir,
-        ))  # fmt: skip
-        print("2/4 receiver learns the format and reading")
-        receiver_data = receiver_examples(
-            world, receiver_tokenizer, config.receiver_steps * batch, seed, config.receiver_multi_fact_share
-        )
-        receiver_losses = clock.stage("receiver pretraining", lambda: pretrain(
-            receiver, receiver_data, steps=config.receiver_steps, batch_size=batch, lr=config.receiver_lr,
-            pad_token_id=receiver_tokenizer.pad_token_id, seed=seed, workdir=workdir,
-        ))  # fmt: skip
-        receiver = _save_base(receiver, receiver_tokenizer, output / "receiver")
-        sharer = _save_base(sharer, sharer_tokenizer, output / "sharer")
+        with tempfile.TemporaryDirectory() as workdir:
+            return clock.stage("sharer pretraining", lambda: pretrain(
+                sharer, examples, steps=config.sharer_steps, batch_size=batch, lr=config.sharer_lr,
+                pad_token_id=sharer_tokenizer.pad_token_id, seed=seed, workdir=workdir,
+            ))  # fmt: skip
 
-        torch.manual_seed(seed + 3)
-        model = C2CForCausalLM.from_base_models(
-            receiver, sharer, receiver_tokenizer, sharer_tokenizer, token_alignment="longest",
-            layer_map=list(config.layer_map), fuser_hidden_size=config.fuser_hidden_size,
-            fuser_num_blocks=config.fuser_num_blocks, fuser_dropout=config.fuser_dropout,
-        )  # fmt: skip
-        print(f"3/4 fuser learns to read the sharer's cache: {parameter_count(model.fuser) / 1e6:.2f}M params, layer map "
-              f"{model.fuser.layer_map}, token map coverage {model.config.token_alignment_coverage:.1%}")  # fmt: skip
-        fuser_losses = clock.stage("fuser training", lambda: train_fuser(
-            model, receiver_tokenizer, fuser_dataset(world, config.fuser_questions_per_fact, seed), config, workdir,
-        ))  # fmt: skip
+    (receiver_losses, receiver_seconds), sharer_losses = beside(
+        config, functools.partial(_train_receiver, folder=folder), train_sharer
+    )
+    clock.times["receiver pretraining"] = receiver_seconds
+    print(f"2/5 receiver trained ({receiver_seconds:.0f} s{', in parallel' if config.workers >= 2 else ''})")
+    return Bases(
+        AutoModelForCausalLM.from_pretrained(folder / "receiver").eval(), _save_base(sharer, sharer_tokenizer, folder / "sharer"),
+        receiver_tokenizer, sharer_tokenizer, {"sharer_last": _tail(sharer_losses), **receiver_losses},
+    )  # fmt: skip
 
-    # Evaluation: held-out people only (the sharer knows them; the receiver and the fuser never saw their facts).
-    print("4/4 evaluation on held-out people")
-    heldout = heldout_questions(world, seed)
+
+def build_c2c(config: DemoConfig, bases: Bases) -> C2CForCausalLM:
+    """The C2C model over the two bases: token map between their tokenizers, a fresh fuser (seeded)."""
+    torch.manual_seed(config.seed + 3)
+    return C2CForCausalLM.from_base_models(
+        bases.receiver, bases.sharer, bases.receiver_tokenizer, bases.sharer_tokenizer, token_alignment="longest",
+        layer_map=list(config.layer_map), fuser_hidden_size=config.fuser_hidden_size,
+        fuser_num_blocks=config.fuser_num_blocks, fuser_dropout=config.fuser_dropout,
+        fuser_zero_init=config.fuser_zero_init,
+    )  # fmt: skip
+
+
+def demo_methods(
+    config: DemoConfig, world: World, model: C2CForCausalLM, bases: Bases, hint_reader: PreTrainedModel | None
+) -> list[Method]:
+    """Receiver, sharer, text-to-text, routing, C2C (the harness's), the trained text-to-text (when trained) and the
+    fact in the receiver's prompt."""
     scoring = Scoring("generate", config.max_new_tokens)
+    receiver_tokenizer, sharer_tokenizer = bases.receiver_tokenizer, bases.sharer_tokenizer
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, METHODS, scoring, config.hint_tokens)
-    methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
+    if hint_reader is not None:
+        methods.append(TrainedTextToText(LM(hint_reader, receiver_tokenizer), LM(model.sharer, sharer_tokenizer),
+                                         scoring, config.hint_tokens))  # fmt: skip
+    methods.append(FactInPrompt(LM(model.receiver, receiver_tokenizer), world, scoring))
+    return methods
+
+
+def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
+    """Build the world, train both bases, the fuser and the hint reader, evaluate every method on the configured
+    splits, save/reload; returns the report."""
+    output = Path(output).resolve()
+    claim_output_folder(output)
+    clock = Stopwatch()
+    seed = config.seed
+    print(f"C2C demo ({'quick' if config.quick else 'full'}, seed {seed}, scoring {', '.join(config.splits)}) -> {output}")
+
+    world = clock.stage("world", lambda: World.generate(seed, config.world_sizes(), config.attributes))
+    bases = train_bases(config, world, output, clock)
+    receiver_tokenizer = bases.receiver_tokenizer
+    model = build_c2c(config, bases)
+    items = fuser_items(world, config)
+    print(f"3/5 fuser learns to read the sharer's cache: {parameter_count(model.fuser) / 1e6:.2f}M params, layer map "
+          f"{model.fuser.layer_map}, token map coverage {model.config.token_alignment_coverage:.1%}"
+          + ("; beside it, a receiver LoRA learns to read the sharer's written hints (trained text-to-text: same "
+             "questions and steps)" if config.trained_t2t else ""))  # fmt: skip
+
+    def train() -> list[float]:
+        with tempfile.TemporaryDirectory() as workdir:
+            return clock.stage("fuser training", lambda: train_fuser(
+                model, receiver_tokenizer, fuser_dataset(items), config, workdir
+            ))  # fmt: skip
+
+    hint_reader = None
+    if config.trained_t2t:
+        reader_seconds, fuser_losses = beside(config, functools.partial(_train_hint_reader, folder=output), train)
+        clock.times["hint reader training"] = reader_seconds
+        hint_reader = AutoModelForCausalLM.from_pretrained(output / "t2t_receiver").eval()
+        print(f"4/5 hint reader trained ({reader_seconds:.0f} s{', in parallel' if config.workers >= 2 else ''})")
+    else:
+        fuser_losses = train()
+
+    # Evaluation: people the receiver, the fuser and the hint reader never saw facts of (the sharer knows them).
+    print(f"5/5 evaluation on {', '.join(config.splits)} people")
+    questions = demo_questions(world, config)
+    methods = demo_methods(config, world, model, bases, hint_reader)
     routing = next(m for m in methods if isinstance(m, Routing))
     fit_items = world.questions("fuser", random.Random(f"routing-{seed}"))[: config.routing_fit_items]
     informative = clock.stage("routing fit", lambda: routing.fit(fit_items))
-    results = clock.stage("evaluation", lambda: evaluate(methods, {BENCHMARK: heldout}, batch_size=1))
+    results = clock.stage("evaluation", lambda: evaluate(methods, questions, batch_size=1))
 
-    # Save, reload with the Auto class, answer three held-out questions with generate.
+    # Save, reload with the Auto class, answer a few scored questions with generate.
     def save_and_reload() -> C2CForCausalLM:
         # The tokenizer first: the model's (atomic) save keeps it, and the model card then loads it from this folder.
         with atomic_folder(output / "c2c") as folder:
@@ -282,21 +439,29 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
         return AutoModelForCausalLM.from_pretrained(output / "c2c").eval()
 
     reloaded = clock.stage("save + reload", save_and_reload)
-    examples = [answer_example(reloaded, model, receiver_tokenizer, item) for item in heldout[:3]]
-    gates = gate_map(model, *LM(model, receiver_tokenizer).encode([format_prompt(item) for item in heldout]))
+    split = config.splits[-1]
+    shown = questions[f"transfer-{split}"][:2] + questions[f"complementary-{split}"][:1]
+    examples = [answer_example(reloaded, model, receiver_tokenizer, item) for item in shown]
+    transfer = questions[f"transfer-{split}"]
+    gates = gate_map(model, *LM(model, receiver_tokenizer).encode([format_prompt(item) for item in transfer]))
 
     report_config = {
         "demo": asdict(config),
         "world": {role: len(entities) for role, entities in world.entities.items()},
-        "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
-        "evaluated": "held-out people: known to the sharer only; 1 question per fact",
-        "mode": scoring.mode, "batch_size": 1, "max_new_tokens": config.max_new_tokens,
+        "attributes": {k: list(ATTRIBUTES[k]) for k in world.attributes},
+        "country_of": world.country_of,
+        "fuser_rows": {"questions": len(items), "country_questions": sum(i.subject == "country" for i in items)},
+        "evaluated": {
+            "transfer": "one question per fact of every person of the split (the fact: known to the sharer only)",
+            "complementary": f"{config.country_questions_per_person} country questions per person of the split (the "
+                             "person's city: the sharer's only; the city's country: the receiver's only)",
+        },
+        "mode": "generate", "batch_size": 1, "max_new_tokens": config.max_new_tokens,
         "hint_tokens": config.hint_tokens,
-        "models": describe_models(model, receiver_tokenizer, sharer_tokenizer),
+        "models": describe_models(model, receiver_tokenizer, bases.sharer_tokenizer),
         "gate_map": gates,
         "routing_fit": {"items": len(fit_items), "informative": informative},
-        "losses": {"sharer_last": _tail(sharer_losses), "receiver_last": _tail(receiver_losses),
-                   "fuser_logged": fuser_losses},
+        "losses": {**bases.losses, "fuser_logged": fuser_losses},
         "timings_s": {**clock.times, "total": clock.total},
         "threads": torch.get_num_threads(),
         "examples": examples,
@@ -306,12 +471,18 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
+    "TASKS",
+    "Bases",
     "DemoConfig",
-    "Oracle",
+    "FactInPrompt",
     "Stopwatch",
     "answer_example",
+    "build_c2c",
+    "demo_methods",
+    "demo_questions",
     "fuser_dataset",
-    "heldout_questions",
+    "fuser_items",
     "run_demo",
+    "train_bases",
     "train_fuser",
 ]

@@ -16,21 +16,28 @@ from typing import Any
 
 from ..atomic import atomic_file, atomic_write_text
 from ..evaluation import environment, t_interval
-from .report import BENCHMARK, claim_output_folder
+from .report import TASKS, TEST, claim_output_folder
 
-DIFFERENCES = (("c2c", "t2t"), ("c2c", "receiver"))  # per-seed accuracy differences with their t-intervals
+# Per-seed accuracy differences reported with their t-intervals over seeds; "best_single" is, per seed, the best of
+# the receiver alone, the sharer alone and routing (what picking one model can reach).
+DIFFERENCES = (("c2c", "t2t"), ("c2c", "t2t_trained"), ("c2c", "receiver"), ("c2c", "best_single"))
+SINGLE_MODEL_METHODS = ("receiver", "sharer", "routing")
 
 
-def seed_summary(reports: Mapping[int, Mapping[str, Any]], split: str = BENCHMARK) -> dict[str, Any]:
-    """Per-seed accuracies and latencies on `split`, their means with t-intervals over seeds, the per-seed
-    differences `DIFFERENCES` with theirs, C2C's seed-to-seed standard deviation and latency ratio to
-    text-to-text. Needs at least two seeds."""
+def seed_summary(reports: Mapping[int, Mapping[str, Any]], benchmark: str) -> dict[str, Any]:
+    """Per-seed accuracies and latencies on `benchmark` (e.g. "transfer-test"), their means with t-intervals over
+    seeds, the per-seed differences `DIFFERENCES` with theirs, C2C's latency ratio to text-to-text. Needs at least
+    two seeds."""
     seeds = sorted(reports)
     if len(seeds) < 2:
         raise ValueError(f"A summary over seeds needs at least two seeds, got {seeds}.")
     methods = list(reports[seeds[0]]["results"])
-    accuracy = {m: [reports[s]["results"][m][split]["accuracy"] for s in seeds] for m in methods}
-    latency = {m: [reports[s]["results"][m][split]["latency_median_s"] for s in seeds] for m in methods}
+    accuracy = {m: [reports[s]["results"][m][benchmark]["accuracy"] for s in seeds] for m in methods}
+    latency = {m: [reports[s]["results"][m][benchmark]["latency_median_s"] for s in seeds] for m in methods}
+    if all(m in accuracy for m in SINGLE_MODEL_METHODS):
+        accuracy_with_best = {**accuracy, "best_single": [max(v) for v in zip(*(accuracy[m] for m in SINGLE_MODEL_METHODS))]}
+    else:
+        accuracy_with_best = accuracy
 
     def over_seeds(values: Sequence[float]) -> dict[str, Any]:
         mean, (low, high) = t_interval(values)
@@ -38,41 +45,46 @@ def seed_summary(reports: Mapping[int, Mapping[str, Any]], split: str = BENCHMAR
 
     summary: dict[str, Any] = {
         "seeds": seeds,
-        "split": split,
+        "benchmark": benchmark,
         "interval": "t-interval over seeds (95%, n - 1 degrees of freedom)",
         "accuracy": {m: over_seeds(accuracy[m]) for m in methods},
         "latency_median_s": {m: over_seeds(latency[m]) for m in methods},
         "differences": {},
     }
     for first, second in DIFFERENCES:
-        if first in accuracy and second in accuracy:
-            per_seed = [a - b for a, b in zip(accuracy[first], accuracy[second])]
+        if first in accuracy_with_best and second in accuracy_with_best:
+            per_seed = [a - b for a, b in zip(accuracy_with_best[first], accuracy_with_best[second])]
             summary["differences"][f"{first} - {second}"] = over_seeds(per_seed)
     if "c2c" in latency and "t2t" in latency:
         summary["c2c_latency_ratio_to_t2t"] = over_seeds([c / t for c, t in zip(latency["c2c"], latency["t2t"])])
     return summary
 
 
-def seed_targets(summary: Mapping[str, Any]) -> dict[str, bool]:
-    """The multi-world targets: on the mean over seeds, C2C >= receiver + 50 points, C2C above text-to-text with
-    the t-interval of the difference above 0 and on every seed, C2C's seed-to-seed SD <= 4 points, C2C's latency at
-    most half of text-to-text's."""
-    versus_t2t = summary["differences"]["c2c - t2t"]
+def seed_targets(transfer: Mapping[str, Any], complementary: Mapping[str, Any]) -> dict[str, bool]:
+    """The multi-world targets, on means over seeds. Transfer: C2C >= receiver + 50 points, C2C above text-to-text
+    with the t-interval of the difference above 0 and on every seed, C2C's seed-to-seed SD <= 4 points, C2C's
+    latency at most half of text-to-text's. Complementary: C2C >= the best single model (receiver, sharer or routing,
+    per seed) + 30 points, and C2C >= text-to-text."""
+    versus_t2t = transfer["differences"]["c2c - t2t"]
     return {
-        "c2c_ge_receiver_plus_50pts": summary["differences"]["c2c - receiver"]["mean"] >= 0.50,
-        "c2c_above_t2t_interval_above_0": versus_t2t["t95"][0] > 0,
-        "c2c_above_t2t_every_seed": all(d > 0 for d in versus_t2t["per_seed"]),
-        "c2c_sd_le_4pts": summary["accuracy"]["c2c"]["sd"] <= 0.04,
-        "c2c_latency_le_half_t2t": summary["c2c_latency_ratio_to_t2t"]["mean"] <= 0.5,
+        "transfer_c2c_ge_receiver_plus_50pts": transfer["differences"]["c2c - receiver"]["mean"] >= 0.50,
+        "transfer_c2c_above_t2t_interval_above_0": versus_t2t["t95"][0] > 0,
+        "transfer_c2c_above_t2t_every_seed": all(d > 0 for d in versus_t2t["per_seed"]),
+        "transfer_c2c_sd_le_4pts": transfer["accuracy"]["c2c"]["sd"] <= 0.04,
+        "transfer_c2c_latency_le_half_t2t": transfer["c2c_latency_ratio_to_t2t"]["mean"] <= 0.5,
+        "complementary_c2c_ge_best_single_plus_30pts": complementary["differences"]["c2c - best_single"]["mean"] >= 0.30,
+        "complementary_c2c_ge_t2t": complementary["differences"]["c2c - t2t"]["mean"] >= 0,
     }
 
 
-def seeds_markdown(summary: Mapping[str, Any], targets: Mapping[str, bool]) -> str:
-    """`seeds.md`: every seed's accuracy per method, the means with their t-intervals, the differences, targets."""
-    seeds, methods = summary["seeds"], list(summary["accuracy"])
+def seeds_markdown(summaries: Mapping[str, Mapping[str, Any]], targets: Mapping[str, bool]) -> str:
+    """`seeds.md`: per task, every seed's accuracy per method, the means with their t-intervals, the differences;
+    then the targets."""
+    first = next(iter(summaries.values()))
+    seeds = first["seeds"]
     head = "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean [95% t-interval over seeds] | SD |"
-    lines = [f"# The demo over {len(seeds)} worlds ({summary['split']} questions)", "", "Accuracy (%):", "", head,
-             "|---" * (len(seeds) + 3) + "|"]  # fmt: skip
+    rule = "|---" * (len(seeds) + 3) + "|"
+    lines = [f"# The demo over {len(seeds)} worlds", ""]
 
     def row(name: str, s: Mapping[str, Any], signed: bool = False) -> str:
         cell = "{:+.1f}" if signed else "{:.1f}"
@@ -80,72 +92,94 @@ def seeds_markdown(summary: Mapping[str, Any], targets: Mapping[str, bool]) -> s
         low, high = (cell.format(100 * v) for v in s["t95"])
         return f"| {name} | {values} | {cell.format(100 * s['mean'])} [{low}, {high}] | {100 * s['sd']:.1f} |"
 
-    lines += [row(m, summary["accuracy"][m]) for m in methods]
-    lines += ["", "Per-seed differences (points):", "", head.replace("method", "difference"), "|---" * (len(seeds) + 3) + "|"]
-    lines += [row(name, s, signed=True) for name, s in summary["differences"].items()]
-    ratio = summary.get("c2c_latency_ratio_to_t2t")
-    if ratio:
-        lines += ["", f"C2C latency / text-to-text latency: mean {ratio['mean']:.2f} (per seed "
-                  f"{', '.join(f'{r:.2f}' for r in ratio['per_seed'])})."]  # fmt: skip
-    lines += ["", "Targets: " + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in targets.items()), ""]
+    for task, summary in summaries.items():
+        lines += [f"## {task} ({summary['benchmark']} questions)", "", "Accuracy (%):", "", head, rule]
+        lines += [row(m, s) for m, s in summary["accuracy"].items()]
+        lines += ["", "Per-seed differences (points):", "", head.replace("method", "difference"), rule]
+        lines += [row(name, s, signed=True) for name, s in summary["differences"].items()]
+        ratio = summary.get("c2c_latency_ratio_to_t2t")
+        if ratio:
+            lines += ["", f"C2C latency / text-to-text latency: mean {ratio['mean']:.2f} (per seed "
+                      f"{', '.join(f'{r:.2f}' for r in ratio['per_seed'])})."]  # fmt: skip
+        lines.append("")
+    lines += ["Targets: " + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in targets.items()), ""]
     return "\n".join(lines)
 
 
 def readme_summary(content: Mapping[str, Any]) -> str:
     """The README's account of a multi-seed demo run, from its `seeds.json` content (a test keeps them equal)."""
-    summary, targets = content["summary"], content["targets"]
-    seeds, accuracy = summary["seeds"], summary["accuracy"]
+    transfer, complementary = content["summary"]["transfer"], content["summary"]["complementary"]
+    seeds = transfer["seeds"]
 
     def mean_interval(s: Mapping[str, Any], signed: bool = False) -> str:
         cell = "{:+.1f}" if signed else "{:.1f}"
         low, high = (cell.format(100 * v) for v in s["t95"])
         return f"{cell.format(100 * s['mean'])}{'' if signed else '%'} [{low}, {high}]"
 
-    versus_t2t = summary["differences"]["c2c - t2t"]
+    def methods(summary: Mapping[str, Any]) -> str:
+        return ", ".join(f"{name} {mean_interval(summary['accuracy'][m])}" for m, name in (
+            ("receiver", "receiver alone"), ("sharer", "sharer alone"), ("routing", "routing"),
+            ("t2t", "text-to-text"), ("t2t_trained", "trained text-to-text"), ("fact_in_prompt", "fact in prompt"),
+        ) if m in summary["accuracy"])  # fmt: skip
+
+    versus_t2t = transfer["differences"]["c2c - t2t"]
     above = sum(d > 0 for d in versus_t2t["per_seed"])
-    methods = ", ".join(f"{name} {mean_interval(accuracy[m])}" for m, name in (
-        ("receiver", "receiver alone"), ("sharer", "sharer alone"), ("t2t", "text-to-text"), ("routing", "routing"),
-        ("oracle", "oracle"),
-    ) if m in accuracy)  # fmt: skip
     return (
-        f"Over {len(seeds)} worlds (seeds {', '.join(map(str, seeds))}; {summary['split']} people; mean [95% "
-        f"t-interval over seeds]): C2C {mean_interval(accuracy['c2c'])} (SD {100 * accuracy['c2c']['sd']:.1f}), "
-        f"{methods}; C2C - text-to-text {mean_interval(versus_t2t, signed=True)} points, above it on {above} of "
-        f"{len(seeds)} seeds; C2C - receiver {mean_interval(summary['differences']['c2c - receiver'], signed=True)} "
-        f"points; C2C's latency {summary['c2c_latency_ratio_to_t2t']['mean']:.2f}x text-to-text's. Targets: "
-        + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in targets.items())
-        + "."
+        f"Over {len(seeds)} worlds (seeds {', '.join(map(str, seeds))}; test people; mean [95% t-interval over "
+        f"seeds]). **Transfer** (a fact only the sharer knows): C2C {mean_interval(transfer['accuracy']['c2c'])} (SD "
+        f"{100 * transfer['accuracy']['c2c']['sd']:.1f}), {methods(transfer)}; C2C - text-to-text "
+        f"{mean_interval(versus_t2t, signed=True)} points, above it on {above} of {len(seeds)} seeds; C2C - receiver "
+        f"{mean_interval(transfer['differences']['c2c - receiver'], signed=True)} points; C2C's latency "
+        f"{transfer['c2c_latency_ratio_to_t2t']['mean']:.2f}x text-to-text's. **Complementary** (the sharer's fact "
+        f"and the receiver's): C2C {mean_interval(complementary['accuracy']['c2c'])}, {methods(complementary)}; C2C - "
+        f"best single model {mean_interval(complementary['differences']['c2c - best_single'], signed=True)} points. "
+        "Targets: " + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in content["targets"].items())
+        + "." + _duration_sentence(content)
     )
 
 
-def plot_seeds(summary: Mapping[str, Any], path: str | Path) -> None:
-    """Each method's per-seed accuracies (dots) and their mean with its t-interval over seeds (bar)."""
+def _duration_sentence(content: Mapping[str, Any]) -> str:
+    """" Each world took M-N min (...)": the per-seed wall times of the run, with its machine, when recorded."""
+    seconds = [s for s in content.get("total_seconds", {}).values() if s is not None]
+    if not seconds:
+        return ""
+    machine = content.get("environment", {})
+    cpu = machine.get("cpu_model") or "this machine"
+    return (f" Each world took {min(seconds) / 60:.1f}-{max(seconds) / 60:.1f} min of wall time on {cpu} "
+            f"({machine.get('cpu_count', '?')} CPUs, {machine.get('torch_threads', '?')} torch thread per process).")
+
+
+def plot_seeds(summaries: Mapping[str, Mapping[str, Any]], path: str | Path) -> None:
+    """One panel per task: each method's per-seed accuracies (dots) and their mean with its t-interval over seeds."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4), layout="constrained")
-    axes = figure.subplots()
-    for i, s in enumerate(summary["accuracy"].values()):
-        axes.scatter([i] * len(s["per_seed"]), [100 * v for v in s["per_seed"]], color=f"C{i}", alpha=0.5, s=18)
-        low, high = (100 * v for v in s["t95"])
-        mean = 100 * s["mean"]
-        axes.errorbar([i + 0.2], [mean], yerr=[[mean - low], [high - mean]], fmt="s", color=f"C{i}", capsize=4)
-    axes.set_xticks(range(len(summary["accuracy"])), list(summary["accuracy"]))
-    axes.set_ylabel("accuracy (%)")
-    axes.set_ylim(0, 102)
-    axes.grid(alpha=0.3, axis="y")
-    axes.set_title(f"{len(summary['seeds'])} worlds: per seed (dots), mean and 95% t-interval over seeds (squares)")
+    figure = Figure(figsize=(6 * len(summaries), 4.2), layout="constrained")
+    for axes, (task, summary) in zip(figure.subplots(1, len(summaries), squeeze=False)[0], summaries.items()):
+        for i, s in enumerate(summary["accuracy"].values()):
+            axes.scatter([i] * len(s["per_seed"]), [100 * v for v in s["per_seed"]], color=f"C{i}", alpha=0.5, s=18)
+            low, high = (100 * v for v in s["t95"])
+            mean = 100 * s["mean"]
+            axes.errorbar([i + 0.2], [mean], yerr=[[mean - low], [high - mean]], fmt="s", color=f"C{i}", capsize=4)
+        axes.set_xticks(range(len(summary["accuracy"])), list(summary["accuracy"]), rotation=30, ha="right")
+        axes.set_ylabel("accuracy (%)")
+        axes.set_ylim(0, 102)
+        axes.grid(alpha=0.3, axis="y")
+        axes.set_title(f"{task} ({summary['benchmark']})")
+    first = next(iter(summaries.values()))
+    figure.suptitle(f"{len(first['seeds'])} worlds: per seed (dots), mean and 95% t-interval over seeds (squares)")
     figure.savefig(path, dpi=150)
 
 
 def write_seed_summary(reports: Mapping[int, Mapping[str, Any]], output: str | Path) -> dict[str, Any]:
     """`seeds.json`, `seeds.md` and `seeds.png` in `output` from the per-seed reports; returns the JSON content."""
     output = Path(output)
-    summary = seed_summary(reports)
-    targets = seed_targets(summary)
+    summary = {task: seed_summary(reports, f"{task}-{TEST}") for task in TASKS}
+    targets = seed_targets(summary["transfer"], summary["complementary"])
     content = {
         "environment": environment(),
-        "protocol": {"seeds": summary["seeds"], **reports[summary["seeds"][0]].get("protocol", {})},
-        "configs": {seed: reports[seed]["config"].get("demo") for seed in summary["seeds"]},
+        "protocol": {"seeds": sorted(reports), **reports[min(reports)].get("protocol", {})},
+        "configs": {seed: reports[seed]["config"].get("demo") for seed in sorted(reports)},
+        "total_seconds": {seed: reports[seed]["config"].get("timings_s", {}).get("total") for seed in sorted(reports)},
         "summary": summary,
         "targets": targets,
     }

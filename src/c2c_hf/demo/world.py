@@ -5,11 +5,19 @@ attribute (city, color, profession, pet). Facts are written with many paraphrase
 choice (`MCItem`) with shuffled options. Entities are split into disjoint groups by role:
 
 - `fuser`: questions about these train the fuser (the receiver never sees their facts);
-- `heldout`: evaluation only (the receiver and the fuser never see their facts);
+- `validation`: every choice of the demo's settings is made on questions about these (the receiver and the fuser
+  never see their facts);
+- `test`: scored once per reported configuration, after the choices are frozen (never seen by the receiver or the
+  fuser either);
 - `context`: names used only inside hints, with facts drawn afresh for every example, so that the receiver learns
   to *read* a fact from its prompt instead of remembering it (the sharer never sees them).
 
-The sharer learns the facts of the `fuser` and `heldout` entities. Everything is a pure function of the
+Every city lies in one invented country (`World.country_of`, a seeded one-to-one map): the receiver learns these
+eight facts, the sharer never sees a country. A *country question* ("In which country does X live?") therefore needs
+one fact only the sharer knows (X's city) and one only the receiver knows (the city's country): complementary
+knowledge, where asking either model alone, or picking one of them, stays near chance.
+
+The sharer learns the facts of the `fuser`, `validation` and `test` entities (`SHARER_ROLES`). Everything is a pure function of the
 seed: the same seed gives the same world, texts and questions.
 """
 
@@ -27,7 +35,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "pet": ("cat", "dog", "parrot", "rabbit", "turtle", "hamster", "goldfish", "horse"),
 }
 
-# Paraphrased statements of one fact; the first is the canonical one (the sharer's hints, the oracle's context).
+# Paraphrased statements of one fact; the first is the canonical one (the sharer's hints, the fact-in-prompt baseline's hint).
 STATEMENTS: dict[str, tuple[str, ...]] = {
     "city": (
         "{name} lives in {value}.",
@@ -74,7 +82,22 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     "pet": ("Which pet does {name} have?", "What animal does {name} own?", "What is the pet of {name}?"),
 }
 
-ROLES = ("fuser", "heldout", "context")
+COUNTRIES = ("Arvenia", "Belmora", "Corvalis", "Dunmark", "Estovia", "Fennoria", "Galdria", "Hollenby")
+COUNTRY_STATEMENTS = (
+    "{city} is in {country}.",
+    "{city} is a city in {country}.",
+    "{city} lies in {country}.",
+    "The city of {city} belongs to {country}.",
+)
+COUNTRY_QUESTIONS = (
+    "In which country does {name} live?",
+    "Which country is home to {name}?",
+    "In what country is the home of {name}?",
+)
+CITY_COUNTRY_QUESTIONS = ("In which country is {city}?", "Which country is {city} in?")
+
+ROLES = ("fuser", "validation", "test", "context")
+SHARER_ROLES = ("fuser", "validation", "test")  # the people whose facts the sharer learns
 _ONSETS = ("b", "br", "d", "dr", "f", "g", "gr", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t", "tr", "v", "z")
 _VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ai", "ei")
 _CODAS = ("", "", "", "n", "l", "r", "s", "m")
@@ -85,7 +108,7 @@ class Entity:
     """An invented person: a name and one value per attribute."""
 
     name: str
-    facts: tuple[tuple[str, str], ...]  # ((attribute, value), ...) in ATTRIBUTES order
+    facts: tuple[tuple[str, str], ...]  # ((attribute, value), ...) in the world's attribute order
 
     def value(self, attribute: str) -> str:
         return dict(self.facts)[attribute]
@@ -97,30 +120,39 @@ class World:
 
     seed: int
     entities: dict[str, list[Entity]]  # role -> entities
+    attributes: tuple[str, ...] = tuple(ATTRIBUTES)  # the attributes every person has (a subset, city first)
     _by_name: dict[str, Entity] = field(init=False, repr=False)
+    country_of: dict[str, str] = field(init=False)  # city -> its country, one-to-one, seeded
 
     def __post_init__(self) -> None:
         self._by_name = {e.name: e for role in self.entities.values() for e in role}
+        countries = list(COUNTRIES)
+        random.Random(f"c2c-demo-countries-{self.seed}").shuffle(countries)
+        self.country_of = dict(zip(ATTRIBUTES["city"], countries))
 
     # ----------------------------------------------------------------- construction
 
     @classmethod
-    def generate(cls, seed: int, sizes: dict[str, int]) -> World:
-        """A world with `sizes[role]` entities per role (roles in `ROLES`), all names distinct."""
+    def generate(cls, seed: int, sizes: dict[str, int], attributes: tuple[str, ...] = tuple(ATTRIBUTES)) -> World:
+        """A world with `sizes[role]` entities per role (roles in `ROLES`), all names distinct, each with one value
+        per attribute of `attributes` (which must include "city": the country questions need it)."""
         unknown = set(sizes) - set(ROLES)
         if unknown:
             raise ValueError(f"Unknown entity roles {sorted(unknown)}: use {ROLES}.")
+        attributes = tuple(attributes)
+        if "city" not in attributes or not set(attributes) <= set(ATTRIBUTES) or len(set(attributes)) != len(attributes):
+            raise ValueError(f"attributes must be distinct names from {tuple(ATTRIBUTES)} including 'city', got {attributes!r}.")
         rng = random.Random(f"c2c-demo-world-{seed}")
         names = invent_names(rng, sum(sizes.values()))
         entities, start = {}, 0
         for role in ROLES:
             count = sizes.get(role, 0)
             entities[role] = [
-                Entity(name, tuple((a, rng.choice(values)) for a, values in ATTRIBUTES.items()))
+                Entity(name, tuple((a, rng.choice(ATTRIBUTES[a])) for a in attributes))
                 for name in names[start : start + count]
             ]
             start += count
-        return cls(seed, entities)
+        return cls(seed, entities, attributes)
 
     def entity(self, name: str) -> Entity:
         return self._by_name[name]
@@ -138,15 +170,14 @@ class World:
 
     def biography(self, entity: Entity, rng: random.Random, num_facts: int | None = None) -> str:
         """Some (default: all) facts of `entity`, each in a random paraphrase, in random order."""
-        attributes = list(ATTRIBUTES)
+        attributes = list(self.attributes)
         rng.shuffle(attributes)
         attributes = attributes[: num_facts or len(attributes)]
         return " ".join(self.statement(entity, a, rng.randrange(len(STATEMENTS[a]))) for a in attributes)
 
-    @staticmethod
-    def random_entity(name: str, rng: random.Random) -> Entity:
+    def random_entity(self, name: str, rng: random.Random) -> Entity:
         """An entity with fresh random facts (for context-reading examples about `context` names)."""
-        return Entity(name, tuple((a, rng.choice(values)) for a, values in ATTRIBUTES.items()))
+        return Entity(name, tuple((a, rng.choice(ATTRIBUTES[a])) for a in self.attributes))
 
     # ----------------------------------------------------------------- questions
 
@@ -171,18 +202,49 @@ class World:
         return [
             self.question(entity, attribute, rng, tag=f"#{k}")
             for entity in self.entities[role]
-            for attribute in ATTRIBUTES
+            for attribute in self.attributes
             for k in range(per_fact)
         ]
 
+    def country_statement(self, city: str, variant: int = 0) -> str:
+        """The receiver's knowledge: the country `city` lies in, in one of its phrasings (variant 0: canonical)."""
+        template = COUNTRY_STATEMENTS[variant % len(COUNTRY_STATEMENTS)]
+        return template.format(city=city, country=self.country_of[city])
+
+    def city_country_question(self, city: str, rng: random.Random) -> MCItem:
+        """A 4-way question on the country of a city (the receiver's own knowledge)."""
+        template = rng.randrange(len(CITY_COUNTRY_QUESTIONS))
+        return self._country_item(f"{city}/country-of/{template}", CITY_COUNTRY_QUESTIONS[template].format(city=city),
+                                  self.country_of[city], rng)  # fmt: skip
+
+    def country_question(self, entity: Entity, rng: random.Random, tag: str = "") -> MCItem:
+        """A 4-way question on the country `entity` lives in: it needs the person's city (known to the sharer only)
+        and the city's country (known to the receiver only)."""
+        template = rng.randrange(len(COUNTRY_QUESTIONS))
+        right = self.country_of[entity.value("city")]
+        return self._country_item(f"{entity.name}/country/{template}{tag}",
+                                  COUNTRY_QUESTIONS[template].format(name=entity.name), right, rng)  # fmt: skip
+
+    @staticmethod
+    def _country_item(item_id: str, question: str, right: str, rng: random.Random) -> MCItem:
+        choices = [right, *rng.sample([c for c in COUNTRIES if c != right], 3)]
+        rng.shuffle(choices)
+        return MCItem(benchmark="world", id=item_id, question=question, choices=tuple(choices),
+                      gold=choices.index(right), subject="country")  # fmt: skip
+
+    def country_questions(self, role: str, rng: random.Random, per_person: int = 1) -> list[MCItem]:
+        """`per_person` country questions about every entity of `role`."""
+        return [self.country_question(e, rng, tag=f"#{k}") for e in self.entities[role] for k in range(per_person)]
+
     def profile(self, entity: Entity) -> str:
         """Everything about `entity` in canonical phrasing and attribute order: what the sharer writes as a hint."""
-        return " ".join(self.statement(entity, attribute) for attribute in ATTRIBUTES)
+        return " ".join(self.statement(entity, attribute) for attribute in self.attributes)
 
     def fact_hint(self, item: MCItem) -> str:
-        """The canonical statement of the one fact `item` asks about (the oracle's context)."""
+        """The canonical statement of the one fact of the sharer's that `item` needs: the fact it asks about, or for
+        a country question the person's city."""
         name, attribute, _ = item.id.split("/", 2)
-        return self.statement(self.entity(name), attribute)
+        return self.statement(self.entity(name), "city" if attribute == "country" else attribute)
 
     def vocabulary_text(self) -> list[str]:
         """Every word the world can write: all statements, questions and values of every name (for tokenizers)."""
@@ -191,12 +253,17 @@ class World:
             for attribute, values in ATTRIBUTES.items():
                 texts += [t.format(name=name, value=" ".join(values)) for t in STATEMENTS[attribute]]
                 texts += [q.format(name=name) for q in QUESTIONS[attribute]]
+            texts += [q.format(name=name) for q in COUNTRY_QUESTIONS]
+        for city in ATTRIBUTES["city"]:
+            texts += [s.format(city=city, country=" ".join(COUNTRIES)) for s in COUNTRY_STATEMENTS]
+            texts += [q.format(city=city) for q in CITY_COUNTRY_QUESTIONS]
         return texts
 
 
 def invent_names(rng: random.Random, count: int) -> list[str]:
-    """`count` distinct pronounceable invented names (2-3 syllables), none an attribute value or a common word."""
-    banned = {v.lower() for values in ATTRIBUTES.values() for v in values}
+    """`count` distinct pronounceable invented names (2-3 syllables), none an attribute value, a country or a common
+    word."""
+    banned = {v.lower() for values in (*ATTRIBUTES.values(), COUNTRIES) for v in values}
     names: list[str] = []
     seen: set[str] = set()
     while len(names) < count:
@@ -209,4 +276,4 @@ def invent_names(rng: random.Random, count: int) -> list[str]:
     return names
 
 
-__all__ = ["ATTRIBUTES", "QUESTIONS", "ROLES", "STATEMENTS", "Entity", "World", "invent_names"]
+__all__ = ["ATTRIBUTES", "CITY_COUNTRY_QUESTIONS", "COUNTRIES", "COUNTRY_QUESTIONS", "COUNTRY_STATEMENTS", "QUESTIONS", "ROLES", "SHARER_ROLES", "STATEMENTS", "Entity", "World", "invent_names"]

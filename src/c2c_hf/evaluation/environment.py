@@ -7,6 +7,7 @@ flags that change speed or numerics (AVX-512, AMX: bf16 matrix units give other 
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from collections.abc import Mapping
@@ -37,13 +38,18 @@ def git_commit(path: str | Path | None = None) -> str | None:
     return f"{commit}+dirty" if status else commit
 
 
-def cpu_flags() -> list[str]:
-    """The `CPU_FLAGS` this CPU has (Linux `/proc/cpuinfo`; empty elsewhere)."""
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` line's value in Linux `/proc/cpuinfo` (None elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(field)), None)
+
+
+def cpu_flags() -> list[str]:
+    """The `CPU_FLAGS` this CPU has (Linux `/proc/cpuinfo`; empty elsewhere)."""
+    flags = (_cpuinfo("flags") or "").split()
     return [flag for flag in CPU_FLAGS if flag in flags]
 
 
@@ -70,6 +76,8 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": device_name(device),
         "cpu_flags": cpu_flags(),
+        "cpu_model": _cpuinfo("model name") or platform.processor() or None,
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "platform": platform.platform(),
     }
 
