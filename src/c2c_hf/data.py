@@ -169,7 +169,7 @@ def _answer_index(answer: Any, num_choices: int, index: int, labels: list[str] |
     )
 
 
-def _conversation(row: Mapping[str, Any], fmt: str, index: int, system_prompt: str | None) -> list[dict[str, Any]]:
+def conversation_messages(row: Mapping[str, Any], fmt: str, index: int, system_prompt: str | None) -> list[dict[str, Any]]:
     """The example as chat messages whose last message is the (non-empty) assistant response."""
     if fmt == "chat":
         messages = [dict(message) for message in row["messages"] or []]
@@ -223,7 +223,7 @@ def _tokenize_batch(
     overflow: str,
 ) -> dict[str, list[Any]]:
     rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-    texts = [_render(tokenizer, _conversation(row, fmt, i, system_prompt), i) for row, i in zip(rows, indices)]
+    texts = [_render(tokenizer, conversation_messages(row, fmt, i, system_prompt), i) for row, i in zip(rows, indices)]
     prompt_ids = tokenizer([prompt for prompt, _ in texts], add_special_tokens=False)["input_ids"]
     response_ids = tokenizer([response for _, response in texts], add_special_tokens=False)["input_ids"]
     out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "fuse_length": [], "_status": []}

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, ModelCardData
+from huggingface_hub import CommitInfo, CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -29,6 +29,8 @@ TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md" 
 CARD_TAGS = ["c2c", "cache-to-cache", "kv-cache-fusion"]
 RESULTS_FILE = "results.md"  # evaluation table (c2c-hf eval writes one) the card shows by default
 TRAINING_FILE = "training.json"  # free-form training facts the card shows by default
+# The usage snippet's conversation when the training facts hold no `example` from the training data.
+GENERIC_EXAMPLE = [{"role": "user", "content": "Which planet is known as the red planet?"}]
 
 
 def _hub_ids(*names: str | None) -> list[str]:
@@ -53,6 +55,16 @@ def _demote_headings(markdown: str) -> str:
     return "\n".join("##" + line if line.startswith("#") else line for line in markdown.strip().splitlines())
 
 
+def eval_results(metrics: dict[str, float], dataset: str) -> list[EvalResult]:
+    """The card metadata's `model-index` entries for an evaluation's `metrics` (name -> value, e.g. `loss`) on
+    `dataset` (its name or Hub id), for the text-generation task."""
+    return [
+        EvalResult(task_type="text-generation", dataset_type=dataset, dataset_name=dataset, metric_type=name,
+                   metric_name=name, metric_value=value)
+        for name, value in metrics.items()
+    ]  # fmt: skip
+
+
 def card_variables(
     model: PreTrainedModel,
     repo_id: str,
@@ -60,7 +72,13 @@ def card_variables(
     evaluation_table: str | None = None,
     tokenizer_id: str | None = None,
 ) -> dict[str, Any]:
-    """The values the model card template renders: pair, KV shapes, layer map, gates, alignment, LoRA, training."""
+    """The values the model card template renders: pair, KV shapes, layer map, gates, alignment, LoRA, training.
+
+    `training` keys with a meaning of their own: `data`, `steps` (their own lines, "unknown" when absent),
+    `example` (a training conversation whose last message is the trained answer: the usage snippet asks its
+    earlier messages and names the answer), `eval_metrics` (name -> value: a line each); the other keys are listed
+    as they are.
+    """
     config: C2CConfig = model.config
     receiver = config.receiver_name_or_path or "unknown"
     sharer = config.sharer_name_or_path or "unknown"
@@ -98,6 +116,9 @@ def card_variables(
             )
         )
     training = dict(training or {})
+    example = training.pop("example", None)
+    metrics = training.pop("eval_metrics", None) or {}
+    training.pop("dataset", None)  # the metadata's (`write_model_card`); `data` is its line
     return dict(
         repo_id=repo_id,
         tokenizer_id=tokenizer_id or receiver,
@@ -116,7 +137,9 @@ def card_variables(
         token_alignment=alignment,
         training_data=_or_unknown(training.pop("data", None)),
         training_steps=_or_unknown(training.pop("steps", None)),
-        training_extra=sorted(training.items()),
+        training_extra=sorted(training.items()) + [(f"eval {name}", value) for name, value in sorted(metrics.items())],
+        example_messages=json.dumps(example[:-1] if example else GENERIC_EXAMPLE, ensure_ascii=False),  # a Python literal
+        example_answer=example[-1]["content"] if example else None,
         evaluation_table=_demote_headings(evaluation_table) if evaluation_table else None,
     )
 
@@ -129,13 +152,18 @@ def write_model_card(
     *,
     repo_id: str | None = None,
     tags: list[str] | None = None,
+    language: str | list[str] | None = None,
+    license: str | None = None,
 ) -> ModelCard:
     """Write `README.md` (a Hub model card) for a C2C model into `save_directory` (atomically) and return it.
 
-    `training` is free-form; its `data` and `steps` entries get their own lines ("unknown" when absent). It
-    defaults to `training.json` in `save_directory`, and `evaluation_table` (markdown) to `results.md` there, if
-    present. `repo_id` is the id the usage snippet loads (default: `save_directory`); the snippet loads the
-    tokenizer from there when the directory holds one, else from the receiver. `tags` add to the C2C tags.
+    `training` is free-form (`card_variables` says which keys mean what: `data`, `steps`, `example`,
+    `eval_metrics`); `eval_metrics` also become the metadata's `eval_results` (on `dataset`, else `data`), and a
+    `dataset` that is a Hub id the metadata's `datasets`. It defaults to `training.json` in `save_directory`
+    (`C2CTrainer` writes one), and `evaluation_table` (markdown) to `results.md` there, if present. `repo_id` is the
+    id the usage snippet loads (default: `save_directory`); the snippet loads the tokenizer from there when the
+    directory holds one, else from the receiver. `tags` add to the C2C tags; `language` and `license` go to the
+    metadata.
     """
     save_directory = Path(save_directory)
     if training is None and (save_directory / TRAINING_FILE).is_file():
@@ -145,8 +173,15 @@ def write_model_card(
     repo_id = repo_id or str(save_directory)
     has_tokenizer = (save_directory / "tokenizer_config.json").is_file()
     config = model.config
+    dataset = (training or {}).get("dataset") or (training or {}).get("data")
+    metrics = (training or {}).get("eval_metrics") or {}
     card_data = ModelCardData(
         base_model=_hub_ids(config.receiver_name_or_path, config.sharer_name_or_path) or None,
+        datasets=_hub_ids(dataset) or None,
+        eval_results=eval_results(metrics, str(dataset or "unknown")) if metrics else None,
+        model_name=Path(repo_id).name if metrics else None,  # the model-index entry's name
+        language=language,
+        license=license,
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=list(dict.fromkeys(CARD_TAGS + list(tags or []))),
@@ -234,4 +269,7 @@ def push_to_hub(
         )
 
 
-__all__ = ["CARD_TAGS", "RESULTS_FILE", "TRAINING_FILE", "card_variables", "check_bases_on_hub", "push_to_hub", "write_model_card"]
+__all__ = [
+    "CARD_TAGS", "GENERIC_EXAMPLE", "RESULTS_FILE", "TRAINING_FILE", "card_variables", "check_bases_on_hub",
+    "eval_results", "push_to_hub", "write_model_card",
+]  # fmt: skip

@@ -24,7 +24,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from .alignment import SpanAligner
 from .atomic import atomic_folder
 from .configuration_c2c import C2CConfig
-from .lora import inject_receiver_lora, is_trained_key, load_receiver_lora
+from .lora import (
+    RECEIVER_ADAPTER_FOLDER,
+    inject_receiver_lora,
+    is_trained_key,
+    load_receiver_lora,
+    refuse_wrapper_adapter,
+    save_receiver_adapter,
+)
 
 # Keyword arguments of `from_pretrained` that are forwarded to the receiver and sharer loads.
 BASE_LOAD_KWARGS = (
@@ -37,9 +44,10 @@ BASE_LOAD_KWARGS = (
     "force_download",
     "trust_remote_code",
 )
-# Weight files a save writes (single file, shards, index; any variant): those of an earlier save into the same folder
-# that this save does not rewrite (other shards) are dropped, so that config and weights always belong together.
-WEIGHT_FILES = re.compile(r"model([.-].*)?\.safetensors(\.index(\..*)?\.json)?")
+# Weight files a save writes (single file, shards, index; any variant; the receiver LoRA's peft adapter folder): those
+# of an earlier save into the same folder that this save does not rewrite (other shards, the adapter of a model that
+# had a LoRA) are dropped, so that config and weights always belong together.
+WEIGHT_FILES = re.compile(rf"model([.-].*)?\.safetensors(\.index(\..*)?\.json)?|{RECEIVER_ADAPTER_FOLDER}")
 # Options of `save_pretrained(push_to_hub=True)` that go to the upload.
 PUSH_KWARGS = ("repo_id", "commit_message", "create_pr", "private", "token", "allow_local_bases")
 # Keyword arguments of `from_pretrained` that locate the C2C repo itself (and are shared with the bases' loads).
@@ -225,6 +233,9 @@ def saved_tokenizer(path: str | os.PathLike, hub_kwargs: dict[str, Any], folder:
 class C2CCheckpointMixin:
     """Checkpoint I/O of `C2CForCausalLM`: fuser-only saves, loads that fetch the bases from their own repos."""
 
+    # A receiver LoRA's tensors in `model.safetensors` load after the bases are attached (`load_receiver_lora`): the
+    # fuser-only load must not report them as unexpected.
+    _keys_to_ignore_on_load_unexpected = (r"^receiver\..*\.lora_",)
     # The bases' tokenizers, when known (`from_base_models` / `from_pretrained`): saves write them into the checkpoint.
     receiver_tokenizer: PreTrainedTokenizerBase | None = None
     sharer_tokenizer: PreTrainedTokenizerBase | None = None
@@ -315,12 +326,29 @@ class C2CCheckpointMixin:
     def add_receiver_lora(
         self, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0, target_modules: list[str] | None = None
     ) -> None:
-        """Inject a trainable LoRA (peft) into the frozen receiver; it trains and is saved beside the fuser."""
+        """Inject a trainable LoRA (peft) into the frozen receiver; it trains and is saved beside the fuser, and also in
+        peft's adapter format (`receiver_adapter/`, for `PeftModel.from_pretrained(<receiver>, ...)`). This is the
+        way to put a LoRA on a C2C model: `peft.get_peft_model(model, LoraConfig(...))` on the whole model is refused
+        (see `peft_config`)."""
         self.config.receiver_lora = inject_receiver_lora(self.receiver, r, lora_alpha, lora_dropout, target_modules)
+
+    @property
+    def peft_config(self) -> dict[str, Any]:
+        """A C2C model never carries a peft adapter of its own (`add_receiver_lora` puts one on the receiver)."""
+        raise AttributeError("C2CForCausalLM has no peft_config: a receiver LoRA's is model.receiver.peft_config.")
+
+    @peft_config.setter
+    def peft_config(self, value: dict[str, Any]) -> None:
+        """peft sets this at the end of `get_peft_model(model, config)` / `model.add_adapter(config)`: refused, with
+        the injected layers removed again (`lora.refuse_wrapper_adapter`), because an adapter over the whole C2C model
+        would wrap the sharer's and the fuser's layers, freeze the fuser, and save (or merge) where a C2C checkpoint
+        keeps nothing. The supported LoRA is the receiver's: `add_receiver_lora`."""
+        refuse_wrapper_adapter(self, value)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, state_dict: dict | None = None, **kwargs):
         """Save the fuser weights (safetensors), the config, the generation config, the model code, the tokenizers
-        (`save_tokenizers`) and the model card; never the bases. A base lying in a local folder inside or beside
+        (`save_tokenizers`), a receiver LoRA also in peft's adapter format (`receiver_adapter/`, `lora.py`) and the
+        model card; never the bases. A base lying in a local folder inside or beside
         `save_directory` is named in the saved config by its path relative to `save_directory` (`base_reference`),
         so the C2C folder and its bases can move together; a Hub id stays an id.
 
@@ -351,6 +379,8 @@ class C2CCheckpointMixin:
             with atomic_folder(save_directory, owned=WEIGHT_FILES, before_swap=self._card_writer(save_directory)) as folder:
                 result = super().save_pretrained(folder, *args, state_dict=trained, **kwargs)
                 self.save_tokenizers(folder)
+                if self.config.receiver_lora is not None:
+                    save_receiver_adapter(self.receiver, folder, names[BASE_NAME_FIELDS["receiver"]], self.config.receiver_revision)
         finally:
             for field, name in names.items():
                 setattr(self.config, field, name)

@@ -7,22 +7,29 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Sized
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import DynamicCache, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.modelcard import extract_hyperparameters_from_trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .atomic import atomic_write_text
 from .cache import C2CCache
+from .hub import TRAINING_FILE, write_model_card
 from .loading import BASE_NAME_FIELDS, resolve_base_reference
 from .modeling_c2c import C2CForCausalLM
 
 logger = logging.get_logger(__name__)
 
 CHECKPOINT_FOLDER = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")  # Trainer's `checkpoint-<global step>` folders
+# Evaluation log entries that time the evaluation rather than measure the model (left out of the model card).
+EVAL_TIMINGS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 # Files only Trainer writes into a checkpoint (a folder holding none of them is a plain `save_pretrained` folder).
 TRAINER_FILES = (TRAINER_STATE_NAME, "optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin")
 
@@ -235,8 +242,26 @@ class C2CTrainer(Trainer):
       (`check_checkpoint_complete`);
     - label smoothing (`label_smoothing_factor`) and evaluation predictions on the positions whose logits the model
       keeps (`C2CDataCollator`'s `logits_to_keep`: the last prompt token and the response): the stock `Trainer`
-      assumes logits over every label column.
+      assumes logits over every label column;
+    - the C2C model card (`hub.write_model_card`) filled from the run (`run_facts`): every save (`save_model`,
+      checkpoints) writes it with `training.json`, and `create_model_card` (which `Trainer.push_to_hub` calls before
+      its upload) writes it instead of the Trainer's generic card.
+
+    `dataset_name` (the data's Hub id or files, as given), `dataset_selection` (which rows: config, split) and
+    `example_messages` (a training conversation whose last message is the trained answer) are for the card;
+    unknown, it says "unknown" and asks a generic question.
     """
+
+    def __init__(
+        self,
+        *args,
+        dataset_name: str | None = None,
+        dataset_selection: str | None = None,
+        example_messages: list[dict[str, str]] | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.dataset_name, self.dataset_selection, self.example_messages = dataset_name, dataset_selection, example_messages
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         if resume_from_checkpoint is True:
@@ -249,6 +274,75 @@ class C2CTrainer(Trainer):
         elif resume_from_checkpoint:
             check_checkpoint_complete(resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def run_facts(self, dataset: str | None = None) -> dict[str, Any]:
+        """What the model card says about this run (`hub.card_variables` reads the keys): `data` (`dataset`, else
+        `dataset_name` with `dataset_selection`, and the training rows), `dataset` (the name alone, for the card's
+        metadata), `steps` (optimizer steps so far), the last logged training loss
+        (`final train loss`) and the run's mean (`mean train loss`), the last evaluation's metrics (`eval_metrics`,
+        timings left out), the Trainer's hyperparameters and the `example` conversation."""
+        name = dataset or self.dataset_name
+        selection = f" ({self.dataset_selection})" if name and self.dataset_selection and not dataset else ""
+        rows = len(self.train_dataset) if isinstance(self.train_dataset, Sized) else None
+        data = ", ".join(filter(None, [name and name + selection, None if rows is None else f"{rows} training rows"]))
+        history = self.state.log_history
+        logged = [entry["loss"] for entry in history if "loss" in entry]
+        mean = next((entry["train_loss"] for entry in reversed(history) if "train_loss" in entry), None)
+        evaluation = next((entry for entry in reversed(history) if "eval_loss" in entry), {})
+        facts = {
+            "data": data or None,
+            "dataset": name,
+            "steps": self.state.global_step,
+            "final train loss": logged[-1] if logged else None,
+            "mean train loss": mean,
+            "eval_metrics": {
+                key.removeprefix("eval_"): value for key, value in evaluation.items()
+                if key.startswith("eval_") and key not in EVAL_TIMINGS
+            } or None,
+            "example": self.example_messages,
+            **extract_hyperparameters_from_trainer(self),
+        }  # fmt: skip
+        return {key: value for key, value in facts.items() if value is not None}
+
+    def card_repo_id(self, folder: str | os.PathLike) -> str:
+        """The id the card's usage snippet loads: the Hub repo this Trainer pushes to, else `folder`."""
+        return getattr(self, "hub_model_id", None) or self.args.hub_model_id or str(folder)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The stock save (the model's `save_pretrained`, the tokenizer, the training arguments), then the run's facts
+        (`training.json`, which later saves of the model into the folder read) and the card filled from them."""
+        super()._save(output_dir, state_dict)
+        folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+        facts = self.run_facts()
+        atomic_write_text(folder / TRAINING_FILE, json.dumps(facts, indent=2, default=str) + "\n")
+        write_model_card(unwrap_c2c(self.model), folder, facts, repo_id=self.card_repo_id(folder))
+
+    def create_model_card(
+        self,
+        language: str | list[str] | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write the C2C card (`hub.write_model_card`) into `output_dir` with the run's facts, where the stock method
+        writes a generic card (that `Trainer.push_to_hub` would upload over the C2C one). `dataset` (else
+        `dataset_tags`) names the data, `language`, `license` and `tags` go to the metadata, `model_name` is the
+        name the card's snippet loads (default: the Hub repo, else `output_dir`); `finetuned_from`, `tasks` and
+        `dataset_args` are not used: the card names both bases and the text-generation task itself."""
+        if not self.is_world_process_zero():
+            return
+        names = dataset or dataset_tags
+        facts = self.run_facts(", ".join(names) if isinstance(names, list) else names)
+        folder = Path(self.args.output_dir)
+        write_model_card(
+            unwrap_c2c(self.model), folder, facts, repo_id=model_name or self.card_repo_id(folder),
+            tags=[tags] if isinstance(tags, str) else tags, language=language, license=license,
+        )  # fmt: skip
 
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
         """With label smoothing, the stock `Trainer` pops the labels before the forward (which then cannot place the
@@ -278,7 +372,8 @@ class C2CTrainer(Trainer):
 def make_trainer(model: C2CForCausalLM, args: TrainingArguments, train_dataset, data_collator, **trainer_kwargs) -> Trainer:
     """A `C2CTrainer` (the stock `Trainer` with a resume that skips incomplete checkpoints) for the fuser, with the
     gate-temperature schedule; only the fuser is trainable. `processing_class` defaults to the model's receiver
-    tokenizer, so that every checkpoint holds it (and `AutoTokenizer` / `pipeline` work on it)."""
+    tokenizer, so that every checkpoint holds it (and `AutoTokenizer` / `pipeline` work on it). `dataset_name`,
+    `dataset_selection` and `example_messages` (for the model card) go to `C2CTrainer`."""
     callbacks = [GateTemperatureCallback(), *trainer_kwargs.pop("callbacks", [])]
     processing_class = trainer_kwargs.pop("processing_class", None) or unwrap_c2c(model).receiver_tokenizer
     return C2CTrainer(

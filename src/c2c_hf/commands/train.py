@@ -22,7 +22,7 @@ from transformers.utils import logging
 
 from ..cli_flags import accept_both_spellings
 from ..configuration_c2c import LAYER_MAP_STRATEGIES, C2CConfig
-from ..data import C2CDataCollator, build_features, load_dataset_any
+from ..data import C2CDataCollator, conversation_messages, build_features, detect_format, load_dataset_any
 from ..fuser import FUSIONS
 from ..lora import DEFAULT_TARGET_MODULES
 from ..modeling_c2c import C2CForCausalLM
@@ -225,9 +225,18 @@ def main(argv: list[str] | None = None) -> None:
     if resume:
         check_resume_checkpoint(model, resume)
     sharer_caches = SharerCacheMemo(model) if data_args.reuse_sharer_kv else None
-    trainer = make_trainer(model, training_args, features, C2CDataCollator.for_tokenizer(tokenizer, sharer_caches))
+    config = [f"config {data_args.dataset_config}"] if data_args.dataset_config else []
+    trainer = make_trainer(
+        model, training_args, features, C2CDataCollator.for_tokenizer(tokenizer, sharer_caches),
+        dataset_name=", ".join(data_args.dataset),
+        dataset_selection=", ".join([*config, f"split {data_args.dataset_split}"]),
+        example_messages=conversation_messages(dataset[0], detect_format(dataset.column_names), 0, data_args.system_prompt),
+    )  # fmt: skip
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_model()  # the model's save writes both tokenizers (the sharer's in sharer_tokenizer/ if it differs)
+    # and the model card, filled from the run (`C2CTrainer.run_facts`: the data, steps, losses, a training example)
 
 
-__all__ = ["DataArguments", "FuserArguments", "ModelArguments", "build_model", "build_parser", "main", "parse_layer_map"]
+__all__ = [
+    "DataArguments", "FuserArguments", "ModelArguments", "build_model", "build_parser", "main", "parse_layer_map",
+]  # fmt: skip
