@@ -222,7 +222,7 @@ def test_quick_demo_transfers_knowledge(tmp_path, capsys):
     accuracy = {method: by["transfer-test"]["accuracy"] for method, by in report["results"].items()}
     assert set(report["results"]["c2c"]) == {"transfer-test", "complementary-test"}
     assert report["protocol"] == {"selected_on": "validation", "test_evaluations": 1, "scored_splits": ["test"],
-                                  "seed": 0, "splits": {"fuser": 32, "validation": 16, "test": 16, "context": 48}}  # fmt: skip
+                                  "seed": 0, "splits": {"fuser": 48, "validation": 16, "test": 16, "context": 48}}  # fmt: skip
     assert report["environment"]["torch"] == torch.__version__
     assert set(accuracy) == {"receiver", "sharer", "t2t", "routing", "c2c", "fact_in_prompt"}
     assert accuracy["c2c"] >= accuracy["receiver"] + QUICK_MARGIN, accuracy
@@ -358,3 +358,18 @@ def test_run_targets_follow_the_issue_thresholds():
     }  # fmt: skip
     quick = demo_targets(synthetic_report(True, transfer, {**complementary, "c2c": 0.59}, latency))
     assert quick["transfer_c2c_ge_receiver_plus_30pts"] and not quick["complementary_c2c_ge_best_single_plus_30pts"]
+
+
+def test_readme_states_the_committed_demo_results():
+    """The README's demo figures are `readme_summary` of the committed multi-world results, word for word."""
+    from pathlib import Path
+
+    from c2c_hf.demo.seeds import readme_summary
+
+    root = Path(__file__).resolve().parent.parent
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    for path in ("docs/results/demo/seeds.json", "docs/results/demo/quick/seeds.json"):
+        content = json.loads((root / path).read_text(encoding="utf-8"))
+        assert content["environment"]["torch"] and content["protocol"]["selected_on"] == "validation", path
+        assert content["protocol"]["test_evaluations"] == 1, path
+        assert readme_summary(content) in readme, path

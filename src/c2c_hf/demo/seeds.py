@@ -60,14 +60,17 @@ def seed_summary(reports: Mapping[int, Mapping[str, Any]], benchmark: str) -> di
     return summary
 
 
-def seed_targets(transfer: Mapping[str, Any], complementary: Mapping[str, Any]) -> dict[str, bool]:
-    """The multi-world targets, on means over seeds. Transfer: C2C >= receiver + 50 points, C2C above text-to-text
-    with the t-interval of the difference above 0 and on every seed, C2C's seed-to-seed SD <= 4 points, C2C's
-    latency at most half of text-to-text's. Complementary: C2C >= the best single model (receiver, sharer or routing,
-    per seed) + 30 points, and C2C >= text-to-text."""
+def seed_targets(transfer: Mapping[str, Any], complementary: Mapping[str, Any], quick: bool = False) -> dict[str, bool]:
+    """The multi-world targets. Full demo, on means over seeds: transfer: C2C >= receiver + 50 points, C2C above
+    text-to-text with the t-interval of the difference above 0 and on every seed, C2C's seed-to-seed SD <= 4 points,
+    C2C's latency at most half of text-to-text's; complementary: C2C >= the best single model (receiver, sharer or
+    routing, per seed) + 30 points, and C2C >= text-to-text. Quick demo: C2C >= receiver + 30 points on every seed."""
+    gains = transfer["differences"]["c2c - receiver"]
+    if quick:
+        return {"transfer_c2c_ge_receiver_plus_30pts_every_seed": all(g >= 0.30 for g in gains["per_seed"])}
     versus_t2t = transfer["differences"]["c2c - t2t"]
     return {
-        "transfer_c2c_ge_receiver_plus_50pts": transfer["differences"]["c2c - receiver"]["mean"] >= 0.50,
+        "transfer_c2c_ge_receiver_plus_50pts": gains["mean"] >= 0.50,
         "transfer_c2c_above_t2t_interval_above_0": versus_t2t["t95"][0] > 0,
         "transfer_c2c_above_t2t_every_seed": all(d > 0 for d in versus_t2t["per_seed"]),
         "transfer_c2c_sd_le_4pts": transfer["accuracy"]["c2c"]["sd"] <= 0.04,
@@ -110,6 +113,8 @@ def readme_summary(content: Mapping[str, Any]) -> str:
     """The README's account of a multi-seed demo run, from its `seeds.json` content (a test keeps them equal)."""
     transfer, complementary = content["summary"]["transfer"], content["summary"]["complementary"]
     seeds = transfer["seeds"]
+    if any(config.get("quick") for config in content["configs"].values()):
+        return _quick_summary(content)
 
     def mean_interval(s: Mapping[str, Any], signed: bool = False) -> str:
         cell = "{:+.1f}" if signed else "{:.1f}"
@@ -135,6 +140,19 @@ def readme_summary(content: Mapping[str, Any]) -> str:
         f"best single model {mean_interval(complementary['differences']['c2c - best_single'], signed=True)} points. "
         "Targets: " + ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in content["targets"].items())
         + "." + _duration_sentence(content)
+    )
+
+
+def _quick_summary(content: Mapping[str, Any]) -> str:
+    """The quick demo's promise per world: C2C at least 30 points above the receiver alone on the test people."""
+    transfer = content["summary"]["transfer"]
+    gains = transfer["differences"]["c2c - receiver"]["per_seed"]
+    met = sum(g >= 0.30 for g in gains)
+    return (
+        f"Quick demo over {len(gains)} worlds (seeds {', '.join(map(str, transfer['seeds']))}; test people, transfer): "
+        f"C2C - receiver {', '.join(f'{100 * g:+.1f}' for g in gains)} points (at least +30 on {met} of {len(gains)}); "
+        f"C2C {100 * transfer['accuracy']['c2c']['mean']:.1f}% and receiver alone "
+        f"{100 * transfer['accuracy']['receiver']['mean']:.1f}% on average." + _duration_sentence(content)
     )
 
 
@@ -174,7 +192,8 @@ def write_seed_summary(reports: Mapping[int, Mapping[str, Any]], output: str | P
     """`seeds.json`, `seeds.md` and `seeds.png` in `output` from the per-seed reports; returns the JSON content."""
     output = Path(output)
     summary = {task: seed_summary(reports, f"{task}-{TEST}") for task in TASKS}
-    targets = seed_targets(summary["transfer"], summary["complementary"])
+    quick = any(reports[seed]["config"].get("demo", {}).get("quick") for seed in reports)
+    targets = seed_targets(summary["transfer"], summary["complementary"], quick)
     content = {
         "environment": environment(),
         "protocol": {"seeds": sorted(reports), **reports[min(reports)].get("protocol", {})},
