@@ -13,6 +13,7 @@ from tiny_models import build, receiver_config, sharer_configs, word_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf import C2CForCausalLM
+from c2c_hf.commands.train import cpu_processes_launched
 from c2c_hf.commands.train import main as train_main
 
 COLORS, CITIES = "red blue green yellow black white".split(), "paris rome oslo lima cairo quito".split()
@@ -37,11 +38,12 @@ def pair_dir(tmp_path_factory):
     return root
 
 
-def cli_args(root, output, *extra) -> list[str]:
+def cli_args(root, output, *extra, use_cpu: bool = True) -> list[str]:
     return [
         "--receiver", str(root / "receiver"), "--sharer", str(root / "sharer"), "--dataset", str(root / "data.jsonl"),
         "--output_dir", str(output), "--per_device_train_batch_size", "2", "--fuser_hidden_size", "16",
-        "--report_to", "none", "--use_cpu", "--disable_tqdm", "true", "--learning_rate", "1e-2", *extra,
+        "--report_to", "none", *(["--use_cpu"] if use_cpu else []), "--disable_tqdm", "true", "--learning_rate", "1e-2",
+        *extra,
     ]  # fmt: skip
 
 
@@ -79,20 +81,39 @@ def test_train_command_reuses_the_sharer_kv_across_epochs(pair_dir, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_training_with_torchrun(pair_dir, tmp_path):
-    """Two CPU processes (gloo) train one fuser: a global batch of 2 x 2, one checkpoint, loadable."""
+    """The README's line, `torchrun --nproc_per_node 2 -m c2c_hf.cli train ...` without `--use-cpu`, on a machine with
+    no accelerator (CUDA hidden): the two processes form one gloo run (global batch 2 x 2), one checkpoint, loadable."""
     output = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29577",
-        "-m", "c2c_hf.cli", "train", *cli_args(pair_dir, output, "--max_steps", "3", "--save_steps", "3"),
+        "-m", "c2c_hf.cli", "train", *cli_args(pair_dir, output, "--max_steps", "3", "--save_steps", "3", use_cpu=False),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stderr.count("2 processes and no accelerator: one data-parallel run on CPU (gloo)") == 2
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in result.stderr
     assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-3"]
     state = json.loads((output / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and state["train_batch_size"] == 2
+    assert state["epoch"] == 0.25  # 3 steps x 2 processes x 2 rows of 48 (one process alone would be at 0.125)
     assert result.stderr.count("Training data: 48/48 examples kept") == 2  # both ranks ran
     model = C2CForCausalLM.from_pretrained(output)
     assert {p.dtype for p in model.fuser.parameters()} == {torch.float32}
+
+
+def test_cpu_processes_default_to_use_cpu_only_when_launched_without_an_accelerator(monkeypatch):
+    """`c2c-hf train` turns `--use-cpu` on by default for several launched processes on a machine with no
+    accelerator, and only there (one process, or an accelerator present, keep the stock default)."""
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not cpu_processes_launched()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not cpu_processes_launched()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cpu_processes_launched()
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    assert not cpu_processes_launched()
 
 
 def test_pair_with_different_tokenizers_uses_a_stored_token_map(tmp_path):

@@ -5,13 +5,15 @@
 Every `transformers.TrainingArguments` flag works (`--max-steps`, `--learning-rate`, `--bf16`, `--save-steps`,
 `--resume-from-checkpoint`, ...). Flags are shown with dashes; the underscore spelling (`--max_steps`, the
 dataclass field's name) parses too. Multi-process: `torchrun --nproc_per_node N -m c2c_hf.cli train ...` or
-`accelerate launch -m c2c_hf.cli train ...`.
+`accelerate launch -m c2c_hf.cli train ...`: one process per GPU with nccl, or, on a machine without an accelerator,
+CPU processes with gloo (`--use-cpu` is then the default).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -22,7 +24,7 @@ from transformers.utils import logging
 
 from ..cli_flags import accept_both_spellings
 from ..configuration_c2c import LAYER_MAP_STRATEGIES, C2CConfig
-from ..data import C2CDataCollator, conversation_messages, build_features, detect_format, load_dataset_any
+from ..data import C2CDataCollator, build_features, conversation_messages, detect_format, load_dataset_any
 from ..fuser import FUSIONS
 from ..lora import DEFAULT_TARGET_MODULES
 from ..modeling_c2c import C2CForCausalLM
@@ -202,9 +204,24 @@ def build_parser() -> HfArgumentParser:
     return accept_both_spellings(parser)
 
 
+def cpu_processes_launched() -> bool:
+    """Whether a launcher (torchrun, accelerate launch) started several processes on a machine with no accelerator.
+
+    There the stock `TrainingArguments` (without `--use-cpu`) leaves each process training alone on its own copy of
+    the data and writing the same output folder; with `use_cpu` the processes form one gloo data-parallel run.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; older torch: CUDA is the accelerator
+    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
+
+
 def main(argv: list[str] | None = None) -> None:
     """`c2c-hf train ...`: build the model, tokenize the data, train with `make_trainer`, save the model."""
     parser = build_parser()
+    if cpu_processes_launched():  # decided before parsing: `TrainingArguments` sets up its devices when built
+        parser.set_defaults(use_cpu=True)
+        logger.warning(f"{os.environ['WORLD_SIZE']} processes and no accelerator: one data-parallel run on CPU (gloo)")
     try:
         model_args, fuser_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # a flag's value refused by its arguments class (or by C2CConfig): usage and exit 2
@@ -238,5 +255,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = [
-    "DataArguments", "FuserArguments", "ModelArguments", "build_model", "build_parser", "main", "parse_layer_map",
+    "DataArguments", "FuserArguments", "ModelArguments", "build_model", "build_parser", "cpu_processes_launched", "main",
+    "parse_layer_map",
 ]  # fmt: skip
