@@ -112,7 +112,7 @@ class DemoConfig:
         """Under 2 minutes on 2 CPU cores: two attributes per person (city, color), fewer people, batches of 16."""
         return cls(
             seed=seed, quick=True, attributes=("city", "color"), fuser_entities=48, validation_entities=16,
-            test_entities=16, context_entities=48, base_batch_size=16, sharer_steps=550, receiver_steps=750,
+            test_entities=16, context_entities=48, base_batch_size=16, sharer_steps=600, receiver_steps=800,
             receiver_lr=4e-3, fuser_steps=500, fuser_batch_size=16, routing_fit_items=32, trained_t2t=False,
         )  # fmt: skip
 

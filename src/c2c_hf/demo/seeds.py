@@ -196,7 +196,8 @@ def write_seed_summary(reports: Mapping[int, Mapping[str, Any]], output: str | P
     targets = seed_targets(summary["transfer"], summary["complementary"], quick)
     content = {
         "environment": environment(),
-        "protocol": {"seeds": sorted(reports), **reports[min(reports)].get("protocol", {})},
+        "protocol": {"seeds": sorted(reports),
+                     **{k: v for k, v in reports[min(reports)].get("protocol", {}).items() if k != "seed"}},
         "configs": {seed: reports[seed]["config"].get("demo") for seed in sorted(reports)},
         "total_seconds": {seed: reports[seed]["config"].get("timings_s", {}).get("total") for seed in sorted(reports)},
         "summary": summary,
