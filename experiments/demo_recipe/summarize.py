@@ -31,7 +31,7 @@ def main(paths: list[str]) -> None:
     for (preset, variant), records in rows.items():
         records.sort(key=lambda r: r["seed"])
 
-        def figures(method: str, task: str) -> str:
+        def figures(method: str, task: str, records: list[dict] = records) -> str:
             values = [r["accuracy"][method][f"{task}-validation"] for r in records if method in r["accuracy"]]
             return cell(values) if values else "-"
 
