@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FUSER_KWARGS
-from tiny_models import build, receiver_config, sharer_configs, word_tokenizer
+from tiny_models import saved_bases, word_tokenizer
 from transformers import AutoModelForCausalLM
 
 from c2c_hf import C2CForCausalLM
@@ -44,10 +44,7 @@ def saved_c2c(tmp_path_factory):
     docs = [json.loads(line) for line in (FIXTURES / "tiny_mc.jsonl").read_text().splitlines() if line.strip()]
     words = sorted({w for doc in docs for w in re.findall(r"\w+|[^\w\s]+", prompt(doc))})
     tokenizer = word_tokenizer(words)
-    build(receiver_config(), seed=0).save_pretrained(root / "receiver")
-    build(sharer_configs()["qwen2"], seed=1).save_pretrained(root / "sharer")
-    receiver = AutoModelForCausalLM.from_pretrained(root / "receiver")
-    sharer = AutoModelForCausalLM.from_pretrained(root / "sharer")
+    receiver, sharer = saved_bases(root, "qwen2")
     torch.manual_seed(0)
     model = C2CForCausalLM.from_base_models(receiver, sharer, **FUSER_KWARGS).eval()
     with torch.no_grad():

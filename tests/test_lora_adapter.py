@@ -13,7 +13,7 @@ from conftest import FUSER_KWARGS
 from peft import PeftModel
 from safetensors import safe_open
 from safetensors.torch import load_file
-from tiny_models import build, receiver_config, sharer_configs
+from tiny_models import saved_bases
 from transformers import AutoModelForCausalLM
 
 from c2c_hf import C2CForCausalLM
@@ -25,10 +25,7 @@ IDS = torch.tensor([[5, 17, 42, 8, 77, 23, 61, 9, 30, 12], [44, 3, 90, 15, 7, 66
 def saved(tmp_path_factory):
     """Bases in local folders; a C2C model with a trained-looking receiver LoRA (non-zero B) saved beside them."""
     root = tmp_path_factory.mktemp("lora")
-    build(receiver_config(), seed=0).save_pretrained(root / "receiver")
-    build(sharer_configs()["llama"], seed=1).save_pretrained(root / "sharer")
-    receiver = AutoModelForCausalLM.from_pretrained(root / "receiver")
-    sharer = AutoModelForCausalLM.from_pretrained(root / "sharer")
+    receiver, sharer = saved_bases(root)
     torch.manual_seed(0)
     model = C2CForCausalLM.from_base_models(receiver, sharer, **FUSER_KWARGS).eval()
     model.add_receiver_lora(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])

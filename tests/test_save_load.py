@@ -12,7 +12,7 @@ import torch
 from conftest import FUSER_KWARGS
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tiny_models import build, receiver_config, sharer_configs
+from tiny_models import build, saved_bases, sharer_configs
 from transformers import AutoModel, AutoModelForCausalLM
 
 from c2c_hf import C2CConfig, C2CForCausalLM
@@ -24,11 +24,8 @@ IDS = torch.tensor([[5, 17, 42, 8, 77, 23, 61, 9, 30, 12], [44, 3, 90, 15, 7, 66
 def saved(tmp_path_factory):
     """Bases saved to local folders, a C2C model over them (loaded from those folders) saved to another."""
     root = tmp_path_factory.mktemp("c2c")
-    build(receiver_config(), seed=0).save_pretrained(root / "receiver")
-    build(sharer_configs()["llama"], seed=1).save_pretrained(root / "sharer")
+    receiver, sharer = saved_bases(root)
     build(sharer_configs()["qwen2"], seed=2).save_pretrained(root / "other-sharer")
-    receiver = AutoModelForCausalLM.from_pretrained(root / "receiver")
-    sharer = AutoModelForCausalLM.from_pretrained(root / "sharer")
     torch.manual_seed(0)
     model = C2CForCausalLM.from_base_models(receiver, sharer, **FUSER_KWARGS).eval()
     with torch.no_grad():

@@ -42,6 +42,14 @@ def build(config, seed: int):
     return AutoModelForCausalLM.from_config(config).eval()
 
 
+def saved_bases(root, sharer: str = "llama"):
+    """The tiny receiver (seed 0) and a tiny sharer (`sharer_configs()[sharer]`, seed 1) saved in `root/receiver` and
+    `root/sharer`, and loaded back from there (so a C2C model over them names those folders)."""
+    build(receiver_config(), seed=0).save_pretrained(root / "receiver")
+    build(sharer_configs()[sharer], seed=1).save_pretrained(root / "sharer")
+    return AutoModelForCausalLM.from_pretrained(root / "receiver"), AutoModelForCausalLM.from_pretrained(root / "sharer")
+
+
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # pad/bos/eos ids 0/1/2, as in the tiny configs
 ROLES = ["<|user|>", "<|assistant|>"]  # chat-template markers: atomic, but decoded (not special)
