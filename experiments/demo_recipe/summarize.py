@@ -23,9 +23,10 @@ def main(paths: list[str]) -> None:
             for line in lines:
                 record = json.loads(line)
                 rows[(record["preset"], record["variant"])].append(record)
-    print("Validation accuracy (%), per world (seeds in order) and mean; transfer | complementary. `base` is the")
-    print("configuration of its day: full preset with no country questions in the fuser's data, the trained")
-    print("text-to-text included.\n")
+    print("Validation accuracy (%), per world (seeds in order) and mean; transfer | complementary. Each variant")
+    print("overrides the preset of its day (`choices.md` says which): `base` is the first round's full preset, with no")
+    print("country questions in the fuser's data and the trained text-to-text included; `fuser_schedule=linear` is the")
+    print("second round's, before the warm-up-stable-decay schedule became the default.\n")
     print("| preset | variant | seeds | C2C transfer | C2C complementary | receiver transfer | text-to-text transfer | trained t2t transfer | fuser loss (last log) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (preset, variant), records in rows.items():
