@@ -63,3 +63,30 @@ def test_a_card_without_run_facts_keeps_the_generic_example_and_no_eval_results(
     assert 'messages = [{"role": "user", "content": "Which planet is known as the red planet?"}]\n' in card.text
     assert "the answer it was trained on" not in card.text and "- Data: unknown\n- Steps: unknown" in card.text
     assert card.data.eval_results is None and card.data.model_name is None
+
+
+def test_a_trainer_save_writes_the_card_once_unless_it_must_name_the_hub_repo(tmp_path, monkeypatch):
+    import c2c_hf.hub
+    import c2c_hf.training
+
+    writes = []
+
+    def counting(model, folder, *args, **kwargs):
+        writes.append(kwargs.get("repo_id"))
+        return write_model_card(model, folder, *args, **kwargs)
+
+    monkeypatch.setattr(c2c_hf.hub, "write_model_card", counting)  # the model's save_pretrained imports it from here
+    monkeypatch.setattr(c2c_hf.training, "write_model_card", counting)
+    output = tmp_path / "run"
+    trainer = make_trainer(make_model(fuser_hidden_size=16), training_args(output, max_steps=1), secret_features(8, 0),
+                           SharerSeesSecret(0), dataset_name="org/secret-task")  # fmt: skip
+    trainer.train()
+    writes.clear()
+    trainer.save_model(str(output))
+    assert writes == [str(output)]  # the model's own save, filled from training.json written just before it
+    assert "- Data: org/secret-task" in (output / "README.md").read_text()
+    trainer.hub_model_id = "org/c2c-secret"
+    writes.clear()
+    trainer.save_model(str(output))
+    assert writes == [str(output), "org/c2c-secret"]
+    assert 'from_pretrained("org/c2c-secret"' in (output / "README.md").read_text()

@@ -309,13 +309,16 @@ class C2CTrainer(Trainer):
         return getattr(self, "hub_model_id", None) or self.args.hub_model_id or str(folder)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """The stock save (the model's `save_pretrained`, the tokenizer, the training arguments), then the run's facts
-        (`training.json`, which later saves of the model into the folder read) and the card filled from them."""
-        super()._save(output_dir, state_dict)
+        """The run's facts (`training.json`) first, then the stock save (the model's `save_pretrained`, the tokenizer,
+        the training arguments): the model's save keeps `training.json` and writes the card filled from it. The card
+        is written again only when it must name the Hub repo this Trainer pushes to instead of the folder."""
         folder = Path(output_dir if output_dir is not None else self.args.output_dir)
-        facts = self.run_facts()
-        atomic_write_text(folder / TRAINING_FILE, json.dumps(facts, indent=2, default=str) + "\n")
-        write_model_card(unwrap_c2c(self.model), folder, facts, repo_id=self.card_repo_id(folder))
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / TRAINING_FILE, json.dumps(self.run_facts(), indent=2, default=str) + "\n")
+        super()._save(output_dir, state_dict)
+        repo_id = self.card_repo_id(folder)
+        if Path(repo_id) != folder:
+            write_model_card(unwrap_c2c(self.model), folder, repo_id=repo_id)
 
     def create_model_card(
         self,
