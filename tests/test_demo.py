@@ -33,10 +33,10 @@ from c2c_hf.demo.run import fuser_items
 from c2c_hf.demo.world import ATTRIBUTES, COUNTRIES, ROLES, World
 
 SIZES = {"fuser": 12, "validation": 6, "test": 6, "context": 10}
-# What the quick demo shows at seed 0 with slack for other CPUs: C2C 53.1% vs receiver 28.1% of 32 test questions
-# (+25.0 points, measured in docs/results/demo/quick/); the target of +30 on every world is reported there as
-# missed, not asserted here.
-QUICK_MARGIN = 0.15
+# What the quick demo shows at seed 0 with slack for other CPUs: C2C 75.0% vs receiver 28.1% of 32 test questions
+# (+46.9 points, measured in docs/results/demo/quick/); the target of +30 on every world is reported there (met on 2
+# of 5 worlds), not asserted here.
+QUICK_MARGIN = 0.25
 
 
 # --------------------------------------------------------------------------- the world
