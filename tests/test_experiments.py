@@ -61,3 +61,15 @@ def test_one_comparison_prints_its_table_without_a_name(tmp_path, monkeypatch, c
     assert "##" not in printed and "| arc_easy | 50.0 | 0.0 |" in printed and "1 of 2 |" in printed
     with pytest.raises(SystemExit):
         run(monkeypatch, first)  # one side alone is no comparison
+
+
+def test_every_committed_results_json_starts_with_environment_and_protocol():
+    """Every results file in docs/results says where it was measured and under what protocol (a file written
+    before results recorded them says so in its environment block)."""
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    lacking = []
+    for path in sorted(results.rglob("*.json")):
+        content = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(content, dict) and isinstance(content.get("environment"), dict) and "protocol" in content):
+            lacking.append(str(path.relative_to(results)))
+    assert not lacking, lacking
