@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from c2c_hf.demo.run import (
     demo_questions,
     fuser_dataset,
     fuser_items,
+    routing_fit_questions,
     train_bases,
     train_fuser,
 )
@@ -120,8 +120,7 @@ def main() -> None:
             methods = [m for m in methods if m.name in keep]
             for method in methods:
                 if isinstance(method, Routing):
-                    fit = world.questions("fuser", random.Random(f"routing-{seed}"))[: config.routing_fit_items]
-                    method.fit(fit)
+                    method.fit(routing_fit_questions(world, config))
             results = evaluate(methods, demo_questions(world, config), batch_size=16)
             row = {
                 "preset": args.preset, "seed": seed, "variant": variant, "accuracy": accuracies(results),

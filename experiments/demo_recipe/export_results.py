@@ -14,19 +14,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from c2c_hf.evaluation import question_outcomes
+
 
 def compact(report: dict) -> dict:
     """The per-question outcomes of one world's `results.json`."""
     outcomes = {}
     for method, by_set in report["results"].items():
         outcomes[method] = {
-            name: {
-                "ids": [p["id"] for p in summary["predictions"]],
-                "gold": [p["gold"] for p in summary["predictions"]],
-                "predicted": [p["predicted"] for p in summary["predictions"]],
-                "correct": "".join("1" if p["correct"] else "0" for p in summary["predictions"]),
-                "latency_median_s": summary["latency_median_s"],
-            }
+            name: {**question_outcomes(summary["predictions"]), "latency_median_s": summary["latency_median_s"]}
             for name, summary in by_set.items()
         }
     config = {k: v for k, v in report["config"].items() if k not in ("gate_map",)}

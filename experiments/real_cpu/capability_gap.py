@@ -30,7 +30,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf.atomic import atomic_write_text
 from c2c_hf.data import MCItem
-from c2c_hf.evaluation import LM, Direct, Prediction, Scoring, paired_difference, result_metadata, wilson_interval
+from c2c_hf.evaluation import (
+    LM,
+    Direct,
+    Prediction,
+    Scoring,
+    paired_difference,
+    question_outcomes,
+    result_metadata,
+    wilson_interval,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
@@ -99,15 +108,6 @@ def summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def outcomes(answers: list[dict[str, Any]]) -> dict[str, Any]:
-    """One model's answers, compactly: question ids, predicted letters, and right/wrong as a string of 1s and 0s."""
-    return {
-        "ids": [answer["id"] for answer in answers],
-        "predicted": [answer["predicted"] for answer in answers],
-        "correct": "".join("1" if answer["correct"] else "0" for answer in answers),
-    }
-
-
 def build_report(
     runs: dict[tuple[str, str], dict[str, list[dict[str, Any]]]], config: dict[str, Any]
 ) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def build_report(
             "receiver": summary(receiver),
             "sharer": summary(sharer),
             "sharer_minus_receiver": paired_difference(sharer, receiver),
-            "outcomes": {"receiver": outcomes(receiver), "sharer": outcomes(sharer)},
+            "outcomes": {"receiver": question_outcomes(receiver), "sharer": question_outcomes(sharer)},
         }
     return {**result_metadata(PROTOCOL), "config": config, "results": results}
 

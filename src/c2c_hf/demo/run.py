@@ -215,6 +215,11 @@ def demo_questions(world: World, config: DemoConfig) -> dict[str, list[MCItem]]:
     return questions
 
 
+def routing_fit_questions(world: World, config: DemoConfig) -> list[MCItem]:
+    """The questions the routing baseline's classifier is fitted on: about fuser-training people (seeded)."""
+    return world.questions("fuser", random.Random(f"routing-{config.seed}"))[: config.routing_fit_items]
+
+
 class FactInPrompt(Method):
     """The receiver reading the one fact of the sharer's it needs, stated correctly in its prompt (the text-to-text
     prompt with the true fact as the hint). It measures how well the receiver reads and, for a country question,
@@ -436,7 +441,7 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
     questions = demo_questions(world, config)
     methods = demo_methods(config, world, model, bases, None)
     routing = next(m for m in methods if isinstance(m, Routing))
-    fit_items = world.questions("fuser", random.Random(f"routing-{seed}"))[: config.routing_fit_items]
+    fit_items = routing_fit_questions(world, config)
 
     def train_and_evaluate() -> tuple[list[float], bool, dict]:
         losses = train()
@@ -457,7 +462,8 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
         reader_results = clock.stage("trained text-to-text evaluation", lambda: evaluate([reader], questions, 1))
         names = list(results)
         names.insert(names.index(FactInPrompt.name), reader.name)  # the report's order: demo_methods'
-        results = {name: {**results, **reader_results}[name] for name in names}
+        merged = {**results, **reader_results}
+        results = {name: merged[name] for name in names}
     else:
         fuser_losses, informative, results = train_and_evaluate()
         print("5/5 the C2C model saved, reloaded with AutoModelForCausalLM and asked with generate")
@@ -514,6 +520,7 @@ __all__ = [
     "demo_questions",
     "fuser_dataset",
     "fuser_items",
+    "routing_fit_questions",
     "run_demo",
     "train_bases",
     "train_fuser",

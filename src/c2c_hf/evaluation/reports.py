@@ -38,6 +38,18 @@ def summarize(predictions: Sequence[Prediction]) -> dict[str, Any]:
     return summary
 
 
+def question_outcomes(predictions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-question outcomes of one method on one question set, compactly (what a committed results file keeps so
+    that every accuracy and paired interval recomputes): question ids, gold and predicted letters, and right/wrong as
+    a string of 1s and 0s. `predictions` are `Prediction.to_dict()` records."""
+    return {
+        "ids": [p["id"] for p in predictions],
+        "gold": [p["gold"] for p in predictions],
+        "predicted": [p["predicted"] for p in predictions],
+        "correct": "".join("1" if p["correct"] else "0" for p in predictions),
+    }
+
+
 # --------------------------------------------------------------------------- report
 
 
