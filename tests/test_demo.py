@@ -30,6 +30,7 @@ from c2c_hf.demo.bases import (
     pretrain,
 )
 from c2c_hf.demo.run import fuser_items
+from c2c_hf.demo.schedule import DecayWhenLearnt
 from c2c_hf.demo.world import ATTRIBUTES, COUNTRIES, ROLES, World
 
 SIZES = {"fuser": 12, "validation": 6, "test": 6, "context": 10}
@@ -235,12 +236,16 @@ def test_quick_demo_transfers_knowledge(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_same_seed_gives_the_same_table_in_one_process_or_two(tmp_path):
-    """Two runs with one seed agree on every prediction, generated text and loss (a shortened quick config with the
-    trained text-to-text), whether the receiver and the hint reader train in a second process or in this one."""
-    config = DemoConfig.quick_config(seed=5)
-    config.sharer_steps, config.receiver_steps, config.fuser_steps, config.routing_fit_items = 40, 30, 20, 8
-    config.fuser_entities, config.validation_entities, config.test_entities, config.context_entities = 8, 4, 4, 8
-    config.trained_t2t, config.fuser_country_share = True, 0.2
+    """Two runs with one seed agree on every prediction, generated text, loss and schedule probe (a shortened quick
+    config with the trained text-to-text and every "until learnt" schedule), whether the receiver and the hint reader
+    train in a second process or in this one."""
+    config = dataclasses.replace(
+        DemoConfig.quick_config(seed=5), sharer_steps=40, sharer_schedule="until_learnt", sharer_max_steps=60,
+        receiver_steps=30, receiver_min_steps=10,
+        receiver_give_up_step=15, receiver_max_steps=40, fuser_steps=20, fuser_schedule="until_learnt",
+        fuser_max_steps=30, probe_every=5, probe_questions=8, routing_fit_items=8, fuser_entities=8,
+        validation_entities=4, test_entities=4, context_entities=8, trained_t2t=True, fuser_country_share=0.2,
+    )  # fmt: skip
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -259,6 +264,7 @@ def test_same_seed_gives_the_same_table_in_one_process_or_two(tmp_path):
     assert set(first["results"]["c2c"]) == {"transfer-test", "complementary-test"}
     assert table(first) == table(again)
     assert first["config"]["losses"] == again["config"]["losses"]
+    assert {"sharer_schedule", "receiver_attempts", "fuser_schedule"} <= set(first["config"]["losses"])
     assert first["config"]["models"]["fuser"]["gate_logits_kv"] == again["config"]["models"]["fuser"]["gate_logits_kv"]
     assert (tmp_path / "first" / "t2t_receiver" / "config.json").is_file()
 
@@ -398,3 +404,107 @@ def test_committed_demo_figures_recompute_from_the_per_question_files(folder):
             assert per_seed == pytest.approx(figures["per_seed"], abs=1e-9), (task, method)
             mean, interval = t_interval(per_seed)
             assert [mean, *interval] == pytest.approx([figures["mean"], *figures["t95"]], abs=1e-9), (task, method)
+
+
+# --------------------------------------------------------------------------- the schedule that decays once learnt
+
+
+def step_through(schedule: DecayWhenLearnt, steps: int) -> int:
+    """Drive the callback as the Trainer does (global_step after each optimiser step); returns the steps taken."""
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_training_stop=False)
+    while state.global_step < steps and not control.should_training_stop:
+        state.global_step += 1
+        schedule.on_step_end(None, state, control)
+    return state.global_step
+
+
+def test_decay_starts_at_the_first_passing_probe_after_min_steps():
+    """Probes every 5 steps from step 20 on; the probe passes from step 35: constant rate (after warm-up) until 35,
+    a cosine to 0 over 10 steps, stop at 45; nothing is probed before `min_steps`."""
+    calls = []
+
+    def probe() -> float:
+        calls.append(len(calls))
+        return 0.95 if len(calls) >= 4 else 0.5  # checks at 20, 25, 30 fail; 35 passes
+
+    schedule = DecayWhenLearnt(probe, threshold=0.9, warmup_steps=4, min_steps=20, decay_steps=10, max_steps=100,
+                               check_every=5, log=None)  # fmt: skip
+    assert step_through(schedule, 100) == 45
+    assert schedule.summary() == {"learnt": True, "gave_up": False, "decay_start": 35, "steps": 45,
+                                  "probes": [(20, 0.5), (25, 0.5), (30, 0.5), (35, 0.95)]}  # fmt: skip
+    assert [schedule.factor(s) for s in (0, 1, 3, 34, 35)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    assert schedule.factor(40) == pytest.approx(0.5)
+    assert schedule.factor(45) == pytest.approx(0.0, abs=1e-12) and schedule.factor(60) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_decay_starts_by_max_steps_when_the_probe_never_passes():
+    schedule = DecayWhenLearnt(lambda: 0.1, threshold=0.9, warmup_steps=2, min_steps=10, decay_steps=8, max_steps=40,
+                               check_every=5, log=None)  # fmt: skip
+    assert step_through(schedule, 1000) == 40
+    assert schedule.summary()["learnt"] is False and schedule.decay_start == 32
+    assert [step for step, _ in schedule.probes] == [10, 15, 20, 25, 30]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [({"warmup_steps": 0}, "warmup_steps=0"), ({"min_steps": 95}, "min_steps=95"), ({"decay_steps": 0}, "decay_steps=0")],
+)
+def test_decay_when_learnt_rejects_steps_that_do_not_fit(kwargs, fragment):
+    arguments = {"threshold": 0.9, "warmup_steps": 5, "min_steps": 50, "decay_steps": 10, "max_steps": 100, **kwargs}
+    with pytest.raises(ValueError, match=f"0 < warmup_steps <= min_steps <= max_steps - decay_steps.*{fragment}"):
+        DecayWhenLearnt(lambda: 1.0, **arguments)
+
+
+def test_decay_when_learnt_gives_up_only_a_run_stuck_below_its_bar():
+    """At `give_up_step` a run probed below `give_up_below` stops; one above it (slow, not stuck) trains on."""
+    arguments = {"threshold": 0.9, "warmup_steps": 2, "min_steps": 10, "decay_steps": 8, "max_steps": 40,
+                 "check_every": 5, "give_up_step": 20, "give_up_below": 0.5, "log": None}  # fmt: skip
+    stuck = DecayWhenLearnt(lambda: 0.3, **arguments)
+    assert step_through(stuck, 1000) == 20
+    assert stuck.summary() == {"learnt": False, "gave_up": True, "decay_start": None, "steps": 20,
+                               "probes": [(10, 0.3), (15, 0.3), (20, 0.3)]}  # fmt: skip
+    slow = DecayWhenLearnt(lambda: 0.6, **arguments)
+    assert step_through(slow, 1000) == 40 and not slow.gave_up and slow.decay_start == 32
+    with pytest.raises(ValueError, match=r"give_up_step \(35\) must be a probed step \(a multiple of check_every, "
+                                         r"5\) between min_steps \(10\) and max_steps - decay_steps \(32\)"):  # fmt: skip
+        DecayWhenLearnt(lambda: 0.5, **{**arguments, "give_up_step": 35})
+
+
+def test_config_rejects_an_until_learnt_cap_below_the_steps():
+    with pytest.raises(ValueError, match=r"DemoConfig's fuser steps do not fit its 'until_learnt' schedule \(.*"
+                                         r"min_steps=400, decay_steps=100, max_steps=400.*set fuser_steps"):  # fmt: skip
+        dataclasses.replace(DemoConfig.quick_config(), fuser_schedule="until_learnt", fuser_max_steps=400)
+    with pytest.raises(ValueError, match=r"DemoConfig.receiver_schedule must be one of \('cosine', 'until_learnt'\)"):
+        dataclasses.replace(DemoConfig.quick_config(), receiver_schedule="step")
+
+
+def test_pretraining_until_learnt_follows_the_schedule_and_stops_after_its_decay(tmp_path):
+    """`pretrain` with `until_learnt` equals a plain loop with `factor`'s rates, and stops at the decay's end."""
+    world = World.generate(0, SIZES)
+    tokenizer, _ = train_tokenizers(world, 2000)
+    batch_size, lr = 4, 3e-3
+    examples = receiver_examples(world, tokenizer, 30 * batch_size, 0)
+    model = build_receiver(tokenizer, 1)
+    reference = copy.deepcopy(model)
+    schedule = DecayWhenLearnt(lambda: 1.0, threshold=0.9, warmup_steps=2, min_steps=6, decay_steps=4, max_steps=30,
+                               check_every=3, log=None)  # fmt: skip
+    losses = pretrain(model, examples, steps=30, batch_size=batch_size, lr=lr, pad_token_id=tokenizer.pad_token_id,
+                      seed=0, workdir=str(tmp_path), progress=False, until_learnt=schedule)  # fmt: skip
+    assert len(losses) == 10 and schedule.summary()["steps"] == 10
+
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    collate, loss_function = WeightedLMCollator(tokenizer.pad_token_id), WeightedLMLoss()
+    reference.train()
+    batches = length_buckets(len(examples), [len(e.ids) for e in examples], batch_size, 0)
+    for step, indices in enumerate(batches[:10]):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * schedule.factor(step)
+        batch = collate([examples[i] for i in indices])
+        outputs = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        loss_function(outputs, batch["labels"]).backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses == pytest.approx(loss_function.step_losses, rel=1e-5)
+    for trained, expected in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(trained, expected, atol=1e-6)

@@ -37,7 +37,6 @@ from c2c_hf.demo.run import (
     build_c2c,
     demo_methods,
     demo_questions,
-    fuser_dataset,
     fuser_items,
     routing_fit_questions,
     train_bases,
@@ -47,8 +46,11 @@ from c2c_hf.evaluation import LM, Routing, evaluate
 from c2c_hf.evaluation.environment import environment
 
 BASE_FIELDS = ("attributes", "fuser_entities", "validation_entities", "test_entities", "context_entities", "sharer_vocab_size",
-               "sharer_steps", "sharer_lr", "sharer_value_weight", "receiver_steps", "receiver_lr",
-               "receiver_multi_fact_share", "receiver_country_share", "base_batch_size")  # fmt: skip
+               "sharer_steps", "sharer_lr", "sharer_value_weight", "sharer_schedule", "sharer_max_steps",
+               "sharer_probe_threshold", "receiver_steps", "receiver_lr",
+               "receiver_multi_fact_share", "receiver_country_share", "base_batch_size", "receiver_schedule",
+               "receiver_min_steps", "receiver_give_up_step", "receiver_max_steps", "receiver_attempts",
+               "receiver_probe_threshold", "probe_questions", "probe_every", "max_new_tokens")  # fmt: skip
 
 
 def parse_variant(text: str) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def main() -> None:
             items = fuser_items(world, config)
             began = time.perf_counter()
             with tempfile.TemporaryDirectory() as workdir:
-                losses = train_fuser(model, bases.receiver_tokenizer, fuser_dataset(items), config, workdir)
+                losses, schedule = train_fuser(model, bases.receiver_tokenizer, items, config, workdir)
                 fuser_s = time.perf_counter() - began
                 hint_reader = None
                 if config.trained_t2t:
@@ -124,7 +126,7 @@ def main() -> None:
             results = evaluate(methods, demo_questions(world, config), batch_size=16)
             row = {
                 "preset": args.preset, "seed": seed, "variant": variant, "accuracy": accuracies(results),
-                "fuser_losses": losses, "fuser_s": round(fuser_s, 1), "bases_s": round(base_s, 1),
+                "fuser_losses": losses, **schedule, "fuser_s": round(fuser_s, 1), "bases_s": round(base_s, 1),
                 "total_s": round(time.perf_counter() - began, 1), "environment": environment(),
             }  # fmt: skip
             print(json.dumps({k: row[k] for k in ("seed", "variant", "accuracy", "fuser_losses", "fuser_s")}), flush=True)

@@ -18,6 +18,12 @@ tokenizers (`bases`):
 Both models answer with the text of the correct choice; the harness's answer extraction maps it to its letter. Both
 are pretrained with the stock `transformers.Trainer` (the receiver in a second process beside the sharer).
 
+Small models learn a skill abruptly, after a loss plateau whose length depends on the world. The quick preset
+therefore trains the receiver and the fuser "until learnt" (`schedule.DecayWhenLearnt`): a constant learning rate
+until a probe of training questions (context-only names for the receiver, fuser-training people for the fuser; never
+a validation or test person) is answered at a threshold, then a short decay; a receiver still stuck near chance at
+its give-up step starts again from another initialisation.
+
 A fuser is trained with the project's training path (`build_features` + `C2CDataCollator` with a `SharerCacheMemo`
 + `make_trainer`) on questions about the fuser-training people; beside it, the trained text-to-text baseline (a
 receiver LoRA reading the sharer's written hints, same questions and steps: `hint_reader`). The harness then scores,
@@ -74,6 +80,7 @@ from .run import (
     train_bases,
     train_fuser,
 )
+from .schedule import DecayWhenLearnt, answer_accuracy
 from .world import ATTRIBUTES, COUNTRIES, QUESTIONS, ROLES, STATEMENTS, Entity, World, invent_names
 
 __all__ = [
@@ -84,6 +91,7 @@ __all__ = [
     "STATEMENTS",
     "TASKS",
     "Bases",
+    "DecayWhenLearnt",
     "DemoConfig",
     "Entity",
     "Example",
@@ -92,6 +100,7 @@ __all__ = [
     "WeightedLMCollator",
     "WeightedLMLoss",
     "World",
+    "answer_accuracy",
     "answer_example",
     "answer_text",
     "build_c2c",

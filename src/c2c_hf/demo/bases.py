@@ -33,6 +33,7 @@ from transformers import (
 
 from ..data import MCItem, format_prompt
 from ..evaluation import hint_request, hinted_prompt
+from .schedule import DecayWhenLearnt
 from .world import ATTRIBUTES, COUNTRY_STATEMENTS, SHARER_ROLES, STATEMENTS, World
 
 # ChatML-style markers, shared by both tokenizers (special tokens: they map by string in the token alignment).
@@ -235,43 +236,70 @@ def sharer_examples(
 
 
 def receiver_examples(
-    world: World, tokenizer, count: int, seed: int, multi_fact_share: float = 0.5, country_share: float = 0.25
+    world: World,
+    tokenizer,
+    count: int,
+    seed: int,
+    multi_fact_share: float = 0.5,
+    country_share: float = 0.25,
+    curriculum_length: int | None = None,
 ) -> list[Example]:
     """What the receiver learns: the multiple-choice format and answering from a hint in its prompt, about
     context-only names whose facts are drawn afresh for every example (so that only reading works). It never sees a
-    fact of a fuser, validation or test person. A curriculum: the hint is the fact alone for the first 30% of the
-    examples; then, with a share growing to `multi_fact_share` at 60%, the fact among other facts of the person.
+    fact of a fuser, validation or test person. A curriculum over the first `curriculum_length` examples (default:
+    all): the hint is the fact alone for the first 30%; then, with a share growing to `multi_fact_share` at 60%, the
+    fact among other facts of the person.
 
     A `country_share` of the examples teaches its own knowledge, the country of every city (`World.country_of`:
     statements and questions, half of them), and the two-hop reading a country question needs: the hint states the
     person's city, the answer is that city's country."""
     rng = random.Random(f"receiver-data-{seed}")
-    context_names = world.names("context")
+    length = max((curriculum_length or count) - 1, 1)
     examples = []
     for index in range(count):
-        progress = index / max(count - 1, 1)
-        entity = world.random_entity(rng.choice(context_names), rng)
-        country = rng.random() < country_share
-        attribute = "city" if country else rng.choice(world.attributes)
-        if country and rng.random() < 0.5:  # the receiver's own knowledge: a city's country
-            city = entity.value("city")
-            if rng.random() < 0.5:
-                statement = world.country_statement(city, rng.randrange(len(COUNTRY_STATEMENTS)))
-                examples.append(encode_text(tokenizer, statement))
-            else:
-                item = world.city_country_question(city, rng)
-                examples.append(encode_chat(tokenizer, format_prompt(item), answer_text(item), prompt_weight=0.1))
-            continue
-        item = world.country_question(entity, rng) if country else world.question(entity, attribute, rng)
-        if rng.random() >= multi_fact_share * min(max((progress - 0.3) / 0.3, 0.0), 1.0):
-            hint = world.statement(entity, attribute, rng.randrange(len(STATEMENTS[attribute])))
-        else:
-            others = [a for a in world.attributes if a != attribute]
-            chosen = [attribute, *rng.sample(others, rng.randint(min(1, len(others)), len(others)))]
-            rng.shuffle(chosen)
-            hint = " ".join(world.statement(entity, a, rng.randrange(len(STATEMENTS[a]))) for a in chosen)
-        examples.append(encode_chat(tokenizer, hinted_prompt(item, hint), answer_text(item), prompt_weight=0.1))
+        text, item = receiver_text(world, rng, min(index / length, 1.0), multi_fact_share, country_share)
+        examples.append(encode_text(tokenizer, text) if item is None else
+                        encode_chat(tokenizer, text, answer_text(item), prompt_weight=0.1))  # fmt: skip
     return examples
+
+
+def receiver_text(
+    world: World, rng: random.Random, progress: float, multi_fact_share: float, country_share: float
+) -> tuple[str, MCItem | None]:
+    """One receiver training text at curriculum `progress` (0..1): `(statement, None)` or `(user turn, question)`."""
+    entity = world.random_entity(rng.choice(world.names("context")), rng)
+    country = rng.random() < country_share
+    attribute = "city" if country else rng.choice(world.attributes)
+    if country and rng.random() < 0.5:  # the receiver's own knowledge: a city's country
+        city = entity.value("city")
+        if rng.random() < 0.5:
+            return world.country_statement(city, rng.randrange(len(COUNTRY_STATEMENTS))), None
+        item = world.city_country_question(city, rng)
+        return format_prompt(item), item
+    item = world.country_question(entity, rng) if country else world.question(entity, attribute, rng)
+    if rng.random() >= multi_fact_share * min(max((progress - 0.3) / 0.3, 0.0), 1.0):
+        hint = world.statement(entity, attribute, rng.randrange(len(STATEMENTS[attribute])))
+    else:
+        others = [a for a in world.attributes if a != attribute]
+        chosen = [attribute, *rng.sample(others, rng.randint(min(1, len(others)), len(others)))]
+        rng.shuffle(chosen)
+        hint = " ".join(world.statement(entity, a, rng.randrange(len(STATEMENTS[a]))) for a in chosen)
+    return hinted_prompt(item, hint), item
+
+
+def receiver_probe(
+    world: World, count: int, seed: int, multi_fact_share: float, country_share: float
+) -> tuple[list[MCItem], list[str]]:
+    """`count` questions drawn as the receiver's last training examples are (context-only names, facts drawn afresh,
+    the curriculum's final mix), with their user turns: what its schedule probes (training data, no scored person)."""
+    rng = random.Random(f"receiver-probe-{seed}")
+    items, texts = [], []
+    while len(items) < count:
+        text, item = receiver_text(world, rng, 1.0, multi_fact_share, country_share)
+        if item is not None:
+            items.append(item)
+            texts.append(text)
+    return items, texts
 
 
 # --------------------------------------------------------------------------- pretraining
@@ -335,18 +363,22 @@ def pretrain(
     seed: int,
     workdir: str,
     progress: bool = True,
+    until_learnt: DecayWhenLearnt | None = None,
 ) -> list[float]:
     """Train a base model from scratch on `examples` with the stock `Trainer`, one pass in `length_buckets` order
-    (AdamW with weight decay on every parameter, warm-up times cosine decay, gradients clipped at norm 1, the
-    weighted next-token loss); returns the loss of every step. `progress=False` hides the progress bar and loss
-    logs (a run in a background process)."""
+    (AdamW with weight decay on every parameter, warm-up times cosine decay over `steps`, gradients clipped at norm
+    1, the weighted next-token loss); returns the loss of every step. With `until_learnt`, its schedule replaces the
+    cosine (constant until its probe passes, then decay; `steps` is then its `max_steps`). `progress=False` hides
+    the progress bar and loss logs (a run in a background process)."""
     order = [index for batch in length_buckets(len(examples), [len(e.ids) for e in examples], batch_size, seed)
              for index in batch]  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
-    )
+        optimizer,
+        until_learnt.factor if until_learnt is not None else
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))),
+    )  # fmt: skip
     args = TrainingArguments(
         output_dir=workdir, max_steps=steps, per_device_train_batch_size=batch_size, max_grad_norm=1.0,
         train_sampling_strategy="sequential", logging_steps=max(1, steps // 4) if progress else steps + 1,
@@ -357,6 +389,7 @@ def pretrain(
     trainer = Trainer(
         model=model, args=args, train_dataset=[examples[i] for i in order],
         data_collator=WeightedLMCollator(pad_token_id), compute_loss_func=loss, optimizers=(optimizer, schedule),
+        callbacks=[until_learnt] if until_learnt is not None else None,
     )  # fmt: skip
     trainer.train()
     model.eval()
@@ -376,6 +409,8 @@ __all__ = [
     "length_buckets",
     "pretrain",
     "receiver_examples",
+    "receiver_probe",
+    "receiver_text",
     "sharer_examples",
     "train_tokenizers",
     "value_token_ids",

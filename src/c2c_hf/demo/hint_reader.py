@@ -2,15 +2,16 @@
 
 Plain text-to-text asks a receiver that was never trained on the sharer's hints to read them; C2C's fuser, in
 contrast, is trained on the task. To compare like with like, this baseline gets what the fuser gets: the same
-questions about the fuser-training people and the same number of optimiser steps and batch size, spent on a LoRA of
-the receiver reading the sharer's hint before each question. No C2C paper reports this baseline.
+questions about the fuser-training people and the same number of optimiser steps and batch size (with the fuser's
+"until learnt" schedule: the same rule, probe size and cap), spent on a LoRA of the receiver reading the sharer's hint
+before each question. No C2C paper reports this baseline.
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -19,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data import MCItem
 from ..evaluation import LM, TextToText, hint_request, hinted_prompt
 from .bases import answer_text, encode_chat, pretrain
+from .schedule import DecayWhenLearnt, answer_accuracy
 
 # Every linear map of the receiver's attention and MLP blocks (the Qwen3/Llama module names).
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -55,12 +57,16 @@ def train_hint_reader(
     seed: int,
     workdir: str,
     progress: bool = True,
+    until_learnt: Callable[[Callable[[], float]], DecayWhenLearnt] | None = None,
+    probe_questions: int = 64,
 ) -> PreTrainedModel:
     """A copy of `receiver` with a rank-`rank` LoRA trained (then merged) to answer `items` from the sharer's hints.
 
     The sharer writes one hint per fact (the first question on it; it writes a person's whole profile whatever the
     question's phrasing) and every question on that fact is read with it; `steps` x `batch_size` examples are drawn
     from the questions in a seeded shuffle, and trained with the demo's pretraining loop (loss on the answer only).
+    `until_learnt` (the fuser's rule, given a probe) makes the schedule the fuser's "until learnt" one, probed on the
+    first `probe_questions` of `items` read with their hints; `steps` is then its cap.
     """
     first_per_fact: dict[str, MCItem] = {}
     for item in items:
@@ -77,8 +83,14 @@ def train_hint_reader(
     torch.manual_seed(seed)
     lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
     tuned = get_peft_model(copy.deepcopy(receiver), lora)
+    schedule = None
+    if until_learnt is not None:
+        probe = list(items[:probe_questions])
+        texts = [hinted_prompt(item, hints[first_per_fact[_fact_key(item)].id]) for item in probe]
+        reader = LM(tuned, receiver_tokenizer)
+        schedule = until_learnt(lambda: answer_accuracy(reader, probe, texts, max_new_tokens=8))
     pretrain(tuned, examples, steps=steps, batch_size=batch_size, lr=lr, pad_token_id=receiver_tokenizer.pad_token_id,
-             seed=seed, workdir=workdir, progress=progress)  # fmt: skip
+             seed=seed, workdir=workdir, progress=progress, until_learnt=schedule)  # fmt: skip
     return tuned.merge_and_unload().eval()
 
 

@@ -119,6 +119,25 @@ def _example_line(example: Mapping[str, Any]) -> str:
     )
 
 
+def _schedule_lines(losses: Mapping[str, Any]) -> list[str]:
+    """What the "until learnt" schedules did (nothing for fixed schedules)."""
+
+    def outcome(run: Mapping[str, Any]) -> str:
+        last = run["probes"][-1][1] if run["probes"] else None
+        state = "learnt" if run["learnt"] else "gave up (stuck)" if run["gave_up"] else "not learnt"
+        return f"{state} after {run['steps']} steps (last probe {last:.0%})" if last is not None else state
+
+    lines = []
+    if "sharer_schedule" in losses:
+        lines.append(f"Sharer until learnt: {outcome(losses['sharer_schedule'])}")
+    if "receiver_attempts" in losses:
+        lines.append("Receiver until learnt: " + "; ".join(
+            f"attempt {i}: {outcome(run)}" for i, run in enumerate(losses["receiver_attempts"], 1)))  # fmt: skip
+    if "fuser_schedule" in losses:
+        lines.append(f"Fuser until learnt: {outcome(losses['fuser_schedule'])}")
+    return ["", *lines] if lines else []
+
+
 def demo_markdown(table: str, config: Mapping[str, Any]) -> str:
     """`demo.md`: the harness table, the world and models, the targets, timings and the reloaded model's answers."""
     models = config["models"]
@@ -140,6 +159,7 @@ def demo_markdown(table: str, config: Mapping[str, Any]) -> str:
             f"{k} {'met' if v else 'MISSED'}" for k, v in config["targets"].items() if k != "split"),
         "",
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in config["timings_s"].items()),
+        *_schedule_lines(config["losses"]),
         "",
         "The saved C2C model, reloaded with `AutoModelForCausalLM.from_pretrained`, answering scored questions "
         "with `generate`:",

@@ -49,12 +49,16 @@ from .bases import (
     build_sharer,
     pretrain,
     receiver_examples,
+    receiver_probe,
     sharer_examples,
     train_tokenizers,
 )
 from .hint_reader import TrainedTextToText, train_hint_reader
 from .report import SPLITS, TASKS, TEST, claim_output_folder, describe_models, parameter_count, write_demo_report
+from .schedule import DecayWhenLearnt, answer_accuracy
 from .world import ATTRIBUTES, World
+
+UNTIL_LEARNT = "until_learnt"  # a schedule whose decay starts once a probe of training questions passes
 
 
 @dataclass
@@ -76,8 +80,18 @@ class DemoConfig:
     sharer_steps: int = 900
     sharer_lr: float = 3e-3
     sharer_value_weight: float = 5.0
+    sharer_schedule: str = "cosine"  # or "until_learnt": answers its probe (fuser-people questions), up to _max_steps
+    sharer_max_steps: int = 1200
     receiver_steps: int = 500
     receiver_lr: float = 3e-3
+    # warm-up + cosine over receiver_steps, or "until_learnt" (`until_learnt`): constant from receiver_min_steps until
+    # the receiver answers its probe, then decay; an attempt still stuck at receiver_give_up_step (probe below 50%)
+    # starts again from another initialisation, up to receiver_attempts; the last goes on until receiver_max_steps
+    receiver_schedule: str = "cosine"
+    receiver_min_steps: int = 300
+    receiver_give_up_step: int = 500
+    receiver_max_steps: int = 1000
+    receiver_attempts: int = 2
     receiver_multi_fact_share: float = 0.6
     receiver_country_share: float = 0.25  # examples teaching city -> country and the two-hop country reading
     base_batch_size: int = 32
@@ -89,7 +103,10 @@ class DemoConfig:
     fuser_zero_init: bool = False  # start the fuser's output projections at zero (the receiver's own cache)
     fuser_steps: int = 1500
     fuser_lr: float = 3e-3
-    fuser_schedule: str = "warmup_stable_decay"  # after 10% warm-up, constant; the last 20% decays to 0 (or "linear")
+    # after 10% warm-up, constant; the last 20% decays to 0 ("linear": decays all along; "until_learnt": constant until
+    # the fuser answers its probe, up to fuser_max_steps)
+    fuser_schedule: str = "warmup_stable_decay"
+    fuser_max_steps: int = 800
     fuser_batch_size: int = 32
     fuser_questions_per_fact: int = 12
     fuser_country_share: float = 0.2  # share of country questions (about fuser people) among the fuser's rows
@@ -97,6 +114,13 @@ class DemoConfig:
     trained_t2t: bool = True
     t2t_lora_rank: int = 8
     t2t_lora_lr: float = 3e-3
+    # "until_learnt" schedules: the probe (training questions, no scored person) and the accuracies that end the
+    # constant phase
+    probe_questions: int = 64
+    probe_every: int = 25  # steps
+    sharer_probe_threshold: float = 0.95
+    receiver_probe_threshold: float = 0.95
+    fuser_probe_threshold: float = 0.95
     # evaluation
     splits: tuple[str, ...] = (TEST,)  # settings are chosen in runs scoring ("validation",) only
     country_questions_per_person: int = 2
@@ -110,11 +134,13 @@ class DemoConfig:
 
     @classmethod
     def quick_config(cls, seed: int = 0) -> DemoConfig:
-        """Under 2 minutes on 2 CPU cores: two attributes per person (city, color), fewer people, batches of 16."""
+        """About 2 minutes on 2 CPU cores: two attributes per person (city, color), fewer people, batches of 16; the
+        sharer, the receiver and the fuser each train until their probe passes (`until_learnt`)."""
         return cls(
             seed=seed, quick=True, attributes=("city", "color"), fuser_entities=48, validation_entities=16,
             test_entities=16, context_entities=48, base_batch_size=16, sharer_steps=600, receiver_steps=800,
-            receiver_lr=4e-3, fuser_steps=500, fuser_batch_size=16, routing_fit_items=32, trained_t2t=False,
+            sharer_schedule=UNTIL_LEARNT, sharer_max_steps=900, receiver_lr=2e-3, receiver_schedule=UNTIL_LEARNT,
+            fuser_steps=500, fuser_schedule=UNTIL_LEARNT, fuser_batch_size=16, routing_fit_items=32, trained_t2t=False,
         )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -123,6 +149,48 @@ class DemoConfig:
         unknown = [split for split in self.splits if split not in SPLITS]
         if not self.splits or unknown:
             raise ValueError(f"DemoConfig.splits must name one or more of {SPLITS}, got {self.splits!r}.")
+        for name, allowed in (("sharer_schedule", ("cosine", UNTIL_LEARNT)), ("receiver_schedule", ("cosine", UNTIL_LEARNT)),
+                              ("fuser_schedule", ("warmup_stable_decay", "linear", UNTIL_LEARNT))):  # fmt: skip
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"DemoConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
+        for prefix in ("sharer", "receiver", "fuser"):  # the schedules' own checks, early
+            if getattr(self, f"{prefix}_schedule") == UNTIL_LEARNT:
+                self.until_learnt(prefix, lambda: 0.0, None, give_up=True)
+        if self.receiver_attempts < 1:
+            raise ValueError(f"DemoConfig.receiver_attempts must be at least 1, got {self.receiver_attempts}.")
+
+    def until_learnt(
+        self,
+        prefix: str,
+        probe: Callable[[], float],
+        log: Callable[[str], None] | None,
+        name: str | None = None,
+        give_up: bool = False,
+    ) -> DecayWhenLearnt:
+        """The "until_learnt" schedule of the sharer, the receiver or the fuser (`prefix`), with the warm-up and decay
+        lengths of its fixed schedule over `<prefix>_steps`, up to `<prefix>_max_steps`. The decay starts once
+        `probe()` reaches `<prefix>_probe_threshold`: for the receiver from `receiver_min_steps` on (and, with
+        `give_up`, it stops at `receiver_give_up_step` if still stuck there); for the sharer and the fuser not before
+        their fixed schedule's decay (one that learns early trains as long as with its fixed schedule)."""
+        steps = getattr(self, f"{prefix}_steps")
+        decay = steps // 5
+        receiver = prefix == "receiver"
+        try:
+            return DecayWhenLearnt(
+                probe, threshold=getattr(self, f"{prefix}_probe_threshold"),
+                warmup_steps=max(1, steps // (10 if prefix == "fuser" else 20)),
+                min_steps=self.receiver_min_steps if receiver else steps - decay, decay_steps=decay,
+                max_steps=getattr(self, f"{prefix}_max_steps"),
+                check_every=self.probe_every, give_up_step=self.receiver_give_up_step if receiver and give_up else None,
+                name=name or prefix, log=log,
+            )  # fmt: skip
+        except ValueError as error:
+            raise ValueError(
+                f"DemoConfig's {prefix} steps do not fit its {UNTIL_LEARNT!r} schedule ({error}): set {prefix}_steps "
+                f"(warm-up 1/{10 if prefix == 'fuser' else 20}, decay 1/5 of it), "
+                + ("receiver_min_steps, receiver_give_up_step " if receiver else "")
+                + f"and {prefix}_max_steps to fit."
+            ) from None
 
     def world_sizes(self) -> dict[str, int]:
         return {"fuser": self.fuser_entities, "validation": self.validation_entities, "test": self.test_entities,
@@ -172,24 +240,38 @@ def fuser_dataset(items: Sequence[MCItem]) -> datasets.Dataset:
 
 
 def train_fuser(
-    model: C2CForCausalLM, receiver_tokenizer, dataset: datasets.Dataset, config: DemoConfig, workdir: str
-) -> list[float]:
-    """The project's training path: `build_features` + `C2CDataCollator` + `make_trainer` (stock Trainer). The
-    sharer runs once per distinct prompt (`SharerCacheMemo`): the rows repeat over the epochs."""
-    features, _ = build_features(dataset, receiver_tokenizer, max_length=256)
+    model: C2CForCausalLM, receiver_tokenizer, items: Sequence[MCItem], config: DemoConfig, workdir: str
+) -> tuple[list[float], dict[str, Any]]:
+    """The project's training path: `build_features` + `C2CDataCollator` + `make_trainer` (stock Trainer) on the
+    chat rows of `items`. The sharer runs once per distinct prompt (`SharerCacheMemo`): the rows repeat over the
+    epochs. With `fuser_schedule="until_learnt"` the rate stays constant until the C2C model answers
+    `probe_questions` of `items` (training questions) at `probe_threshold`. Returns the logged losses and what the
+    schedule did."""
+    features, _ = build_features(fuser_dataset(items), receiver_tokenizer, max_length=256)
+    schedule = None
+    if config.fuser_schedule == UNTIL_LEARNT:
+        probe = list(items[: config.probe_questions])
+        texts = [format_prompt(item) for item in probe]
+        schedule = config.until_learnt(
+            "fuser", lambda: answer_accuracy(LM(model, receiver_tokenizer), probe, texts, config.max_new_tokens), print
+        )
+    steps = schedule.max_steps if schedule else config.fuser_steps
     args = TrainingArguments(
-        output_dir=workdir, max_steps=config.fuser_steps, per_device_train_batch_size=config.fuser_batch_size,
+        output_dir=workdir, max_steps=steps, per_device_train_batch_size=config.fuser_batch_size,
         learning_rate=config.fuser_lr, weight_decay=0.01, warmup_steps=max(1, config.fuser_steps // 10),
-        lr_scheduler_type=config.fuser_schedule, lr_scheduler_kwargs=_schedule_kwargs(config), max_grad_norm=1.0,
-        logging_steps=max(1, config.fuser_steps // 4),
+        lr_scheduler_type="linear" if schedule else config.fuser_schedule,
+        lr_scheduler_kwargs=_schedule_kwargs(config), max_grad_norm=1.0, logging_steps=max(1, config.fuser_steps // 4),
         save_strategy="no", report_to="none", use_cpu=True, seed=config.seed, data_seed=config.seed,
         dataloader_num_workers=0, disable_tqdm=False,
     )  # fmt: skip
     collator = C2CDataCollator(pad_token_id=receiver_tokenizer.pad_token_id, sharer_caches=SharerCacheMemo(model))
-    trainer = make_trainer(model, args, features, collator)
+    trainer = make_trainer(model, args, features, collator, callbacks=[schedule] if schedule else [])
+    if schedule:  # the Trainer's own optimizer, with the schedule's rate (a scheduler given before `train` is kept)
+        trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.create_optimizer(), schedule.factor)
     trainer.train()
     model.eval()
-    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return losses, ({"fuser_schedule": schedule.summary()} if schedule else {})
 
 
 def _schedule_kwargs(config: DemoConfig) -> dict[str, Any]:
@@ -293,18 +375,39 @@ def _train_receiver(config: DemoConfig, folder: Path, threads: int, progress: bo
     began = time.perf_counter()
     world = World.generate(config.seed, config.world_sizes(), config.attributes)
     receiver_tokenizer, _ = train_tokenizers(world, config.sharer_vocab_size)
-    receiver = build_receiver(receiver_tokenizer, config.seed + 1)
+    until_learnt = config.receiver_schedule == UNTIL_LEARNT
+    steps = config.receiver_max_steps if until_learnt else config.receiver_steps
     examples = receiver_examples(
-        world, receiver_tokenizer, config.receiver_steps * config.base_batch_size, config.seed,
-        config.receiver_multi_fact_share, config.receiver_country_share,
+        world, receiver_tokenizer, steps * config.base_batch_size, config.seed, config.receiver_multi_fact_share,
+        config.receiver_country_share, curriculum_length=config.receiver_steps * config.base_batch_size,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as workdir:
-        losses = pretrain(
-            receiver, examples, steps=config.receiver_steps, batch_size=config.base_batch_size, lr=config.receiver_lr,
-            pad_token_id=receiver_tokenizer.pad_token_id, seed=config.seed, workdir=workdir, progress=progress,
-        )  # fmt: skip
+    # The probe: hinted questions (and its own countries) about context-only names, as it is trained on.
+    items, texts = receiver_probe(world, config.probe_questions, config.seed, config.receiver_multi_fact_share,
+                                  config.receiver_country_share)  # fmt: skip
+    attempts = []
+    for attempt in range(config.receiver_attempts if until_learnt else 1):
+        receiver = build_receiver(receiver_tokenizer, config.seed + 1 + 1000 * attempt)
+        schedule = None
+        if until_learnt:
+            lm = LM(receiver, receiver_tokenizer)
+            schedule = config.until_learnt(
+                "receiver", lambda lm=lm: answer_accuracy(lm, items, texts, config.max_new_tokens),
+                print if progress else None, give_up=attempt < config.receiver_attempts - 1,
+            )  # fmt: skip
+        with tempfile.TemporaryDirectory() as workdir:
+            losses = pretrain(
+                receiver, examples, steps=steps, batch_size=config.base_batch_size, lr=config.receiver_lr,
+                pad_token_id=receiver_tokenizer.pad_token_id, seed=config.seed, workdir=workdir, progress=progress,
+                until_learnt=schedule,
+            )  # fmt: skip
+        if schedule is None:
+            break
+        attempts.append(schedule.summary())
+        if not schedule.gave_up:
+            break
     _save_base(receiver, receiver_tokenizer, folder / "receiver")
-    return {"receiver_last": _tail(losses)}, round(time.perf_counter() - began, 2)
+    summary = {"receiver_attempts": attempts} if until_learnt else {}
+    return {"receiver_last": _tail(losses), **summary}, round(time.perf_counter() - began, 2)
 
 
 def _train_hint_reader(config: DemoConfig, folder: Path, threads: int, progress: bool) -> float:
@@ -317,10 +420,14 @@ def _train_hint_reader(config: DemoConfig, folder: Path, threads: int, progress:
     receiver_tokenizer = AutoTokenizer.from_pretrained(folder / "receiver")
     sharer = LM(AutoModelForCausalLM.from_pretrained(folder / "sharer").eval(), AutoTokenizer.from_pretrained(folder / "sharer"))
     with tempfile.TemporaryDirectory() as workdir:
+        until_learnt = config.fuser_schedule == UNTIL_LEARNT  # then the fuser's rule and cap
         reader = train_hint_reader(
-            receiver, receiver_tokenizer, sharer, fuser_items(world, config), steps=config.fuser_steps,
-            batch_size=config.fuser_batch_size, lr=config.t2t_lora_lr, rank=config.t2t_lora_rank,
-            hint_tokens=config.hint_tokens, seed=config.seed, workdir=workdir, progress=progress,
+            receiver, receiver_tokenizer, sharer, fuser_items(world, config),
+            steps=config.fuser_max_steps if until_learnt else config.fuser_steps, batch_size=config.fuser_batch_size,
+            lr=config.t2t_lora_lr, rank=config.t2t_lora_rank, hint_tokens=config.hint_tokens, seed=config.seed,
+            workdir=workdir, progress=progress, probe_questions=config.probe_questions,
+            until_learnt=(lambda probe: config.until_learnt("fuser", probe, print if progress else None, "hint reader"))
+            if until_learnt else None,
         )  # fmt: skip
     _save_base(reader, receiver_tokenizer, folder / "t2t_receiver")
     return round(time.perf_counter() - began, 2)
@@ -355,15 +462,22 @@ def train_bases(config: DemoConfig, world: World, folder: Path, clock: Stopwatch
     )
     print(f"1/5 sharer learns the facts{'; beside it, the receiver learns the format, reading and the countries of cities' if config.workers >= 2 else ''}")
 
+    schedule = None
+    if config.sharer_schedule == UNTIL_LEARNT:  # probe: questions about fuser-training people (its training facts)
+        items = world.questions("fuser", random.Random(f"sharer-probe-{seed}"))[: config.probe_questions]
+        texts = [format_prompt(item) for item in items]
+        lm = LM(sharer, sharer_tokenizer)
+        schedule = config.until_learnt("sharer", lambda: answer_accuracy(lm, items, texts, config.max_new_tokens), print)
+    steps = config.sharer_max_steps if schedule else config.sharer_steps
+
     def train_sharer() -> list[float]:
         examples = sharer_examples(
-            world, sharer_tokenizer, config.sharer_steps * batch, seed, value_weight=config.sharer_value_weight,
-            prompt_weight=0.2,
-        )  # fmt: skip
+            world, sharer_tokenizer, steps * batch, seed, value_weight=config.sharer_value_weight, prompt_weight=0.2
+        )
         with tempfile.TemporaryDirectory() as workdir:
             return clock.stage("sharer pretraining", lambda: pretrain(
-                sharer, examples, steps=config.sharer_steps, batch_size=batch, lr=config.sharer_lr,
-                pad_token_id=sharer_tokenizer.pad_token_id, seed=seed, workdir=workdir,
+                sharer, examples, steps=steps, batch_size=batch, lr=config.sharer_lr,
+                pad_token_id=sharer_tokenizer.pad_token_id, seed=seed, workdir=workdir, until_learnt=schedule,
             ))  # fmt: skip
 
     (receiver_losses, receiver_seconds), sharer_losses = beside(
@@ -373,7 +487,9 @@ def train_bases(config: DemoConfig, world: World, folder: Path, clock: Stopwatch
     print(f"2/5 receiver trained ({receiver_seconds:.0f} s{', in parallel' if config.workers >= 2 else ''})")
     return Bases(
         AutoModelForCausalLM.from_pretrained(folder / "receiver").eval(), _save_base(sharer, sharer_tokenizer, folder / "sharer"),
-        receiver_tokenizer, sharer_tokenizer, {"sharer_last": _tail(sharer_losses), **receiver_losses},
+        receiver_tokenizer, sharer_tokenizer,
+        {"sharer_last": _tail(sharer_losses), **({"sharer_schedule": schedule.summary()} if schedule else {}),
+         **receiver_losses},
     )  # fmt: skip
 
 
@@ -429,11 +545,9 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
           + ("; beside it, a receiver LoRA learns to read the sharer's written hints (trained text-to-text: same "
              "questions and steps)" if config.trained_t2t else ""))  # fmt: skip
 
-    def train() -> list[float]:
+    def train() -> tuple[list[float], dict[str, Any]]:
         with tempfile.TemporaryDirectory() as workdir:
-            return clock.stage("fuser training", lambda: train_fuser(
-                model, receiver_tokenizer, fuser_dataset(items), config, workdir
-            ))  # fmt: skip
+            return clock.stage("fuser training", lambda: train_fuser(model, receiver_tokenizer, items, config, workdir))
 
     # Evaluation: people the receiver, the fuser and the hint reader never saw facts of (the sharer knows them).
     # Every method but the trained text-to-text is scored as soon as the fuser is trained, while the hint reader
@@ -443,7 +557,7 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
     routing = next(m for m in methods if isinstance(m, Routing))
     fit_items = routing_fit_questions(world, config)
 
-    def train_and_evaluate() -> tuple[list[float], bool, dict]:
+    def train_and_evaluate() -> tuple[tuple[list[float], dict[str, Any]], bool, dict]:
         losses = train()
         print(f"4/5 evaluation on {', '.join(config.splits)} people"
               + (" (beside it, the hint reader trains on)" if config.trained_t2t and config.workers >= 2 else ""))
@@ -451,7 +565,7 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
         return losses, informative, clock.stage("evaluation", lambda: evaluate(methods, questions, batch_size=1))
 
     if config.trained_t2t:
-        reader_seconds, (fuser_losses, informative, results) = beside(
+        reader_seconds, ((fuser_losses, fuser_schedule), informative, results) = beside(
             config, functools.partial(_train_hint_reader, folder=output), train_and_evaluate
         )
         clock.times["hint reader training"] = reader_seconds
@@ -465,7 +579,7 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
         merged = {**results, **reader_results}
         results = {name: merged[name] for name in names}
     else:
-        fuser_losses, informative, results = train_and_evaluate()
+        (fuser_losses, fuser_schedule), informative, results = train_and_evaluate()
         print("5/5 the C2C model saved, reloaded with AutoModelForCausalLM and asked with generate")
 
     # Save, reload with the Auto class, answer a few scored questions with generate.
@@ -499,7 +613,7 @@ def run_demo(config: DemoConfig, output: str | Path) -> dict[str, Any]:
         "models": describe_models(model, receiver_tokenizer, bases.sharer_tokenizer),
         "gate_map": gates,
         "routing_fit": {"items": len(fit_items), "informative": informative},
-        "losses": {**bases.losses, "fuser_logged": fuser_losses},
+        "losses": {**bases.losses, "fuser_logged": fuser_losses, **fuser_schedule},
         "timings_s": {**clock.times, "total": clock.total},
         "threads": torch.get_num_threads(),
         "examples": examples,
