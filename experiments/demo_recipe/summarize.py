@@ -26,7 +26,8 @@ def main(paths: list[str]) -> None:
     print("Validation accuracy (%), per world (seeds in order) and mean; transfer | complementary. Each variant")
     print("overrides the preset of its day (`choices.md` says which): `base` is the first round's full preset, with no")
     print("country questions in the fuser's data and the trained text-to-text included; `fuser_schedule=linear` is the")
-    print("second round's, before the warm-up-stable-decay schedule became the default.\n")
+    print("second round's, before the warm-up-stable-decay schedule became the default. Round 4's quick rows (the")
+    print("`until_learnt` schedules) override round 3's quick preset.\n")
     print("| preset | variant | seeds | C2C transfer | C2C complementary | receiver transfer | text-to-text transfer | trained t2t transfer | fuser loss (last log) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (preset, variant), records in rows.items():

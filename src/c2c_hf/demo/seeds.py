@@ -157,13 +157,14 @@ def _quick_summary(content: Mapping[str, Any]) -> str:
 
 
 def _duration_sentence(content: Mapping[str, Any]) -> str:
-    """" Each world took M-N min (...)": the per-seed wall times of the run, with its machine, when recorded."""
+    """" Each world took M-N min (...)" (or "M min" when they round alike): the per-seed wall times of the run, with its machine, when recorded."""
     seconds = [s for s in content.get("total_seconds", {}).values() if s is not None]
     if not seconds:
         return ""
     machine = content.get("environment", {})
     cpu = machine.get("cpu_model") or "this machine"
-    return (f" Each world took {min(seconds) / 60:.1f}-{max(seconds) / 60:.1f} min of wall time on {cpu} "
+    low, high = f"{min(seconds) / 60:.1f}", f"{max(seconds) / 60:.1f}"
+    return (f" Each world took {low if low == high else f'{low}-{high}'} min of wall time on {cpu} "
             f"({machine.get('cpu_count', '?')} CPUs, {machine.get('torch_threads', '?')} torch thread per process).")
 
 
