@@ -188,24 +188,36 @@ def test_trainer_pretraining_takes_the_steps_of_a_plain_loop(tmp_path):
         workdir=str(tmp_path),
     )  # fmt: skip
 
-    optimizer = torch.optim.AdamW(reference.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
-    collate, loss_function = WeightedLMCollator(tokenizer.pad_token_id), WeightedLMLoss()
-    reference.train()
-    batches = length_buckets(len(examples), [len(e.ids) for e in examples], batch_size, 0)
-    for step, indices in enumerate(batches):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        batch = collate([examples[i] for i in indices])
-        outputs = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        loss_function(outputs, batch["labels"]).backward()
-        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
+    expected_losses = plain_training_loop(
+        reference, examples, tokenizer.pad_token_id, batch_size, steps,
+        lambda step: lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps)),
+    )  # fmt: skip
     assert len(losses) == steps
-    assert losses == pytest.approx(loss_function.step_losses, rel=1e-5)
+    assert losses == pytest.approx(expected_losses, rel=1e-5)
     for trained, expected in zip(model.parameters(), reference.parameters()):
         assert torch.allclose(trained, expected, atol=1e-6)
+
+
+def plain_training_loop(
+    model: torch.nn.Module, examples: list, pad_token_id: int, batch_size: int, steps: int, lr_at
+) -> list[float]:
+    """What `pretrain` should do, written out: `steps` batches in `length_buckets` order, AdamW (weight decay on every
+    parameter) at learning rate `lr_at(step)`, gradients clipped at norm 1, the weighted loss; returns the losses."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr_at(0), weight_decay=0.01, betas=(0.9, 0.98))
+    collate, loss_function = WeightedLMCollator(pad_token_id), WeightedLMLoss()
+    model.train()
+    batches = length_buckets(len(examples), [len(e.ids) for e in examples], batch_size, 0)
+    for step, indices in enumerate(batches[:steps]):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        batch = collate([examples[i] for i in indices])
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        loss_function(outputs, batch["labels"]).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    return loss_function.step_losses
 
 
 # --------------------------------------------------------------------------- the quick demo end to end
@@ -492,19 +504,9 @@ def test_pretraining_until_learnt_follows_the_schedule_and_stops_after_its_decay
                       seed=0, workdir=str(tmp_path), progress=False, until_learnt=schedule)  # fmt: skip
     assert len(losses) == 10 and schedule.summary()["steps"] == 10
 
-    optimizer = torch.optim.AdamW(reference.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    collate, loss_function = WeightedLMCollator(tokenizer.pad_token_id), WeightedLMLoss()
-    reference.train()
-    batches = length_buckets(len(examples), [len(e.ids) for e in examples], batch_size, 0)
-    for step, indices in enumerate(batches[:10]):
-        for group in optimizer.param_groups:
-            group["lr"] = lr * schedule.factor(step)
-        batch = collate([examples[i] for i in indices])
-        outputs = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        loss_function(outputs, batch["labels"]).backward()
-        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-    assert losses == pytest.approx(loss_function.step_losses, rel=1e-5)
+    expected_losses = plain_training_loop(
+        reference, examples, tokenizer.pad_token_id, batch_size, 10, lambda step: lr * schedule.factor(step)
+    )
+    assert losses == pytest.approx(expected_losses, rel=1e-5)
     for trained, expected in zip(model.parameters(), reference.parameters()):
         assert torch.allclose(trained, expected, atol=1e-6)
