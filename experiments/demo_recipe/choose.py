@@ -29,10 +29,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from c2c_hf.demo import World
-from c2c_hf.demo.hint_reader import train_hint_reader
+from c2c_hf.demo.config import DemoConfig
 from c2c_hf.demo.run import (
     Bases,
-    DemoConfig,
     Stopwatch,
     build_c2c,
     demo_methods,
@@ -41,6 +40,7 @@ from c2c_hf.demo.run import (
     routing_fit_questions,
     train_bases,
     train_fuser,
+    train_t2t_receiver,
 )
 from c2c_hf.evaluation import LM, Routing, evaluate
 from c2c_hf.evaluation.environment import environment
@@ -109,14 +109,11 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as workdir:
                 losses, schedule = train_fuser(model, bases.receiver_tokenizer, items, config, workdir)
                 fuser_s = time.perf_counter() - began
-                hint_reader = None
-                if config.trained_t2t:
-                    hint_reader = train_hint_reader(
-                        model.receiver, bases.receiver_tokenizer, LM(model.sharer, bases.sharer_tokenizer), items,
-                        steps=config.fuser_steps, batch_size=config.fuser_batch_size, lr=config.t2t_lora_lr,
-                        rank=config.t2t_lora_rank, hint_tokens=config.hint_tokens, seed=seed, workdir=workdir,
-                    )  # fmt: skip
-            methods = demo_methods(config, world, model, bases, hint_reader)
+            reader = None
+            if config.trained_t2t:
+                reader = train_t2t_receiver(config, world, model.receiver, bases.receiver_tokenizer,
+                                     LM(model.sharer, bases.sharer_tokenizer), progress=True)  # fmt: skip
+            methods = demo_methods(config, world, model, bases, reader)
             keep = {"c2c", "t2t_trained"} | ({"receiver", "sharer", "t2t", "routing", "fact_in_prompt"}
                                               if args.baselines else set())  # fmt: skip
             methods = [m for m in methods if m.name in keep]

@@ -25,7 +25,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from c2c_hf.demo import World
-from c2c_hf.demo.run import DemoConfig, FactInPrompt, _train_receiver, demo_questions
+from c2c_hf.demo.config import DemoConfig
+from c2c_hf.demo.run import FactInPrompt, _train_receiver, demo_questions
 from c2c_hf.evaluation import LM, Scoring, evaluate
 from c2c_hf.evaluation.environment import environment
 

@@ -63,12 +63,12 @@ from .bases import (
     train_tokenizers,
 )
 from .command import build_parser, main
+from .config import DemoConfig
 from .hint_reader import TrainedTextToText, train_hint_reader
 from .report import demo_markdown, demo_targets, write_demo_report
 from .run import (
     TASKS,
     Bases,
-    DemoConfig,
     FactInPrompt,
     answer_example,
     build_c2c,

@@ -10,8 +10,9 @@ import os
 import torch
 from transformers.utils import logging as hf_logging
 
+from .config import DemoConfig
 from .report import SPLITS, TEST
-from .run import DemoConfig, run_demo
+from .run import run_demo
 from .seeds import run_seeds
 
 

@@ -50,7 +50,9 @@ class DecayWhenLearnt(TrainerCallback):
                 f"check_every >= 1; got warmup_steps={warmup_steps}, min_steps={min_steps}, decay_steps={decay_steps}, "
                 f"max_steps={max_steps}, check_every={check_every}."
             )
-        if give_up_step is not None and not (min_steps <= give_up_step <= last_start and give_up_step % check_every == 0):
+        if give_up_step is not None and not (
+            min_steps <= give_up_step <= last_start and give_up_step % check_every == 0
+        ):
             raise ValueError(
                 f"DecayWhenLearnt's give_up_step ({give_up_step}) must be a probed step (a multiple of check_every, "
                 f"{check_every}) between min_steps ({min_steps}) and max_steps - decay_steps ({last_start}), or None."
