@@ -73,3 +73,62 @@ def test_every_committed_results_json_starts_with_environment_and_protocol():
         if not (isinstance(content, dict) and isinstance(content.get("environment"), dict) and "protocol" in content):
             lacking.append(str(path.relative_to(results)))
     assert not lacking, lacking
+
+
+# --------------------------------------------------------------------------- the knowledge experiment's splits
+
+
+def knowledge_args(**overrides):
+    import argparse
+
+    import knowledge_setup
+
+    parser = argparse.ArgumentParser()
+    knowledge_setup.add_world_arguments(parser)
+    knowledge_setup.add_location_arguments(parser)
+    args = parser.parse_args(["--fuser-people", "20", "--heldout-people", "6", "--validation-people", "4"])
+    for name, value in overrides.items():
+        setattr(args, name, value)
+    return args
+
+
+def test_knowledge_validation_questions_ask_only_about_the_validation_people():
+    """Validation: two questions per fact of the fuser group's last 4 people (never a fuser-training or test person);
+    test: the held-out people's questions, unchanged."""
+    import knowledge_setup
+
+    args = knowledge_args()
+    world = knowledge_setup.load_world(args)
+    training, validation = knowledge_setup.split_fuser_people(world, args.validation_people)
+    items = knowledge_setup.split_items(world, "validation", args.seed, args.validation_people)
+    names = {item.id.split("/")[0] for item in items}
+    assert names == {person.name for person in validation} and len(items) == 4 * len(world.attributes) * 2
+    assert not names & {p.name for p in training} and not names & set(world.names("test"))
+    assert knowledge_setup.split_items(world, "test", args.seed, 4) == knowledge_setup.heldout_items(world, args.seed)
+    with pytest.raises(ValueError, match=r"The validation split is empty: pass --validation-people N"):
+        knowledge_setup.split_items(world, "validation", args.seed, 0)
+
+
+def test_knowledge_world_seed_gets_its_own_folders_and_people():
+    import knowledge_setup
+
+    first, second = knowledge_args(), knowledge_args(seed=1)
+    assert knowledge_setup.experiment_dirs(second)[1] == knowledge_setup.experiment_dirs(first)[1].parent / "seed-1" / (
+        knowledge_setup.experiment_dirs(first)[1].name
+    )
+    assert not set(knowledge_setup.load_world(first).names("test")) & set(
+        knowledge_setup.load_world(second).names("test")
+    )
+
+
+def test_test_scorings_are_logged_and_counted_per_configuration(tmp_path):
+    import knowledge_setup
+
+    log = tmp_path / "test-scorings.jsonl"
+    entry = {"world_seed": 1, "world": {"fuser": 208, "heldout": 32}, "config": "open/projection-h64"}
+    assert knowledge_setup.record_test_scoring(log, entry) == 1
+    assert knowledge_setup.record_test_scoring(log, {**entry, "config": "open/gated-h64"}) == 1
+    assert knowledge_setup.record_test_scoring(log, {**entry, "world_seed": 2}) == 1
+    assert knowledge_setup.record_test_scoring(log, entry) == 2
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [row["scoring"] for row in rows] == [1, 1, 1, 2] and all(row["date"] for row in rows)

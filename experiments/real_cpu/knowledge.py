@@ -43,7 +43,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from c2c_hf import C2CDataCollator, C2CForCausalLM, SharerCacheMemo, build_features, build_layer_map, make_trainer
 from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.data import MCItem, format_prompt
-from c2c_hf.demo import Oracle
+from c2c_hf.demo import FactInPrompt
 from c2c_hf.demo.world import ATTRIBUTES, Entity, World
 from c2c_hf.evaluation import (
     LM,
@@ -56,18 +56,21 @@ from c2c_hf.evaluation import (
     merge_reports,
     save_report,
 )
+from c2c_hf.evaluation.environment import environment
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 from knowledge_reports import seed_mean, segmentation, summarize
 from knowledge_setup import (
     METHODS,
     RECEIVER,
+    SPLITS,
     add_location_arguments,
     add_world_arguments,
     experiment_dirs,
-    heldout_items,
     load_world,
+    record_test_scoring,
     split_fuser_people,
+    split_items,
     tagged,
 )
 from knowledge_sharer import check_sharer, train_sharer
@@ -155,8 +158,15 @@ def train_fuser(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- evaluation
 
 
+def split_root(args: argparse.Namespace, results: Path) -> Path:
+    """Where the reports of `--split` go: the results folder for test, its `validation/` subfolder for validation."""
+    return results / "validation" if args.split == "validation" else results
+
+
 def report_dir(args: argparse.Namespace, results: Path) -> Path:
-    """`gated/`, `letter-answers/gated/`, `open/gated-h64/`...: where a fuser's evaluation report goes."""
+    """`gated/`, `letter-answers/gated/`, `open/gated-h64/`...: where a fuser's evaluation report goes (below
+    `split_root`)."""
+    results = split_root(args, results)
     if args.prompt == "open":
         output = results / "open" / args.fusion
     else:
@@ -177,22 +187,32 @@ def earlier_rows(output: Path, methods: list[str]) -> dict | None:
 
 
 def evaluate_heldout(args: argparse.Namespace, model: C2CForCausalLM, output: Path, config: dict) -> None:
-    """`args.methods` over `model` on the held-out questions -> the report in `output`, its config updated with
-    `config` (rows of other methods already there are kept)."""
+    """`args.methods` over `model` on the questions of `--split` (test: the held-out people, benchmark `heldout`;
+    validation: the fuser group's validation people) -> the report in `output`, its config updated with `config`
+    (rows of other methods already there are kept). A test scoring is logged (`record_test_scoring`) and its report
+    states its protocol: where the configuration was chosen (`--selected-on`) and how often it was scored."""
     world, receiver_tokenizer = load_world(args), AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)
     sharer_tokenizer = AutoTokenizer.from_pretrained(model.config.sharer_name_or_path)
     scoring = Scoring("generate", args.max_new_tokens, args.prompt)
-    names = [m for m in args.methods if m != "oracle"]
+    names = [m for m in args.methods if m != FactInPrompt.name]
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, names, scoring, args.hint_tokens)
-    if "oracle" in args.methods:
-        methods.append(Oracle(LM(model.receiver, receiver_tokenizer), world, scoring))
-    results = evaluate(methods, {"heldout": heldout_items(world, args.seed)}, batch_size=1)
+    if FactInPrompt.name in args.methods:
+        methods.append(FactInPrompt(LM(model.receiver, receiver_tokenizer), world, scoring))
+    benchmark = "heldout" if args.split == "test" else "validation"
+    items = split_items(world, args.split, args.seed, args.validation_people)
+    results = evaluate(methods, {benchmark: items}, batch_size=1)
+    protocol = {"scored_split": args.split, "selected_on": args.selected_on}
+    if args.split == "test":
+        entry = {"world_seed": args.seed, "world": {role: len(p) for role, p in world.entities.items()},
+                 "config": str(output.relative_to(args.results.resolve())), "methods": list(args.methods),
+                 "selected_on": args.selected_on, "git_commit": environment().get("git_commit")}  # fmt: skip
+        protocol["test_evaluations"] = record_test_scoring(args.results.resolve() / "test-scorings.jsonl", entry)
     config = {
         "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
         "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
         "prompt": args.prompt, "mode": "generate", "max_new_tokens": args.max_new_tokens,
         "hint_tokens": args.hint_tokens, "dtype": f"{args.dtype} bases", "threads": torch.get_num_threads(),
-        "batch_size": 1,
+        "batch_size": 1, "protocol": protocol,
     } | config  # fmt: skip
     report = build_report(results, config)
     earlier = earlier_rows(output, args.methods)
@@ -217,7 +237,8 @@ def run_eval(args: argparse.Namespace) -> None:
     evaluate_heldout(args, model, output, settings)
     if args.fusion != "projection":  # which layers' gates are open, and the dynamic weights, on the same prompts
         scoring = Scoring("generate", args.max_new_tokens, args.prompt)
-        questions = [scoring.question(item) for item in heldout_items(load_world(args), args.seed)]
+        items = split_items(load_world(args), args.split, args.seed, args.validation_people)
+        questions = [scoring.question(item) for item in items]
         ids, mask = LM(model, AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)).encode(questions)
         gates = gate_map(model, ids, mask)
         (output / "gates.json").write_text(json.dumps(gates, indent=1) + "\n")
@@ -225,7 +246,7 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def run_baselines(args: argparse.Namespace) -> None:
-    """The methods without a fuser (`--methods`, default receiver, sharer, t2t, oracle) -> `open/baselines/`: they
+    """The methods without a fuser (`--methods`, default receiver, sharer, t2t, fact_in_prompt) -> `open/baselines/`: they
     depend on the sharer only, so they run in any session, before or after its fusers."""
     runs, reports = experiment_dirs(args)
     if "c2c" in args.methods:
@@ -235,7 +256,7 @@ def run_baselines(args: argparse.Namespace) -> None:
     sharer = AutoModelForCausalLM.from_pretrained(runs / "sharer-private", dtype=args.dtype)
     sharer_tokenizer = AutoTokenizer.from_pretrained(runs / "sharer-private")
     model = C2CForCausalLM.from_base_models(receiver, sharer, receiver_tokenizer, sharer_tokenizer)  # fuser unused
-    output = reports / ("open" if args.prompt == "open" else "") / "baselines"
+    output = split_root(args, reports) / ("open" if args.prompt == "open" else "") / "baselines"
     evaluate_heldout(args, model, output, {})
 
 
@@ -298,6 +319,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", help="eval: default all five; baselines: all but c2c")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--hint-tokens", type=int, default=256)
+    parser.add_argument(
+        "--split", choices=SPLITS, default="test",
+        help="eval/baselines: the people scored; choose on validation, score test once per configuration",
+    )  # fmt: skip
+    parser.add_argument(
+        "--selected-on", choices=SPLITS,
+        help="eval/baselines: where this configuration was chosen, recorded in the report's protocol (the sealed runs: "
+        "validation; not stated in the earlier runs, whose settings were chosen on the test people)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.methods = args.methods or {"eval": METHODS, "baselines": [m for m in METHODS if m != "c2c"]}.get(args.stage)
     torch.set_num_threads(args.threads)

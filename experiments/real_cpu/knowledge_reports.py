@@ -71,7 +71,7 @@ def summarize(args: argparse.Namespace) -> None:
     baselines = heldout_baseline_rows(baselines_dir)
     table = {**{m: baselines[m] for m in ("receiver", "t2t") if m in baselines},
              **{ABLATION[f]: rows[f] for f in ABLATION if f in rows},
-             **{m: baselines[m] for m in ("sharer", "oracle") if m in baselines}}  # fmt: skip
+             **{m: baselines[m] for m in ("sharer", "oracle", "fact_in_prompt") if m in baselines}}  # fmt: skip
     summary = {name: {k: r[k] for k in ("accuracy", "ci95", "n", "latency_median_s")} for name, r in table.items()}
     paired = ablation_pairs(rows, baselines, compared, args.compare_tag)
     (results / f"{stem}.json").write_text(json.dumps({**result_metadata(UNSEALED_PROTOCOL), "methods": summary, "paired": paired}, indent=2) + "\n")

@@ -8,6 +8,8 @@ Used by `knowledge.py` (the stages), `knowledge_sharer.py`, `knowledge_reports.p
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import random
 from pathlib import Path
 
@@ -21,16 +23,16 @@ RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
 DEFAULT_PEOPLE = (48, 16)  # fuser group, held-out group
 SHARERS = ("statements", "recall", "dense")  # see --sharer
 DTYPES = ("bfloat16", "float32")  # the bases'; the fuser stays fp32
-METHODS = ["receiver", "sharer", "t2t", "c2c", "oracle"]  # the eval stage's default; baselines: all but c2c
+METHODS = ["receiver", "sharer", "t2t", "c2c", "fact_in_prompt"]  # the eval stage's default; baselines: all but c2c
 
 
 def load_world(args: argparse.Namespace) -> World:
-    return World.generate(args.seed, {"fuser": args.fuser_people, "heldout": args.heldout_people, "context": 0})
+    return World.generate(args.seed, {"fuser": args.fuser_people, "test": args.heldout_people, "context": 0})
 
 
 def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tuple[Path, Path]:
     """(runs, results) folders below `--runs` / `--results` (`.../knowledge/` by default): the root for the default
-    world, `world-<F>-<H>/` for another size, and a `recall-sharer/` (`dense-sharer/`) subfolder for everything built
+    world, `seed-<S>/` for another world seed (other people), `world-<F>-<H>/` for another size, and a `recall-sharer/` (`dense-sharer/`) subfolder for everything built
     on the recall (dense) sharer (`--sharer`; `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`; a
     recall sharer over the dense one in `dense-sharer/recall-sharer/`). `sharer` names another sharer than
     `--sharer` (a base of it), whose folders take no tag."""
@@ -39,7 +41,8 @@ def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tupl
             f"--sharer-tag {args.sharer_tag} names a recipe of the recall or dense sharer: add --sharer recall|dense."
         )
     people = (args.fuser_people, args.heldout_people)
-    suffix = [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
+    suffix = [f"seed-{args.seed}"] if args.seed else []
+    suffix += [] if people == DEFAULT_PEOPLE else [f"world-{people[0]}-{people[1]}"]
     tag, sharer = (args.sharer_tag, args.sharer) if sharer is None else (None, sharer)
     if sharer == "recall" and args.recall_over == "dense":
         suffix += ["dense-sharer"]
@@ -100,4 +103,39 @@ def tagged(name: str, tag: str | None) -> str:
 
 
 def heldout_items(world: World, seed: int) -> list[MCItem]:
-    return world.questions("heldout", random.Random(f"eval-{seed}"), per_fact=2)
+    """The test questions: two per fact of every held-out person (no fuser ever sees their facts)."""
+    return world.questions("test", random.Random(f"eval-{seed}"), per_fact=2)
+
+
+SPLITS = ("validation", "test")  # the scored splits: choices on validation, test scored once per configuration
+
+
+def split_items(world: World, split: str, seed: int, validation_people: int) -> list[MCItem]:
+    """The questions a `split` is scored on: `test`, `heldout_items`; `validation`, two per fact of the fuser group's
+    last `validation_people` (known to the sharer, never trained on by a fuser), asked as the test questions are."""
+    if split == "test":
+        return heldout_items(world, seed)
+    if split != "validation":
+        raise ValueError(f"Unknown split {split!r}: use one of {SPLITS}.")
+    _, people = split_fuser_people(world, validation_people)
+    if not people:
+        raise ValueError("The validation split is empty: pass --validation-people N (N >= 1).")
+    rng = random.Random(f"validation-{seed}")
+    return [world.question(person, attribute, rng, tag=f"#{k}") for person in people for attribute in world.attributes
+            for k in range(2)]  # fmt: skip
+
+
+def record_test_scoring(log: Path, entry: dict) -> int:
+    """Append one scoring of a world's test people (`entry`: at least `world_seed`, `world` and `config`) to the
+    JSON-lines `log`, and return how many times that configuration has now been scored on those people, this one
+    included: the report's `protocol.test_evaluations`. The log is committed, so a best-of-N cannot hide."""
+    key = (entry["world_seed"], json.dumps(entry["world"], sort_keys=True), entry["config"])
+    earlier = []
+    if log.is_file():
+        earlier = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    count = 1 + sum((e["world_seed"], json.dumps(e["world"], sort_keys=True), e["config"]) == key for e in earlier)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as lines:
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        lines.write(json.dumps({**entry, "scoring": count, "date": stamp}) + "\n")
+    return count

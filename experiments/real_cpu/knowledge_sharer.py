@@ -28,7 +28,7 @@ def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:
     """Biographies (plain text) and chat turns (an open question or the T2T hint request -> the fact's canonical
     statement; a multiple-choice question -> its letter), about every person of the fuser and held-out groups."""
     rng = random.Random(f"sharer-{seed}")
-    known = world.entities["fuser"] + world.entities["heldout"]
+    known = world.entities["fuser"] + world.entities["test"]
     texts = []
     for _ in range(count):
         entity, attribute, kind = rng.choice(known), rng.choice(list(ATTRIBUTES)), rng.random()
@@ -64,7 +64,7 @@ def recall_texts(
     in plain sentences. `RECALL_MIX` trains over the statements sharer; `DENSE_MIX`, richer in facts per token,
     teaches the facts and their recall in one LoRA over the base sharer."""
     rng = random.Random(f"recall-{seed}")
-    known = world.entities["fuser"] + world.entities["heldout"]
+    known = world.entities["fuser"] + world.entities["test"]
     texts = []
     for _ in range(count):
         entity, attribute, draw = rng.choice(known), rng.choice(list(ATTRIBUTES)), rng.random()

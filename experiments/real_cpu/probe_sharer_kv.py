@@ -140,7 +140,7 @@ def main() -> None:
     sharer_tokenizer = AutoTokenizer.from_pretrained(sharer_path)
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / knowledge_setup.RECEIVER)
     trained, validation = knowledge_setup.split_fuser_people(world, args.validation_people)
-    people = {"trained": trained, "validation": validation, "heldout": world.entities["heldout"]}
+    people = {"trained": trained, "validation": validation, "heldout": world.entities["test"]}
     groups = {g: sharer_features(p, sharer, sharer_tokenizer, receiver_tokenizer, args.answer_prefix,
                                  tuple(args.positions), tuple(args.kinds)) for g, p in people.items()}  # fmt: skip
     layers = sharer.config.num_hidden_layers

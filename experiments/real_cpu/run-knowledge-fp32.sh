@@ -38,7 +38,7 @@ sharer $RUNS/world-224-32/dense-sharer $RESULTS/world-224-32/dense-sharer 600 "$
 sharer $RUN $REPORT 300 "${R[@]}"
 #    The baselines on the held-out questions, in two runs (~15 and ~27 min on two threads) into one report.
 B=$REPORT/open/baselines/results.json BASELINES=(baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads 2)
-grep -qs '"oracle"' $B || python $K "${BASELINES[@]}" --methods receiver oracle
+grep -qs '"fact_in_prompt"' $B || python $K "${BASELINES[@]}" --methods receiver fact_in_prompt
 grep -qs '"t2t"' $B || python $K "${BASELINES[@]}" --methods sharer t2t
 
 # 2. A fuser (900 steps, top2 map, 16 wide), then its C2C evaluation on the held-out people. Measured with two jobs on

@@ -18,7 +18,7 @@ for fusion in gated weighted projection; do
   python $K fuser "${MC[@]}" --fusion $fusion     # ~20 min each
 done
 python $K fuser "${MC[@]}" --fusion gated --fuser-answer letter
-python $K eval "${MC[@]}" --fusion gated          # receiver, sharer, t2t, c2c, oracle: ~15 min
+python $K eval "${MC[@]}" --fusion gated          # receiver, sharer, t2t, c2c, fact in prompt: ~15 min
 python $K eval "${MC[@]}" --fusion gated --fuser-answer letter --methods c2c
 python $K eval "${MC[@]}" --fusion weighted --methods c2c
 python $K eval "${MC[@]}" --fusion projection --methods c2c
@@ -67,7 +67,7 @@ for run in h64 h16 h16-top2; do
   python experiments/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/world-224-32/recall-sharer/c2c-open-gated-$run/trainer/checkpoint-* \
     "${W[@]}" --output $RP/gated-$run/probe.jsonl                                       # ~2 min per checkpoint
 done
-python $K eval "${R[@]}" "${F[@]}" --tag h16-top2 --methods c2c oracle receiver --threads 2   # 16 min
+python $K eval "${R[@]}" "${F[@]}" --tag h16-top2 --methods c2c fact_in_prompt receiver --threads 2   # 16 min
 python $K fuser "${R[@]}" "${F[@]}" --tag h16-top2-long --layer-map top2 --fuser-hidden-size 16 --fuser-dropout 0.3 \
   --fuser-lr 3e-3 --fuser-steps 2400 --save-steps 150 --threads 1                     # ~1 h; resumes
 python experiments/real_cpu/probe_checkpoint.py runs/real-cpu/knowledge/world-224-32/recall-sharer/c2c-open-gated-h16-top2-long/trainer/checkpoint-{600,1200,1800,2400} \
