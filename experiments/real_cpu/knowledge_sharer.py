@@ -21,7 +21,7 @@ from c2c_hf.demo.world import ATTRIBUTES, QUESTIONS, World
 from c2c_hf.evaluation import LM, Direct, Scoring, build_report, evaluate, hint_request, markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
-from knowledge_setup import RECEIVER, SHARER, experiment_dirs, heldout_items, load_world
+from knowledge_setup import RECEIVER, SHARER, experiment_dirs, load_world, split_items
 
 
 def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:
@@ -176,21 +176,24 @@ def train_sharer(args: argparse.Namespace) -> None:
 
 
 def check_sharer(args: argparse.Namespace) -> None:
-    """The sharer alone on the first question about each held-out fact (open prompt, greedy, batches of 8): whether
-    it learned the facts, before fusers are built on it (`sharer-check.json` beside its reports, in the evaluation's
-    report format; the evaluation's sharer row asks both questions about each fact, one at a time)."""
+    """The sharer alone on the first question about each fact of the `--split` people (open prompt, greedy, batches
+    of 8): whether it learned the facts, before fusers are built on it (`sharer-check.json` beside its reports, or in
+    their `validation/` folder, in the evaluation's report format; the evaluation's sharer row asks both questions
+    about each fact, one at a time). A sealed run checks on validation people."""
     world, (runs, reports) = load_world(args), experiment_dirs(args)
+    reports = reports / "validation" if args.split == "validation" else reports
     sharer = AutoModelForCausalLM.from_pretrained(runs / "sharer-private", dtype=args.dtype).eval()
     sharer_lm = LM(sharer, AutoTokenizer.from_pretrained(runs / "sharer-private"))
     method = Direct("sharer", sharer_lm, Scoring("generate", args.max_new_tokens, "open"))
-    items = heldout_items(world, args.seed)[::2]  # the first question about each fact
+    items = split_items(world, args.split, args.seed, args.validation_people)[::2]  # the first question per fact
     config = {
-        "task": "the sharer alone: the first question about each held-out fact", "sharer": args.sharer,
+        "task": f"the sharer alone: the first question about each fact of the {args.split} people", "sharer": args.sharer,
         "sharer_tag": args.sharer_tag, "seed": args.seed, "prompt": "open", "mode": "generate",
         "max_new_tokens": args.max_new_tokens, "dtype": args.dtype, "threads": torch.get_num_threads(),
         "batch_size": 8,
     }  # fmt: skip
-    report = build_report(evaluate([method], {"heldout": items}, batch_size=8), config)
+    benchmark = "heldout" if args.split == "test" else "validation"
+    report = build_report(evaluate([method], {benchmark: items}, batch_size=8), config)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "sharer-check.json").write_text(json.dumps(report, indent=1) + "\n")
     print(markdown_table(report))

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Private-knowledge transfer re-run under the protocol (docs/results/real-cpu/README.md's earlier headline chose its
+# settings on the questions it reported). A world of fresh people (world seed 1: 208 fuser-training, 16 validation
+# and 32 test people; none of their questions was ever scored), fp32 bases, the sharer recipe of run-knowledge-fp32.sh
+# (a dense LoRA, then a recall LoRA over it). Every choice is made on the validation people; the test people are
+# scored only by the last stage, once per reported configuration, and every such scoring is appended to
+# $RESULTS/test-scorings.jsonl (committed), which gives each report's protocol.test_evaluations.
+# Re-run to resume: a stage whose report is there is skipped; an unfinished sharer or fuser resumes from its
+# checkpoints (runs/ stays on this machine, out of git).
+#   bash experiments/real_cpu/run-knowledge-sealed.sh   # stages 1-3 (choices, validation people only)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+K=experiments/real_cpu/knowledge.py
+RUNS=runs/real-cpu/knowledge-sealed RESULTS=docs/results/real-cpu/knowledge-sealed
+ROOTS=(--runs $RUNS --results $RESULTS --dtype float32)
+W=(--seed 1 --fuser-people 224 --heldout-people 32 --validation-people 16)
+D=("${W[@]}" --sharer dense) R=("${W[@]}" --sharer recall --recall-over dense)
+RUN=$RUNS/seed-1/world-224-32/dense-sharer/recall-sharer REPORT=$RESULTS/seed-1/world-224-32/dense-sharer/recall-sharer
+VALIDATION=(--split validation)
+
+# 1. The sharers (dense LoRA: 600 steps of 16, about 72 min on two threads; recall LoRA: 300 steps over it), each
+#    checked on the validation people (validation/sharer-check.json).
+sharer() {  # RUN_DIR REPORT_DIR STEPS knowledge.py-flags...
+  local run=$1 report=$2 steps=$3 && shift 3
+  [ -d $run/sharer-private ] || python $K sharer "${ROOTS[@]}" "$@" --sharer-steps $steps --lora-r 8 --threads 2 \
+    --group-by-length --run-token-mean
+  [ -f $report/validation/sharer-check.json ] || python $K check "${ROOTS[@]}" "$@" "${VALIDATION[@]}"
+}
+sharer $RUNS/seed-1/world-224-32/dense-sharer $RESULTS/seed-1/world-224-32/dense-sharer 600 "${D[@]}"
+sharer $RUN $REPORT 300 "${R[@]}"
+
+# 2. The baselines on the validation people (one process, two threads).
+B=$REPORT/validation/open/baselines/results.json
+[ -f $B ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads 2 "${VALIDATION[@]}"
+
+# 3. Candidate fusers (the families of the earlier study), each scored on the validation people only. 37 min a fuser
+#    and about 3 min an evaluation, two at a time on one thread each.
+H64=(--layer-map top7 --fuser-hidden-size 64 --fuser-lr 1e-3)
+fuse() {  # FUSION TAG [flags for the fuser and its evaluation]
+  local fusion=$1 tag=$2 && shift 2
+  local run=(--prompt open --questions-per-fact 3 --fusion "$fusion" --tag "$tag")
+  [ -f $REPORT/validation/open/$fusion-$tag/results.json ] && return 0
+  [ -f $RUN/c2c-open-$fusion-$tag/model.safetensors ] ||
+    python $K fuser "${ROOTS[@]}" "${R[@]}" "${run[@]}" --fuser-dropout 0.3 --fuser-steps 900 --save-steps 150 \
+      --threads 1 "$@"
+  python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1 "${VALIDATION[@]}" "$@"
+}
+fuse projection h64-top7-span "${H64[@]}" --token-alignment span & first=$!
+fuse gated h64-top7-span-gate4 "${H64[@]}" --token-alignment span --gate-init-logit 4
+wait $first
+fuse projection h64-top7 "${H64[@]}" & first=$!
+fuse projection h16-top2 --layer-map top2 --fuser-hidden-size 16 --fuser-lr 3e-3
+wait $first
+
+# 4. The test people (after the choice, once per reported configuration: the chosen fuser and the method's full
+#    fuser, each with fuser seeds 0, 1, 2, and the baselines) is added here once stage 3's validation reports are in;
+#    the trained text-to-text and routing baselines must first be added to knowledge.py.
