@@ -328,10 +328,13 @@ def test_summary_over_seeds_uses_t_intervals_of_per_seed_figures(tmp_path):
 # --------------------------------------------------------------------------- trained text-to-text, targets
 
 
-def test_hint_reader_trains_a_merged_copy_on_one_hint_per_fact(tmp_path):
+@pytest.mark.parametrize("prompt", ["choices", "open"])
+def test_hint_reader_trains_a_merged_copy_on_one_hint_per_fact(tmp_path, monkeypatch, prompt):
+    """One sharer hint per fact, asked in the fuser's prompt style; the reader trains on `answer`'s replies."""
+    from c2c_hf.demo import bases, hint_reader
     from c2c_hf.demo.bases import build_sharer
     from c2c_hf.demo.hint_reader import train_hint_reader
-    from c2c_hf.evaluation import LM
+    from c2c_hf.evaluation import LM, hint_request
 
     world = World.generate(0, SIZES)
     receiver_tokenizer, sharer_tokenizer = train_tokenizers(world, 2000)
@@ -345,11 +348,23 @@ def test_hint_reader_trains_a_merged_copy_on_one_hint_per_fact(tmp_path):
             CountingLM.prompts += list(user_texts)
             return super().generate(user_texts, max_new_tokens)
 
+    CountingLM.prompts = []
     sharer = CountingLM(build_sharer(sharer_tokenizer, 2).eval(), sharer_tokenizer)
     items = world.questions("fuser", random.Random(0), per_fact=3)
+    replies = []
+
+    def encode_chat(tokenizer, user, answer, prompt_weight, heavy=None):
+        replies.append((user, answer))
+        return bases.encode_chat(tokenizer, user, answer, prompt_weight, heavy)
+
+    monkeypatch.setattr(hint_reader, "encode_chat", encode_chat)
     tuned = train_hint_reader(receiver, receiver_tokenizer, sharer, items, steps=3, batch_size=4, lr=1e-2, rank=4,
-                              hint_tokens=6, seed=0, workdir=str(tmp_path))  # fmt: skip
+                              hint_tokens=6, seed=0, workdir=str(tmp_path), prompt=prompt,
+                              answer=lambda item: f"reply {item.id}")  # fmt: skip
     assert len(CountingLM.prompts) == SIZES["fuser"] * len(ATTRIBUTES)  # one hint per fact, not per question
+    requests = {hint_request(item, prompt) for item in items}
+    assert set(CountingLM.prompts) <= requests and len(replies) == 3 * 4
+    assert all(answer.startswith("reply ") and (("\n\nA. " in user) == (prompt == "choices")) for user, answer in replies)
     assert type(tuned) is type(receiver)  # LoRA merged: a plain receiver, loadable and savable as one
     assert all(torch.equal(before[k], v) for k, v in receiver.state_dict().items())  # the receiver itself untouched
     changed = [k for k, v in tuned.state_dict().items() if not torch.equal(before[k], v)]

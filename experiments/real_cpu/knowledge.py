@@ -32,6 +32,7 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,10 +44,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from c2c_hf import C2CDataCollator, C2CForCausalLM, SharerCacheMemo, build_features, build_layer_map, make_trainer
 from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.data import MCItem, format_prompt
-from c2c_hf.demo import FactInPrompt
+from c2c_hf.demo import FactInPrompt, TrainedTextToText, train_hint_reader
 from c2c_hf.demo.world import ATTRIBUTES, Entity, World
 from c2c_hf.evaluation import (
     LM,
+    Routing,
     Scoring,
     build_methods,
     build_report,
@@ -75,6 +77,8 @@ from knowledge_setup import (
 )
 from knowledge_sharer import check_sharer, train_sharer
 
+ROUTING_FIT_QUESTIONS = 64  # the routing baseline's classifier: questions about fuser-training people
+
 # --------------------------------------------------------------------------- the fuser
 
 
@@ -84,18 +88,51 @@ def fuser_rows(
     """Questions about `people` as chat rows. `prompt="choices"`: the harness's multiple-choice prompt, answered
     with the right choice's text (`answer="text"`, as the demo's models answer) or its letter (`"letter"`);
     `prompt="open"`: the bare question, answered with the fact's canonical statement ("Trenkai lives in Dublin.")."""
+    def row(item: MCItem) -> dict:
+        user = item.question if prompt == "open" else format_prompt(item)
+        reply = fuser_reply(world, item, prompt, answer)
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+
+    return datasets.Dataset.from_list([row(item) for item in fuser_questions(world, people, per_fact, seed)])
+
+
+def fuser_questions(world: World, people: list[Entity], per_fact: int, seed: int) -> list[MCItem]:
+    """The fuser's training questions: `per_fact` about every fact of `people`, shuffled (seeded)."""
     rng = random.Random(f"fuser-{seed}")
     items = [world.question(e, a, rng, tag=f"#{k}") for e in people for a in ATTRIBUTES for k in range(per_fact)]
     random.Random(seed).shuffle(items)
+    return items
 
-    def row(item: MCItem) -> dict:
-        if prompt == "open":
-            user, reply = item.question, world.fact_hint(item)
-        else:
-            user, reply = format_prompt(item), item.choices[item.gold] if answer == "text" else item.letters[item.gold]
-        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
 
-    return datasets.Dataset.from_list([row(item) for item in items])
+def fuser_reply(world: World, item: MCItem, prompt: str, answer: str) -> str:
+    """What the fuser's data answers `item` with (see `fuser_rows`)."""
+    if prompt == "open":
+        return world.fact_hint(item)
+    return item.choices[item.gold] if answer == "text" else item.letters[item.gold]
+
+
+def train_reader(args: argparse.Namespace) -> None:
+    """The trained text-to-text baseline (`c2c_hf.demo.train_hint_reader`): a rank-8 LoRA of the receiver, merged,
+    trained to answer the fuser's training questions from the sharer's written hints, with the fuser's data (the
+    same questions and replies), steps, batch size and learning rate -> `t2t-reader-<run>` beside the fusers."""
+    world, (runs, _) = load_world(args), experiment_dirs(args)
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
+    receiver = AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=args.dtype)
+    sharer = LM(AutoModelForCausalLM.from_pretrained(runs / "sharer-private", dtype=args.dtype).eval(),
+                AutoTokenizer.from_pretrained(runs / "sharer-private"))  # fmt: skip
+    people, _ = split_fuser_people(world, args.validation_people)
+    items = fuser_questions(world, people, args.questions_per_fact, args.seed)
+    out = runs / f"t2t-reader-{run_name(args)}"
+    with tempfile.TemporaryDirectory() as workdir:
+        reader = train_hint_reader(
+            receiver, receiver_tokenizer, sharer, items, steps=args.fuser_steps, batch_size=args.fuser_batch_size,
+            lr=args.fuser_lr, rank=8, hint_tokens=args.hint_tokens, seed=args.seed, workdir=workdir,
+            prompt=args.prompt, answer=lambda item: fuser_reply(world, item, args.prompt, args.fuser_answer),
+            hint_batch_size=8,
+        )  # fmt: skip
+    reader.save_pretrained(out)
+    receiver_tokenizer.save_pretrained(out)
+    print(f"trained text-to-text reader -> {out}")
 
 
 def run_name(args: argparse.Namespace) -> str:
@@ -194,8 +231,17 @@ def evaluate_heldout(args: argparse.Namespace, model: C2CForCausalLM, output: Pa
     world, receiver_tokenizer = load_world(args), AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)
     sharer_tokenizer = AutoTokenizer.from_pretrained(model.config.sharer_name_or_path)
     scoring = Scoring("generate", args.max_new_tokens, args.prompt)
-    names = [m for m in args.methods if m != FactInPrompt.name]
+    names = [m for m in args.methods if m not in (FactInPrompt.name, TrainedTextToText.name)]
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, names, scoring, args.hint_tokens)
+    for method in methods:
+        if isinstance(method, Routing):  # fitted on the fuser-training people's questions
+            people, _ = split_fuser_people(world, args.validation_people)
+            method.fit(fuser_questions(world, people, 1, args.seed)[:ROUTING_FIT_QUESTIONS])
+    if TrainedTextToText.name in args.methods:
+        reader_path = experiment_dirs(args)[0] / f"t2t-reader-{run_name(args)}"
+        reader = AutoModelForCausalLM.from_pretrained(reader_path, dtype=args.dtype).eval()
+        methods.append(TrainedTextToText(LM(reader, receiver_tokenizer), LM(model.sharer, sharer_tokenizer), scoring,
+                                         args.hint_tokens))  # fmt: skip
     if FactInPrompt.name in args.methods:
         methods.append(FactInPrompt(LM(model.receiver, receiver_tokenizer), world, scoring))
     benchmark = "heldout" if args.split == "test" else "validation"
@@ -263,7 +309,8 @@ def run_baselines(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "stage", choices=("sharer", "check", "fuser", "eval", "baselines", "summary", "segmentation", "seeds")
+        "stage",
+        choices=("sharer", "check", "fuser", "reader", "eval", "baselines", "summary", "segmentation", "seeds"),
     )
     add_world_arguments(parser)
     add_location_arguments(parser)
@@ -332,7 +379,7 @@ def main() -> None:
     args.methods = args.methods or {"eval": METHODS, "baselines": [m for m in METHODS if m != "c2c"]}.get(args.stage)
     torch.set_num_threads(args.threads)
     experiment_dirs(args)[0].mkdir(parents=True, exist_ok=True)
-    stages = {"sharer": train_sharer, "check": check_sharer, "fuser": train_fuser, "eval": run_eval,
+    stages = {"sharer": train_sharer, "check": check_sharer, "fuser": train_fuser, "reader": train_reader, "eval": run_eval,
               "baselines": run_baselines, "summary": summarize, "segmentation": segmentation,
               "seeds": seed_mean}  # fmt: skip
     stages[args.stage](args)

@@ -29,9 +29,11 @@ sharer() {  # RUN_DIR REPORT_DIR STEPS knowledge.py-flags...
 sharer $RUNS/seed-1/world-224-32/dense-sharer $RESULTS/seed-1/world-224-32/dense-sharer 600 "${D[@]}"
 sharer $RUN $REPORT 300 "${R[@]}"
 
-# 2. The baselines on the validation people (one process, two threads).
+# 2. The baselines on the validation people (one process, two threads); routing's classifier is fitted on questions
+#    about fuser-training people.
 B=$REPORT/validation/open/baselines/results.json
-[ -f $B ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads 2 "${VALIDATION[@]}"
+[ -f $B ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads 2 "${VALIDATION[@]}" \
+  --methods receiver sharer t2t routing fact_in_prompt
 
 # 3. Candidate fusers (the families of the earlier study), each scored on the validation people only. 37 min a fuser
 #    and about 3 min an evaluation, two at a time on one thread each.
@@ -51,7 +53,12 @@ wait $first
 fuse projection h64-top7 "${H64[@]}" & first=$!
 fuse projection h16-top2 --layer-map top2 --fuser-hidden-size 16 --fuser-lr 3e-3
 wait $first
+#    The trained text-to-text baseline: a receiver LoRA reading the sharer's hints, with the 64-wide fusers' data,
+#    steps, batch and learning rate (`knowledge.py reader`), scored on validation beside them.
+READER=(--prompt open --questions-per-fact 3 --fusion projection --tag h64-top7-span --fuser-steps 900 --fuser-lr 1e-3)
+[ -d $RUN/t2t-reader-open-projection-h64-top7-span ] || python $K reader "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads 2
+grep -qs '"t2t_trained"' $B || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads 2 "${VALIDATION[@]}" \
+  --methods t2t_trained
 
 # 4. The test people (after the choice, once per reported configuration: the chosen fuser and the method's full
-#    fuser, each with fuser seeds 0, 1, 2, and the baselines) is added here once stage 3's validation reports are in;
-#    the trained text-to-text and routing baselines must first be added to knowledge.py.
+#    fuser, each with fuser seeds 0, 1, 2, and the baselines) is added here once stage 3's validation reports are in.

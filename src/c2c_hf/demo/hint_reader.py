@@ -32,13 +32,15 @@ class TrainedTextToText(TextToText):
     name = "t2t_trained"
 
 
-def sharer_hints(sharer: LM, items: Sequence[MCItem], max_new_tokens: int, batch_size: int = 64) -> dict[str, str]:
-    """The sharer's greedy hint for each item's question (its text-to-text request), by item id."""
+def sharer_hints(
+    sharer: LM, items: Sequence[MCItem], max_new_tokens: int, batch_size: int = 64, prompt: str = "choices"
+) -> dict[str, str]:
+    """The sharer's greedy hint for each item's question (its text-to-text request for `prompt`), by item id."""
     hints = {}
     for start in range(0, len(items), batch_size):
         batch = list(items[start : start + batch_size])
         with torch.no_grad():
-            written = sharer.generate([hint_request(item) for item in batch], max_new_tokens)
+            written = sharer.generate([hint_request(item, prompt) for item in batch], max_new_tokens)
         hints.update({item.id: text for item, (text, _) in zip(batch, written)})
     return hints
 
@@ -59,6 +61,9 @@ def train_hint_reader(
     progress: bool = True,
     until_learnt: Callable[[Callable[[], float]], DecayWhenLearnt] | None = None,
     probe_questions: int = 64,
+    prompt: str = "choices",
+    answer: Callable[[MCItem], str] = answer_text,
+    hint_batch_size: int = 64,
 ) -> PreTrainedModel:
     """A copy of `receiver` with a rank-`rank` LoRA trained (then merged) to answer `items` from the sharer's hints.
 
@@ -66,18 +71,19 @@ def train_hint_reader(
     question's phrasing) and every question on that fact is read with it; `steps` x `batch_size` examples are drawn
     from the questions in a seeded shuffle, and trained with the demo's pretraining loop (loss on the answer only).
     `until_learnt` (the fuser's rule, given a probe) makes the schedule the fuser's "until learnt" one, probed on the
-    first `probe_questions` of `items` read with their hints; `steps` is then its cap.
+    first `probe_questions` of `items` read with their hints; `steps` is then its cap. `prompt` ("choices" or
+    "open") and `answer` (the reply trained on) follow the fuser's data: the demo's answer the choice's text.
     """
     first_per_fact: dict[str, MCItem] = {}
     for item in items:
         first_per_fact.setdefault(_fact_key(item), item)
-    hints = sharer_hints(sharer, list(first_per_fact.values()), hint_tokens)
+    hints = sharer_hints(sharer, list(first_per_fact.values()), hint_tokens, hint_batch_size, prompt)
     rng = random.Random(f"hint-reader-{seed}")
     drawn = [items[i % len(items)] for i in range(steps * batch_size)]
     rng.shuffle(drawn)
     examples = [
-        encode_chat(receiver_tokenizer, hinted_prompt(item, hints[first_per_fact[_fact_key(item)].id]),
-                    answer_text(item), prompt_weight=0.0)
+        encode_chat(receiver_tokenizer, hinted_prompt(item, hints[first_per_fact[_fact_key(item)].id], prompt),
+                    answer(item), prompt_weight=0.0)
         for item in drawn
     ]  # fmt: skip
     torch.manual_seed(seed)
@@ -86,7 +92,7 @@ def train_hint_reader(
     schedule = None
     if until_learnt is not None:
         probe = list(items[:probe_questions])
-        texts = [hinted_prompt(item, hints[first_per_fact[_fact_key(item)].id]) for item in probe]
+        texts = [hinted_prompt(item, hints[first_per_fact[_fact_key(item)].id], prompt) for item in probe]
         reader = LM(tuned, receiver_tokenizer)
         schedule = until_learnt(lambda: answer_accuracy(reader, probe, texts, max_new_tokens=8))
     pretrain(tuned, examples, steps=steps, batch_size=batch_size, lr=lr, pad_token_id=receiver_tokenizer.pad_token_id,
