@@ -121,14 +121,32 @@ def test_knowledge_world_seed_gets_its_own_folders_and_people():
     )
 
 
-def test_test_scorings_are_logged_and_counted_per_configuration(tmp_path):
+def test_test_scorings_are_logged_and_counted_per_configuration_and_method(tmp_path):
     import knowledge_setup
 
     log = tmp_path / "test-scorings.jsonl"
-    entry = {"world_seed": 1, "world": {"fuser": 208, "heldout": 32}, "config": "open/projection-h64"}
-    assert knowledge_setup.record_test_scoring(log, entry) == 1
-    assert knowledge_setup.record_test_scoring(log, {**entry, "config": "open/gated-h64"}) == 1
-    assert knowledge_setup.record_test_scoring(log, {**entry, "world_seed": 2}) == 1
-    assert knowledge_setup.record_test_scoring(log, entry) == 2
+    entry = {"world_seed": 1, "world": {"fuser": 208, "test": 32}, "config": "open/baselines", "methods": ["receiver"]}
+    assert knowledge_setup.record_test_scoring(log, entry) == {"receiver": 1}
+    assert knowledge_setup.record_test_scoring(log, {**entry, "config": "open/gated"}) == {"receiver": 1}
+    assert knowledge_setup.record_test_scoring(log, {**entry, "world_seed": 2}) == {"receiver": 1}
+    assert knowledge_setup.record_test_scoring(log, {**entry, "methods": ["t2t"]}) == {"receiver": 1, "t2t": 1}
+    assert knowledge_setup.record_test_scoring(log, entry) == {"receiver": 2, "t2t": 1}
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [row["scoring"] for row in rows] == [1, 1, 1, 2] and all(row["date"] for row in rows)
+    assert len(rows) == 5 and all(row["date"] for row in rows)
+
+
+def test_a_report_s_protocol_counts_its_most_scored_method(tmp_path):
+    import knowledge_setup
+
+    args = knowledge_args(results=tmp_path, split="test", selected_on="validation")
+    world = knowledge_setup.load_world(args)
+    first = knowledge_setup.test_protocol(args, world, "open/baselines", ["receiver", "t2t"])
+    assert first["test_evaluations"] == 1 and first["selected_on"] == "validation"
+    again = knowledge_setup.test_protocol(args, world, "open/baselines", ["t2t"], reported=["receiver", "t2t"])
+    assert again["test_evaluations"] == 2 and again["test_evaluations_per_method"] == {"receiver": 1, "t2t": 2}
+    args.split = "validation"
+    assert knowledge_setup.test_protocol(args, world, "open/baselines", ["t2t"]) == {
+        "scored_split": "validation", "selected_on": "validation"}
+    assert len((tmp_path / "test-scorings.jsonl").read_text().splitlines()) == 2
+    report = knowledge_setup.with_protocol({"results": {}, "environment": {"python": "3"}}, first)
+    assert list(report) == ["environment", "protocol", "results"]

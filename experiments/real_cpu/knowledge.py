@@ -58,7 +58,6 @@ from c2c_hf.evaluation import (
     merge_reports,
     save_report,
 )
-from c2c_hf.evaluation.environment import environment
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 from knowledge_reports import seed_mean, segmentation, summarize
@@ -70,10 +69,11 @@ from knowledge_setup import (
     add_world_arguments,
     experiment_dirs,
     load_world,
-    record_test_scoring,
     split_fuser_people,
     split_items,
     tagged,
+    test_protocol,
+    with_protocol,
 )
 from knowledge_sharer import check_sharer, train_sharer
 
@@ -231,12 +231,14 @@ def evaluate_heldout(args: argparse.Namespace, model: C2CForCausalLM, output: Pa
     world, receiver_tokenizer = load_world(args), AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)
     sharer_tokenizer = AutoTokenizer.from_pretrained(model.config.sharer_name_or_path)
     scoring = Scoring("generate", args.max_new_tokens, args.prompt)
-    names = [m for m in args.methods if m not in (FactInPrompt.name, TrainedTextToText.name)]
+    names = [m for m in args.methods if m not in (FactInPrompt.name, TrainedTextToText.name, Routing.name)]
     methods = build_methods(model, receiver_tokenizer, sharer_tokenizer, names, scoring, args.hint_tokens)
-    for method in methods:
-        if isinstance(method, Routing):  # fitted on the fuser-training people's questions
-            people, _ = split_fuser_people(world, args.validation_people)
-            method.fit(fuser_questions(world, people, 1, args.seed)[:ROUTING_FIT_QUESTIONS])
+    if Routing.name in args.methods:  # routes by both models' choice likelihoods (open questions have no letters)
+        routing = Routing(LM(model.receiver, receiver_tokenizer), LM(model.sharer, sharer_tokenizer),
+                          Scoring("likelihood", args.max_new_tokens, args.prompt))  # fmt: skip
+        people, _ = split_fuser_people(world, args.validation_people)
+        routing.fit(fuser_questions(world, people, 1, args.seed)[:ROUTING_FIT_QUESTIONS])  # fuser-training people
+        methods.append(routing)
     if TrainedTextToText.name in args.methods:
         reader_path = experiment_dirs(args)[0] / f"t2t-reader-{run_name(args)}"
         reader = AutoModelForCausalLM.from_pretrained(reader_path, dtype=args.dtype).eval()
@@ -247,23 +249,21 @@ def evaluate_heldout(args: argparse.Namespace, model: C2CForCausalLM, output: Pa
     benchmark = "heldout" if args.split == "test" else "validation"
     items = split_items(world, args.split, args.seed, args.validation_people)
     results = evaluate(methods, {benchmark: items}, batch_size=1)
-    protocol = {"scored_split": args.split, "selected_on": args.selected_on}
-    if args.split == "test":
-        entry = {"world_seed": args.seed, "world": {role: len(p) for role, p in world.entities.items()},
-                 "config": str(output.relative_to(args.results.resolve())), "methods": list(args.methods),
-                 "selected_on": args.selected_on, "git_commit": environment().get("git_commit")}  # fmt: skip
-        protocol["test_evaluations"] = record_test_scoring(args.results.resolve() / "test-scorings.jsonl", entry)
     config = {
         "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
         "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
         "prompt": args.prompt, "mode": "generate", "max_new_tokens": args.max_new_tokens,
         "hint_tokens": args.hint_tokens, "dtype": f"{args.dtype} bases", "threads": torch.get_num_threads(),
-        "batch_size": 1, "protocol": protocol,
+        "batch_size": 1,
+        "routing": f"likelihood mode (choice likelihoods), fitted on {ROUTING_FIT_QUESTIONS} questions about fuser-training "
+                   "people",
     } | config  # fmt: skip
     report = build_report(results, config)
     earlier = earlier_rows(output, args.methods)
     if earlier is not None:
         report = merge_reports([earlier, report])
+    name = str(output.relative_to(args.results.resolve()))
+    report = with_protocol(report, test_protocol(args, world, name, [m.name for m in methods], list(report["results"])))
     save_report(report, output)
     print(markdown_table(report))
 

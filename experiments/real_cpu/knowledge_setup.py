@@ -125,17 +125,50 @@ def split_items(world: World, split: str, seed: int, validation_people: int) -> 
             for k in range(2)]  # fmt: skip
 
 
-def record_test_scoring(log: Path, entry: dict) -> int:
-    """Append one scoring of a world's test people (`entry`: at least `world_seed`, `world` and `config`) to the
-    JSON-lines `log`, and return how many times that configuration has now been scored on those people, this one
-    included: the report's `protocol.test_evaluations`. The log is committed, so a best-of-N cannot hide."""
-    key = (entry["world_seed"], json.dumps(entry["world"], sort_keys=True), entry["config"])
+def record_test_scoring(log: Path, entry: dict) -> dict[str, int]:
+    """Append one scoring of a world's test people (`entry`: `world_seed`, `world`, `config` and the `methods`
+    scored) to the JSON-lines `log`, and return, per method ever scored for that configuration on those people, how
+    many times it has been, this scoring included. The log is committed, so a best-of-N cannot hide."""
+
+    def key(e: dict) -> tuple:
+        return e["world_seed"], json.dumps(e["world"], sort_keys=True), e["config"]
+
     earlier = []
     if log.is_file():
         earlier = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    count = 1 + sum((e["world_seed"], json.dumps(e["world"], sort_keys=True), e["config"]) == key for e in earlier)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as lines:
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        lines.write(json.dumps({**entry, "scoring": count, "date": stamp}) + "\n")
-    return count
+        lines.write(json.dumps({**entry, "date": stamp}) + "\n")
+    counts: dict[str, int] = {}
+    for e in [*earlier, entry]:
+        if key(e) == key(entry):
+            for method in e["methods"]:
+                counts[method] = counts.get(method, 0) + 1
+    return counts
+
+
+def with_protocol(report: dict, protocol: dict) -> dict:
+    """`report` with `protocol` as its second key, after `environment` (every committed results file starts so)."""
+    rest = {key: value for key, value in report.items() if key not in ("environment", "protocol")}
+    return {"environment": report.get("environment"), "protocol": protocol, **rest}
+
+
+def test_protocol(
+    args: argparse.Namespace, world: World, config: str, scored: list[str], reported: list[str] | None = None
+) -> dict:
+    """The protocol of a report of `--split` on `config`: where it was chosen (`--selected-on`) and, for the test
+    people, how often each of its `reported` methods (default: the `scored` ones) has been scored on them for
+    `config`, this scoring of `scored` included (`record_test_scoring` on the committed
+    `<--results>/test-scorings.jsonl`); `test_evaluations` is the most of these."""
+    from c2c_hf.evaluation.environment import environment
+
+    protocol = {"scored_split": args.split, "selected_on": args.selected_on}
+    if args.split == "test":
+        entry = {"world_seed": args.seed, "world": {role: len(p) for role, p in world.entities.items()},
+                 "config": config, "methods": list(scored), "selected_on": args.selected_on,
+                 "git_commit": environment().get("git_commit")}  # fmt: skip
+        counts = record_test_scoring(args.results.resolve() / "test-scorings.jsonl", entry)
+        per_method = {method: counts.get(method, 0) for method in (reported or scored)}
+        protocol |= {"test_evaluations": max(per_method.values()), "test_evaluations_per_method": per_method}
+    return protocol

@@ -21,7 +21,7 @@ from c2c_hf.demo.world import ATTRIBUTES, QUESTIONS, World
 from c2c_hf.evaluation import LM, Direct, Scoring, build_report, evaluate, hint_request, markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
-from knowledge_setup import RECEIVER, SHARER, experiment_dirs, load_world, split_items
+from knowledge_setup import RECEIVER, SHARER, experiment_dirs, load_world, split_items, test_protocol, with_protocol
 
 
 def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:
@@ -194,6 +194,8 @@ def check_sharer(args: argparse.Namespace) -> None:
     }  # fmt: skip
     benchmark = "heldout" if args.split == "test" else "validation"
     report = build_report(evaluate([method], {benchmark: items}, batch_size=8), config)
+    report = with_protocol(report, test_protocol(args, world, str((reports / "sharer-check").relative_to(
+        args.results.resolve())), ["sharer"]))  # fmt: skip
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "sharer-check.json").write_text(json.dumps(report, indent=1) + "\n")
     print(markdown_table(report))
