@@ -84,3 +84,21 @@ def test_near_misses_are_of_the_answers_kind():
     assert snippets.near_misses((1, 2, 3), [])[:2] == ["[3, 2, 1]", "[1, 2]"]  # sorted is the answer itself
     with pytest.raises(ValueError, match="split"):
         snippets.snippet_items(0, "heldout", 1)
+
+
+def test_fuser_rows_are_training_programs_answered_with_their_output(tmp_path):
+    """The fuser's rows: training-split programs only, each answered with the interpreter's printed output."""
+    import json
+
+    import snippet_rows
+
+    output = tmp_path / "rows.jsonl"
+    snippet_rows.main(["--difficulty", "basic", "--size", "12", "--output", str(output)])
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    items = snippets.snippet_items(0, "train", 12, "basic")
+    assert len(rows) == 12
+    for row, item in zip(rows, items):
+        user, reply = row["messages"]
+        code = snippets.item_program(item)
+        assert user == {"role": "user", "content": item.question} and snippets.split_of(code) == "train"
+        assert reply == {"role": "assistant", "content": cpython_output(code).strip()}
