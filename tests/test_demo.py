@@ -325,6 +325,27 @@ def test_summary_over_seeds_uses_t_intervals_of_per_seed_figures(tmp_path):
         write_seed_summary({0: reports[0]}, tmp_path)
 
 
+def test_a_summary_of_validation_runs_is_over_the_validation_people(tmp_path):
+    """`c2c-hf demo --seeds ... --splits validation` (for choosing) summarises the validation questions."""
+    from c2c_hf.demo.seeds import write_seed_summary
+
+    latency = {"receiver": 0.01, "sharer": 0.01, "routing": 0.02, "t2t": 0.05, "c2c": 0.02}
+    reports = {}
+    for seed, c2c in {0: 0.8, 1: 0.6}.items():
+        report = seed_report({"receiver": 0.2, "sharer": 1.0, "routing": 1.0, "t2t": 0.5, "c2c": c2c},
+                             {"receiver": 0.1, "sharer": 0.0, "routing": 0.0, "t2t": 0.5, "c2c": 0.7}, latency)  # fmt: skip
+        report["results"] = {m: {k.replace("-test", "-validation"): v for k, v in by.items()}
+                             for m, by in report["results"].items()}  # fmt: skip
+        report["config"]["demo"] = {"splits": ["validation"]}
+        reports[seed] = report
+    content = write_seed_summary(reports, tmp_path)
+    assert content["summary"]["transfer"]["benchmark"] == "transfer-validation"
+    assert content["summary"]["transfer"]["accuracy"]["c2c"]["per_seed"] == [0.8, 0.6]
+    reports[1]["config"]["demo"] = {"splits": ["test"]}
+    with pytest.raises(ValueError, match=r"The worlds scored no split in common"):
+        write_seed_summary(reports, tmp_path)
+
+
 # --------------------------------------------------------------------------- trained text-to-text, targets
 
 

@@ -189,10 +189,21 @@ def plot_seeds(summaries: Mapping[str, Mapping[str, Any]], path: str | Path) -> 
     figure.savefig(path, dpi=150)
 
 
+def summary_split(reports: Mapping[int, Mapping[str, Any]]) -> str:
+    """The split a summary over worlds is about: the test people when every world scored them, else the validation
+    people (a `--splits validation` run, for choosing)."""
+    scored = [set(report["config"].get("demo", {}).get("splits", [TEST])) for report in reports.values()]
+    common = set.intersection(*scored) if scored else set()
+    if not common:
+        raise ValueError(f"The worlds scored no split in common ({[sorted(s) for s in scored]}): summarise like runs.")
+    return TEST if TEST in common else sorted(common)[0]
+
+
 def write_seed_summary(reports: Mapping[int, Mapping[str, Any]], output: str | Path) -> dict[str, Any]:
     """`seeds.json`, `seeds.md` and `seeds.png` in `output` from the per-seed reports; returns the JSON content."""
     output = Path(output)
-    summary = {task: seed_summary(reports, f"{task}-{TEST}") for task in TASKS}
+    split = summary_split(reports)
+    summary = {task: seed_summary(reports, f"{task}-{split}") for task in TASKS}
     quick = any(reports[seed]["config"].get("demo", {}).get("quick") for seed in reports)
     targets = seed_targets(summary["transfer"], summary["complementary"], quick)
     content = {
@@ -221,4 +232,14 @@ def run_seeds(seeds: Sequence[int], output: str | Path, run_one: Callable[[int, 
     return content
 
 
-__all__ = ["DIFFERENCES", "plot_seeds", "readme_summary", "run_seeds", "seed_summary", "seed_targets", "seeds_markdown", "write_seed_summary"]
+__all__ = [
+    "DIFFERENCES",
+    "plot_seeds",
+    "readme_summary",
+    "run_seeds",
+    "seed_summary",
+    "seed_targets",
+    "seeds_markdown",
+    "summary_split",
+    "write_seed_summary",
+]
