@@ -108,8 +108,8 @@ def train_fuser(
     """The project's training path: `build_features` + `C2CDataCollator` + `make_trainer` (stock Trainer) on the
     chat rows of `items`. The sharer runs once per distinct prompt (`SharerCacheMemo`): the rows repeat over the
     epochs. With `fuser_schedule="until_learnt"` the rate stays constant until the C2C model answers
-    `probe_questions` of `items` (training questions) at `probe_threshold`. Returns the logged losses and what the
-    schedule did."""
+    `probe_questions` of `items` (training questions) at `fuser_probe_threshold`. Returns the logged losses and what
+    the schedule did."""
     features, _ = build_features(fuser_dataset(items), receiver_tokenizer, max_length=256)
     schedule = None
     if config.fuser_schedule == UNTIL_LEARNT:
