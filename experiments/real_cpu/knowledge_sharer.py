@@ -18,7 +18,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from c2c_hf.data import format_prompt
 from c2c_hf.demo.world import ATTRIBUTES, QUESTIONS, World
-from c2c_hf.evaluation import LM, Direct, Scoring, build_report, evaluate, hint_request, markdown_table
+from c2c_hf.evaluation import LM, Direct, Scoring, build_report, environment, evaluate, hint_request, markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 from knowledge_setup import RECEIVER, SHARER, experiment_dirs, load_world, split_items, test_protocol, with_protocol
@@ -169,7 +169,8 @@ def train_sharer(args: argparse.Namespace) -> None:
     settings = {name: getattr(args, name) for name in ("sharer", "recall_over", "sharer_tag", "sharer_steps",
                                                        "batch_size", "lora_r", "sharer_lr", "group_by_length",
                                                        "run_token_mean", "dtype", "threads", "seed")}  # fmt: skip
-    record = {"settings": settings, "losses": log, "seconds": time.perf_counter() - began}
+    record = {"environment": environment(), "protocol": {"kind": "training log: no split scored"},
+              "settings": settings, "losses": log, "seconds": time.perf_counter() - began}  # fmt: skip
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "sharer-log.json").write_text(json.dumps(record))
     print(f"sharer with private knowledge -> {out}")
