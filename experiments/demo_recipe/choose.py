@@ -112,7 +112,7 @@ def main() -> None:
             reader = None
             if config.trained_t2t:
                 reader = train_t2t_receiver(config, world, model.receiver, bases.receiver_tokenizer,
-                                     LM(model.sharer, bases.sharer_tokenizer), progress=True)  # fmt: skip
+                                            LM(model.sharer, bases.sharer_tokenizer), progress=True)  # fmt: skip
             methods = demo_methods(config, world, model, bases, reader)
             keep = {"c2c", "t2t_trained"} | ({"receiver", "sharer", "t2t", "routing", "fact_in_prompt"}
                                               if args.baselines else set())  # fmt: skip

@@ -69,8 +69,10 @@ from knowledge_setup import (
     add_world_arguments,
     experiment_dirs,
     load_world,
+    split_benchmark,
     split_fuser_people,
     split_items,
+    split_root,
     tagged,
     test_protocol,
     with_protocol,
@@ -195,15 +197,10 @@ def train_fuser(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- evaluation
 
 
-def split_root(args: argparse.Namespace, results: Path) -> Path:
-    """Where the reports of `--split` go: the results folder for test, its `validation/` subfolder for validation."""
-    return results / "validation" if args.split == "validation" else results
-
-
 def report_dir(args: argparse.Namespace, results: Path) -> Path:
     """`gated/`, `letter-answers/gated/`, `open/gated-h64/`...: where a fuser's evaluation report goes (below
     `split_root`)."""
-    results = split_root(args, results)
+    results = split_root(args.split, results)
     if args.prompt == "open":
         output = results / "open" / args.fusion
     else:
@@ -246,18 +243,17 @@ def evaluate_heldout(args: argparse.Namespace, model: C2CForCausalLM, output: Pa
                                          args.hint_tokens))  # fmt: skip
     if FactInPrompt.name in args.methods:
         methods.append(FactInPrompt(LM(model.receiver, receiver_tokenizer), world, scoring))
-    benchmark = "heldout" if args.split == "test" else "validation"
     items = split_items(world, args.split, args.seed, args.validation_people)
-    results = evaluate(methods, {benchmark: items}, batch_size=1)
+    results = evaluate(methods, {split_benchmark(args.split): items}, batch_size=1)
     config = {
         "task": "private knowledge: held-out invented people, known to the sharer (LoRA) only; 2 questions per fact",
         "world": {role: len(people) for role, people in world.entities.items()}, "seed": args.seed,
         "prompt": args.prompt, "mode": "generate", "max_new_tokens": args.max_new_tokens,
         "hint_tokens": args.hint_tokens, "dtype": f"{args.dtype} bases", "threads": torch.get_num_threads(),
         "batch_size": 1,
-        "routing": f"likelihood mode (choice likelihoods), fitted on {ROUTING_FIT_QUESTIONS} questions about fuser-training "
-                   "people",
     } | config  # fmt: skip
+    if Routing.name in args.methods:
+        config["routing"] = f"likelihood mode, fitted on {ROUTING_FIT_QUESTIONS} questions about fuser-training people"
     report = build_report(results, config)
     earlier = earlier_rows(output, args.methods)
     if earlier is not None:
@@ -292,8 +288,8 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def run_baselines(args: argparse.Namespace) -> None:
-    """The methods without a fuser (`--methods`, default receiver, sharer, t2t, fact_in_prompt) -> `open/baselines/`: they
-    depend on the sharer only, so they run in any session, before or after its fusers."""
+    """The methods without a fuser (`--methods`, default receiver, sharer, t2t, fact_in_prompt) -> `open/baselines/`:
+    they depend on the sharer only, so they run in any session, before or after its fusers."""
     runs, reports = experiment_dirs(args)
     if "c2c" in args.methods:
         raise ValueError("The baselines stage evaluates no fuser: drop c2c from --methods (the eval stage runs it).")
@@ -302,7 +298,7 @@ def run_baselines(args: argparse.Namespace) -> None:
     sharer = AutoModelForCausalLM.from_pretrained(runs / "sharer-private", dtype=args.dtype)
     sharer_tokenizer = AutoTokenizer.from_pretrained(runs / "sharer-private")
     model = C2CForCausalLM.from_base_models(receiver, sharer, receiver_tokenizer, sharer_tokenizer)  # fuser unused
-    output = split_root(args, reports) / ("open" if args.prompt == "open" else "") / "baselines"
+    output = split_root(args.split, reports) / ("open" if args.prompt == "open" else "") / "baselines"
     evaluate_heldout(args, model, output, {})
 
 

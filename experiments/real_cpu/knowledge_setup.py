@@ -32,8 +32,9 @@ def load_world(args: argparse.Namespace) -> World:
 
 def experiment_dirs(args: argparse.Namespace, sharer: str | None = None) -> tuple[Path, Path]:
     """(runs, results) folders below `--runs` / `--results` (`.../knowledge/` by default): the root for the default
-    world, `seed-<S>/` for another world seed (other people), `world-<F>-<H>/` for another size, and a `recall-sharer/` (`dense-sharer/`) subfolder for everything built
-    on the recall (dense) sharer (`--sharer`; `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`; a
+    world, `seed-<S>/` for another world seed (other people), `world-<F>-<H>/` for another size, and a
+    `recall-sharer/` (`dense-sharer/`) subfolder for everything built on the recall (dense) sharer (`--sharer`;
+    `recall-sharer-<tag>/` for another recipe of it, `--sharer-tag`; a
     recall sharer over the dense one in `dense-sharer/recall-sharer/`). `sharer` names another sharer than
     `--sharer` (a base of it), whose folders take no tag."""
     if args.sharer_tag and args.sharer == "statements":
@@ -108,6 +109,16 @@ def heldout_items(world: World, seed: int) -> list[MCItem]:
 
 
 SPLITS = ("validation", "test")  # the scored splits: choices on validation, test scored once per configuration
+
+
+def split_root(split: str, results: Path) -> Path:
+    """Where the reports of `split` go: the results folder for test, its `validation/` subfolder for validation."""
+    return results / "validation" if split == "validation" else results
+
+
+def split_benchmark(split: str) -> str:
+    """The benchmark name of `split` in a report: `heldout` for the test people (as every earlier report has it)."""
+    return "heldout" if split == "test" else split
 
 
 def split_items(world: World, split: str, seed: int, validation_people: int) -> list[MCItem]:

@@ -21,7 +21,17 @@ from c2c_hf.demo.world import ATTRIBUTES, QUESTIONS, World
 from c2c_hf.evaluation import LM, Direct, Scoring, build_report, environment, evaluate, hint_request, markdown_table
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
-from knowledge_setup import RECEIVER, SHARER, experiment_dirs, load_world, split_items, test_protocol, with_protocol
+from knowledge_setup import (
+    RECEIVER,
+    SHARER,
+    experiment_dirs,
+    load_world,
+    split_benchmark,
+    split_items,
+    split_root,
+    test_protocol,
+    with_protocol,
+)
 
 
 def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:
@@ -182,7 +192,7 @@ def check_sharer(args: argparse.Namespace) -> None:
     their `validation/` folder, in the evaluation's report format; the evaluation's sharer row asks both questions
     about each fact, one at a time). A sealed run checks on validation people."""
     world, (runs, reports) = load_world(args), experiment_dirs(args)
-    reports = reports / "validation" if args.split == "validation" else reports
+    reports = split_root(args.split, reports)
     sharer = AutoModelForCausalLM.from_pretrained(runs / "sharer-private", dtype=args.dtype).eval()
     sharer_lm = LM(sharer, AutoTokenizer.from_pretrained(runs / "sharer-private"))
     method = Direct("sharer", sharer_lm, Scoring("generate", args.max_new_tokens, "open"))
@@ -193,8 +203,7 @@ def check_sharer(args: argparse.Namespace) -> None:
         "max_new_tokens": args.max_new_tokens, "dtype": args.dtype, "threads": torch.get_num_threads(),
         "batch_size": 8,
     }  # fmt: skip
-    benchmark = "heldout" if args.split == "test" else "validation"
-    report = build_report(evaluate([method], {benchmark: items}, batch_size=8), config)
+    report = build_report(evaluate([method], {split_benchmark(args.split): items}, batch_size=8), config)
     report = with_protocol(report, test_protocol(args, world, str((reports / "sharer-check").relative_to(
         args.results.resolve())), ["sharer"]))  # fmt: skip
     reports.mkdir(parents=True, exist_ok=True)

@@ -126,12 +126,12 @@ class DemoConfig:
         `give_up`, it stops at `receiver_give_up_step` if still stuck there); for the sharer and the fuser not before
         their fixed schedule's decay (one that learns early trains as long as with its fixed schedule)."""
         steps = getattr(self, f"{prefix}_steps")
-        decay = steps // 5
+        decay, warmup_fraction = steps // 5, 10 if prefix == "fuser" else 20  # the fixed schedules' shares of steps
         receiver = prefix == "receiver"
         try:
             return DecayWhenLearnt(
                 probe, threshold=getattr(self, f"{prefix}_probe_threshold"),
-                warmup_steps=max(1, steps // (10 if prefix == "fuser" else 20)),
+                warmup_steps=max(1, steps // warmup_fraction),
                 min_steps=self.receiver_min_steps if receiver else steps - decay, decay_steps=decay,
                 max_steps=getattr(self, f"{prefix}_max_steps"),
                 check_every=self.probe_every, give_up_step=self.receiver_give_up_step if receiver and give_up else None,
@@ -140,7 +140,7 @@ class DemoConfig:
         except ValueError as error:
             raise ValueError(
                 f"DemoConfig's {prefix} steps do not fit its {UNTIL_LEARNT!r} schedule ({error}): set {prefix}_steps "
-                f"(warm-up 1/{10 if prefix == 'fuser' else 20}, decay 1/5 of it), "
+                f"(warm-up 1/{warmup_fraction}, decay 1/5 of it), "
                 + ("receiver_min_steps, receiver_give_up_step " if receiver else "")
                 + f"and {prefix}_max_steps to fit."
             ) from None

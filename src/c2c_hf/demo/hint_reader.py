@@ -94,7 +94,7 @@ def train_hint_reader(
         probe = list(items[:probe_questions])
         texts = [hinted_prompt(item, hints[first_per_fact[_fact_key(item)].id], prompt) for item in probe]
         reader = LM(tuned, receiver_tokenizer)
-        schedule = until_learnt(lambda: answer_accuracy(reader, probe, texts, max_new_tokens=8))
+        schedule = until_learnt(lambda: answer_accuracy(reader, probe, texts, 8, prompt))
     pretrain(tuned, examples, steps=steps, batch_size=batch_size, lr=lr, pad_token_id=receiver_tokenizer.pad_token_id,
              seed=seed, workdir=workdir, progress=progress, until_learnt=schedule)  # fmt: skip
     return tuned.merge_and_unload().eval()

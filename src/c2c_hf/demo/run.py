@@ -244,9 +244,9 @@ def _train_receiver(config: DemoConfig, folder: Path, threads: int, progress: bo
         world, receiver_tokenizer, steps * config.base_batch_size, config.seed, config.receiver_multi_fact_share,
         config.receiver_country_share, curriculum_length=config.receiver_steps * config.base_batch_size,
     )  # fmt: skip
-    # The probe: hinted questions (and its own countries) about context-only names, as it is trained on.
-    items, texts = receiver_probe(world, config.probe_questions, config.seed, config.receiver_multi_fact_share,
-                                  config.receiver_country_share)  # fmt: skip
+    if until_learnt:  # the probe: hinted questions (and its countries) about context-only names, as it is trained on
+        items, texts = receiver_probe(world, config.probe_questions, config.seed, config.receiver_multi_fact_share,
+                                      config.receiver_country_share)  # fmt: skip
     attempts = []
     for attempt in range(config.receiver_attempts if until_learnt else 1):
         receiver = build_receiver(receiver_tokenizer, config.seed + 1 + 1000 * attempt)

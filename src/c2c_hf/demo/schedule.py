@@ -109,13 +109,15 @@ class DecayWhenLearnt(TrainerCallback):
             self.log(message)
 
 
-def answer_accuracy(lm: LM, items: Sequence[MCItem], user_texts: Sequence[str], max_new_tokens: int) -> float:
-    """Share of `items` that `lm` answers right when asked `user_texts` (greedy, read as the harness reads answers),
-    in eval mode (the model's mode is restored): a probe for `DecayWhenLearnt`."""
+def answer_accuracy(
+    lm: LM, items: Sequence[MCItem], user_texts: Sequence[str], max_new_tokens: int, prompt: str = "choices"
+) -> float:
+    """Share of `items` that `lm` answers right when asked `user_texts` (greedy, read as the harness reads answers to
+    `prompt`-style questions), in eval mode (the model's mode is restored): a probe for `DecayWhenLearnt`."""
     was_training = lm.model.training
     lm.model.eval()
     with torch.no_grad():
-        predictions = respond(lm, items, user_texts, Scoring("generate", max_new_tokens))
+        predictions = respond(lm, items, user_texts, Scoring("generate", max_new_tokens, prompt))
     lm.model.train(was_training)
     return sum(p.correct for p in predictions) / len(predictions)
 

@@ -157,7 +157,8 @@ def _quick_summary(content: Mapping[str, Any]) -> str:
 
 
 def _duration_sentence(content: Mapping[str, Any]) -> str:
-    """" Each world took M-N min (...)" (or "M min" when they round alike): the per-seed wall times of the run, with its machine, when recorded."""
+    """" Each world took M-N min (...)" (or "M min" when they round alike): the per-seed wall times of the run, with
+    its machine, when recorded."""
     seconds = [s for s in content.get("total_seconds", {}).values() if s is not None]
     if not seconds:
         return ""
