@@ -123,20 +123,25 @@ def test_knowledge_world_seed_gets_its_own_folders_and_people():
 
 def test_test_scorings_are_logged_and_counted_per_configuration_and_method(tmp_path):
     import knowledge_setup
+    import sealed
 
     log = tmp_path / "test-scorings.jsonl"
     entry = {"world_seed": 1, "world": {"fuser": 208, "test": 32}, "config": "open/baselines", "methods": ["receiver"]}
-    assert knowledge_setup.record_test_scoring(log, entry) == {"receiver": 1}
-    assert knowledge_setup.record_test_scoring(log, {**entry, "config": "open/gated"}) == {"receiver": 1}
-    assert knowledge_setup.record_test_scoring(log, {**entry, "world_seed": 2}) == {"receiver": 1}
-    assert knowledge_setup.record_test_scoring(log, {**entry, "methods": ["t2t"]}) == {"receiver": 1, "t2t": 1}
-    assert knowledge_setup.record_test_scoring(log, entry) == {"receiver": 2, "t2t": 1}
+    def record(**changes) -> dict[str, int]:
+        return sealed.record_test_scoring(log, {**entry, **changes}, knowledge_setup.WORLD_IDENTITY)
+
+    assert record() == {"receiver": 1}
+    assert record(config="open/gated") == {"receiver": 1}
+    assert record(world_seed=2) == {"receiver": 1}
+    assert record(methods=["t2t"]) == {"receiver": 1, "t2t": 1}
+    assert record() == {"receiver": 2, "t2t": 1}
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(rows) == 5 and all(row["date"] for row in rows)
 
 
 def test_a_report_s_protocol_counts_its_most_scored_method(tmp_path):
     import knowledge_setup
+    import sealed
 
     args = knowledge_args(results=tmp_path, split="test", selected_on="validation")
     world = knowledge_setup.load_world(args)
@@ -148,5 +153,5 @@ def test_a_report_s_protocol_counts_its_most_scored_method(tmp_path):
     assert knowledge_setup.test_protocol(args, world, "open/baselines", ["t2t"]) == {
         "scored_split": "validation", "selected_on": "validation"}
     assert len((tmp_path / "test-scorings.jsonl").read_text().splitlines()) == 2
-    report = knowledge_setup.with_protocol({"results": {}, "environment": {"python": "3"}}, first)
+    report = sealed.with_protocol({"results": {}, "environment": {"python": "3"}}, first)
     assert list(report) == ["environment", "protocol", "results"]

@@ -41,7 +41,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from c2c_hf import C2CDataCollator, C2CForCausalLM, SharerCacheMemo, build_features, build_layer_map, make_trainer
+from c2c_hf import C2CDataCollator, C2CForCausalLM, SharerCacheMemo, build_features, make_trainer
 from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.data import MCItem, format_prompt
 from c2c_hf.demo import FactInPrompt, TrainedTextToText, train_hint_reader
@@ -75,9 +75,9 @@ from knowledge_setup import (
     split_root,
     tagged,
     test_protocol,
-    with_protocol,
 )
 from knowledge_sharer import check_sharer, train_sharer
+from sealed import layer_map, with_protocol
 
 ROUTING_FIT_QUESTIONS = 64  # the routing baseline's classifier: questions about fuser-training people
 
@@ -142,17 +142,6 @@ def run_name(args: argparse.Namespace) -> str:
     parts = (["open"] if args.prompt == "open" else []) + [args.fusion]
     parts += ["letter"] if args.prompt == "choices" and args.fuser_answer == "letter" else []
     return "-".join(parts + ([args.tag] if args.tag else []))
-
-
-def layer_map(strategy: str, receiver_layers: int, sharer_layers: int) -> str | list[int]:
-    """`terminal` / `proportional` (the library's), or `top<k>`: the terminal map with every receiver layer taking
-    at least the sharer's k-th layer from the top. `top2`: the sharer's last two layers, where the recall sharer
-    holds a fact at the name; `top4`: also layers 20-21, whose values hold it at the positions after the name;
-    `top7`: layers 17-23, where the dense recall sharer's values hold it at the name (its `sharer-kv-probe.json`)."""
-    if not strategy.startswith("top"):
-        return strategy
-    terminal = build_layer_map("terminal", receiver_layers, sharer_layers)
-    return [max(s, sharer_layers - int(strategy.removeprefix("top"))) for s in terminal]
 
 
 def train_fuser(args: argparse.Namespace) -> None:

@@ -8,10 +8,10 @@ Used by `knowledge.py` (the stages), `knowledge_sharer.py`, `knowledge_reports.p
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import random
 from pathlib import Path
+
+from sealed import record_test_scoring
 
 from c2c_hf.data import MCItem
 from c2c_hf.demo.world import Entity, World
@@ -23,6 +23,7 @@ RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
 DEFAULT_PEOPLE = (48, 16)  # fuser group, held-out group
 SHARERS = ("statements", "recall", "dense")  # see --sharer
 DTYPES = ("bfloat16", "float32")  # the bases'; the fuser stays fp32
+WORLD_IDENTITY = ("world_seed", "world", "config")  # a test scoring's identity: these people, this configuration
 METHODS = ["receiver", "sharer", "t2t", "c2c", "fact_in_prompt"]  # the eval stage's default; baselines: all but c2c
 
 
@@ -136,35 +137,6 @@ def split_items(world: World, split: str, seed: int, validation_people: int) -> 
             for k in range(2)]  # fmt: skip
 
 
-def record_test_scoring(log: Path, entry: dict) -> dict[str, int]:
-    """Append one scoring of a world's test people (`entry`: `world_seed`, `world`, `config` and the `methods`
-    scored) to the JSON-lines `log`, and return, per method ever scored for that configuration on those people, how
-    many times it has been, this scoring included. The log is committed, so a best-of-N cannot hide."""
-
-    def key(e: dict) -> tuple:
-        return e["world_seed"], json.dumps(e["world"], sort_keys=True), e["config"]
-
-    earlier = []
-    if log.is_file():
-        earlier = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as lines:
-        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        lines.write(json.dumps({**entry, "date": stamp}) + "\n")
-    counts: dict[str, int] = {}
-    for e in [*earlier, entry]:
-        if key(e) == key(entry):
-            for method in e["methods"]:
-                counts[method] = counts.get(method, 0) + 1
-    return counts
-
-
-def with_protocol(report: dict, protocol: dict) -> dict:
-    """`report` with `protocol` as its second key, after `environment` (every committed results file starts so)."""
-    rest = {key: value for key, value in report.items() if key not in ("environment", "protocol")}
-    return {"environment": report.get("environment"), "protocol": protocol, **rest}
-
-
 def test_protocol(
     args: argparse.Namespace, world: World, config: str, scored: list[str], reported: list[str] | None = None
 ) -> dict:
@@ -179,7 +151,7 @@ def test_protocol(
         entry = {"world_seed": args.seed, "world": {role: len(p) for role, p in world.entities.items()},
                  "config": config, "methods": list(scored), "selected_on": args.selected_on,
                  "git_commit": environment().get("git_commit")}  # fmt: skip
-        counts = record_test_scoring(args.results.resolve() / "test-scorings.jsonl", entry)
+        counts = record_test_scoring(args.results.resolve() / "test-scorings.jsonl", entry, WORLD_IDENTITY)
         per_method = {method: counts.get(method, 0) for method in (reported or scored)}
         protocol |= {"test_evaluations": max(per_method.values()), "test_evaluations_per_method": per_method}
     return protocol

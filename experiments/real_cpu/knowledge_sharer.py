@@ -30,8 +30,8 @@ from knowledge_setup import (
     split_items,
     split_root,
     test_protocol,
-    with_protocol,
 )
+from sealed import with_protocol
 
 
 def sharer_texts(world: World, count: int, seed: int, tokenizer) -> list[str]:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The printed-output task under the protocol (experiments/real_cpu/capability.py): fusers trained on the train
+# split's `basic` programs, every choice made on 200 validation programs, the 400 test programs scored once per
+# reported configuration (each scoring appended to $RESULTS/test-scorings.jsonl, committed). fp32 bases, one thread
+# a process. Re-run to resume: a finished report is skipped, an unfinished fuser resumes from its checkpoints
+# (runs/ stays on this machine, out of git).
+#   bash experiments/real_cpu/run-capability.sh   # stage 1: the choice, on validation only
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RESULTS=${RESULTS:-docs/results/real-cpu/capability} RUNS=${RUNS:-runs/real-cpu/capability}
+C="python experiments/real_cpu/capability.py --results $RESULTS --runs $RUNS"
+MODES=(--modes likelihood generate)
+
+# A fuser (its flags) trained, then scored on validation in both modes.
+candidate() {  # RUN_NAME [capability.py fuser flags]
+  local run=$1 && shift
+  [ -f $RUNS/$run/model.safetensors ] || $C fuser "$@"
+  [ -f $RESULTS/validation/generate/$run/results.json ] || $C eval --split validation --run $run "${MODES[@]}"
+}
+
+# 1. Candidates on validation: the knowledge study's best family (projection only, 64 wide, the sharer's top seven
+#    layers, span alignment), the method's full fuser (gated, gates starting open) and the first one's control (the
+#    receiver as its own sharer: what a fuser gains from training alone); the baselines beside them.
+candidate projection-h64-top7-span-seed0 --fusion projection
+[ -f $RESULTS/validation/generate/baselines/results.json ] || $C baselines --split validation "${MODES[@]}"
+candidate control-projection-h64-top7-span-seed0 --fusion projection --control
+candidate gated-h64-top7-span-gate4-seed0 --fusion gated

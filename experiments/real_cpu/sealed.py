@@ -1,0 +1,173 @@
+"""What the sealed real-model results share: the committed log of test scorings, the protocol a report starts with,
+and the test summary over fuser seeds, which recomputes from the per-question outcomes it carries.
+
+A test summary (`test_summary`) holds, for every method and every fuser run, each question's outcome
+(`question_outcomes`: ids and right/wrong as a string of 1s and 0s), and from them: each one's accuracy with its
+Wilson interval and, per configuration trained with several fuser seeds, two intervals of its difference to each
+baseline, labelled apart because they answer different questions:
+- `seed_t95`: the t-interval over the seeds of (the run's accuracy - the baseline's): how much another fuser seed
+  can move the result (the seeds are the sample);
+- `question_paired95`: the paired normal interval over the questions of (the seeds' mean outcome - the baseline's
+  outcome): how much other questions can move it, the seeds held fixed.
+`recompute_summary` rebuilds every number from the outcomes alone, which a test checks on every committed summary.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from c2c_hf import build_layer_map
+from c2c_hf.evaluation import normal_mean_interval, question_outcomes, t_interval, wilson_interval
+
+
+def record_test_scoring(log: Path, entry: dict, identity: Sequence[str]) -> dict[str, int]:
+    """Append one scoring of a test split (`entry`: the fields named by `identity`, which say what was scored on
+    which questions, and the `methods` scored) to the JSON-lines `log`, and return, per method ever scored for that
+    identity, how many times it has been, this scoring included. The log is committed, so a best-of-N cannot hide."""
+
+    def key(e: dict) -> str:
+        return json.dumps([e.get(field) for field in identity], sort_keys=True)
+
+    earlier = []
+    if log.is_file():
+        earlier = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as lines:
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        lines.write(json.dumps({**entry, "date": stamp}) + "\n")
+    counts: dict[str, int] = {}
+    for e in [*earlier, entry]:
+        if key(e) == key(entry):
+            for method in e["methods"]:
+                counts[method] = counts.get(method, 0) + 1
+    return counts
+
+
+def with_protocol(report: dict, protocol: dict) -> dict:
+    """`report` with `protocol` as its second key, after `environment` (every committed results file starts so)."""
+    rest = {key: value for key, value in report.items() if key not in ("environment", "protocol")}
+    return {"environment": report.get("environment"), "protocol": protocol, **rest}
+
+
+def layer_map(strategy: str, receiver_layers: int, sharer_layers: int) -> str | list[int]:
+    """`terminal` / `proportional` (the library's), or `top<k>`: the terminal map with every receiver layer taking
+    at least the sharer's k-th layer from the top (the knowledge study's `top7`: the dense recall sharer's layers
+    17-23, whose values hold a fact at the name, its `sharer-kv-probe.json`)."""
+    if not strategy.startswith("top"):
+        return strategy
+    terminal = build_layer_map("terminal", receiver_layers, sharer_layers)
+    return [max(s, sharer_layers - int(strategy.removeprefix("top"))) for s in terminal]
+
+
+def outcome_vector(outcomes: Mapping[str, Any]) -> dict[str, int]:
+    """`question_outcomes` as {question id: 1 right / 0 wrong}."""
+    return {i: int(c) for i, c in zip(outcomes["ids"], outcomes["correct"], strict=True)}
+
+
+def seed_differences(runs: Sequence[Mapping[str, int]], baseline: Mapping[str, int]) -> dict[str, Any]:
+    """The runs (one per fuser seed, {id: 0/1}) minus `baseline` on the same questions: per seed, their mean, the
+    t-interval over the seeds (`seed_t95`) and the paired interval over the questions of the seeds' mean outcome
+    (`question_paired95`)."""
+    ids = sorted(baseline)
+    for run in runs:
+        if sorted(run) != ids:
+            raise ValueError(
+                "A fuser run and its baseline were scored on different questions; score both on one split."
+            )
+    per_seed = [sum(run[i] - baseline[i] for i in ids) / len(ids) for run in runs]
+    mean, seed_t95 = t_interval(per_seed)
+    per_question = [statistics.fmean(run[i] for run in runs) - baseline[i] for i in ids]
+    _, question_paired95 = normal_mean_interval(per_question, ddof=1)
+    return {"per_seed": per_seed, "mean": mean, "seed_t95": list(seed_t95),
+            "question_paired95": list(question_paired95), "n": len(ids)}  # fmt: skip
+
+
+def recompute_summary(
+    outcomes: Mapping[str, Mapping[str, Any]],
+    configs: Mapping[str, Sequence[str]],
+    baselines: Iterable[str],
+    gap: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """From per-question `outcomes` (label -> `question_outcomes`): every label's accuracy with its Wilson interval,
+    and per configuration (name -> the labels of its fuser seeds) its seeds' accuracies, their mean with a t-interval
+    over the seeds, and `seed_differences` to every baseline label. With `gap` = (low, high) baseline labels, also
+    the share of the gap from low to high each seed closes, (run - low) / (high - low), with its t-interval over
+    the seeds (`gap_closed`)."""
+    vectors = {label: outcome_vector(o) for label, o in outcomes.items()}
+    accuracy = {}
+    for label, vector in vectors.items():
+        correct = sum(vector.values())
+        accuracy[label] = {"accuracy": correct / len(vector), "ci95": list(wilson_interval(correct, len(vector))),
+                           "n": len(vector)}  # fmt: skip
+    seeds = {}
+    for config, labels in configs.items():
+        runs = [vectors[label] for label in labels]
+        mean, interval = t_interval([accuracy[label]["accuracy"] for label in labels])
+        seeds[config] = {
+            "runs": list(labels), "mean": mean, "accuracy_seed_t95": list(interval),
+            "minus": {baseline: seed_differences(runs, vectors[baseline]) for baseline in baselines},
+        }  # fmt: skip
+        if gap is not None:
+            low, high = (accuracy[label]["accuracy"] for label in gap)
+            if high <= low:
+                raise ValueError(f"No gap to close: {gap[1]} ({high:.3f}) is not above {gap[0]} ({low:.3f}).")
+            shares = [(accuracy[label]["accuracy"] - low) / (high - low) for label in labels]
+            share, share_t95 = t_interval(shares)
+            seeds[config]["gap_closed"] = {"from": gap[0], "to": gap[1], "per_seed": shares, "mean": share,
+                                           "seed_t95": list(share_t95)}  # fmt: skip
+    return {"accuracy": accuracy, "seeds": seeds}
+
+
+def test_summary(
+    predictions: Mapping[str, Sequence[Mapping[str, Any]]],
+    configs: Mapping[str, Sequence[str]],
+    baselines: Sequence[str],
+    latency: Mapping[str, float],
+    metadata: Mapping[str, Any],
+    gap: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The committed summary of one split's scoring: `metadata` (environment, protocol, config: what was scored how),
+    each label's per-question `outcomes` (from report prediction dicts), its median `latency_median_s`, and the
+    numbers `recompute_summary` derives from the outcomes."""
+    outcomes = {label: question_outcomes(rows) for label, rows in predictions.items()}
+    return {**metadata, "baselines": list(baselines), "configs": {c: list(labels) for c, labels in configs.items()},
+            "gap": list(gap) if gap else None, **recompute_summary(outcomes, configs, baselines, gap),
+            "latency_median_s": dict(latency),
+            "outcomes": outcomes}  # fmt: skip
+
+
+def points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def interval(bounds: Sequence[float], signed: bool = True) -> str:
+    low, high = bounds
+    return f"[{points(low)}, {points(high)}]" if signed else f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def summary_markdown(summary: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    """Two tables of a test summary: every label's accuracy and latency, then each configuration's seeds against
+    each baseline with both intervals (`names`: label -> what the row says)."""
+    lines = ["| method | accuracy % [95% Wilson] | median latency |", "|---|---|---|"]
+    for label, row in summary["accuracy"].items():
+        latency = summary["latency_median_s"].get(label)
+        seconds = f"{latency:.3f} s" if latency is not None else ""
+        lines.append(
+            f"| {names.get(label, label)} | {100 * row['accuracy']:.1f} {interval(row['ci95'], False)} | {seconds} |"
+        )
+    lines += ["", "| configuration (seeds) | mean % [t over seeds] | minus | points | t over seeds | paired over questions |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for config, row in summary["seeds"].items():
+        runs = " / ".join(f"{100 * summary['accuracy'][label]['accuracy']:.1f}" for label in row["runs"])
+        head = f"{names.get(config, config)} ({runs})"
+        mean = f"{100 * row['mean']:.1f} {interval(row['accuracy_seed_t95'], False)}"
+        for baseline, d in row["minus"].items():
+            lines.append(f"| {head} | {mean} | {names.get(baseline, baseline)} | {points(d['mean'])} | "
+                         f"{interval(d['seed_t95'])} | {interval(d['question_paired95'])} |")  # fmt: skip
+            head = mean = ""
+    return lines
