@@ -155,3 +155,36 @@ def test_a_report_s_protocol_counts_its_most_scored_method(tmp_path):
     assert len((tmp_path / "test-scorings.jsonl").read_text().splitlines()) == 2
     report = sealed.with_protocol({"results": {}, "environment": {"python": "3"}}, first)
     assert list(report) == ["environment", "protocol", "results"]
+
+
+def test_a_test_summary_s_intervals_are_the_textbook_ones_and_recompute_from_its_outcomes():
+    import sealed
+    from scipy import stats
+
+    ids = [f"q{i}" for i in range(8)]
+
+    def rows(bits: list[int]) -> list[dict]:
+        return [{"id": i, "gold": "A", "predicted": "A" if b else "B", "correct": bool(b)} for i, b in zip(ids, bits)]
+
+    predictions = {"receiver": rows([0, 0, 0, 0, 1, 0, 0, 0]), "sharer": rows([1, 1, 1, 1, 1, 0, 1, 0]),
+                   "s0": rows([1, 1, 0, 0, 1, 0, 0, 0]), "s1": rows([1, 0, 1, 0, 1, 1, 0, 0]),
+                   "s2": rows([1, 1, 1, 0, 1, 0, 0, 1])}  # fmt: skip
+    summary = sealed.test_summary(predictions, {"c2c": ["s0", "s1", "s2"]}, ["receiver", "sharer"], {"s0": 0.5},
+                                  {"protocol": {"test_evaluations": 1}}, gap=("receiver", "sharer"))  # fmt: skip
+    assert summary["accuracy"]["s1"]["accuracy"] == 0.5 and summary["accuracy"]["receiver"]["n"] == 8
+    over_receiver = summary["seeds"]["c2c"]["minus"]["receiver"]
+    per_seed = [2 / 8, 3 / 8, 4 / 8]  # 3, 4 and 5 of 8 right, the receiver 1
+    half = stats.t.ppf(0.975, 2) * stats.sem(per_seed)
+    assert over_receiver["per_seed"] == pytest.approx(per_seed)
+    assert over_receiver["seed_t95"] == pytest.approx([3 / 8 - half, 3 / 8 + half])
+    by_question = [1, 2 / 3, 2 / 3, 0, 0, 1 / 3, 0, 1 / 3]  # the seeds' mean outcome minus the receiver's
+    half = stats.norm.ppf(0.975) * stats.tstd(by_question) / 8**0.5
+    assert over_receiver["question_paired95"] == pytest.approx([3 / 8 - half, 3 / 8 + half])
+    closed = summary["seeds"]["c2c"]["gap_closed"]  # (run - 1/8) / (6/8 - 1/8)
+    assert closed["per_seed"] == pytest.approx([0.4, 0.6, 0.8]) and closed["mean"] == pytest.approx(0.6)
+    stored = json.loads(json.dumps(summary))
+    again = sealed.recompute_summary(stored["outcomes"], stored["configs"], stored["baselines"], stored["gap"])
+    assert again == {"accuracy": stored["accuracy"], "seeds": stored["seeds"]}
+    predictions["s2"] = predictions["s2"][:7]
+    with pytest.raises(ValueError, match="scored on different questions"):
+        sealed.test_summary(predictions, {"c2c": ["s0", "s2"]}, ["receiver"], {}, {})

@@ -45,8 +45,6 @@ from c2c_hf.evaluation import (
     TextToText,
     build_report,
     environment,
-    load_report,
-    result_metadata,
     save_report,
     timed_predictions,
 )
@@ -54,7 +52,7 @@ from c2c_hf.evaluation import (
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 import snippets
 from capability_gap import exact_match
-from sealed import layer_map, record_test_scoring, summary_markdown, test_summary, with_protocol
+from sealed import layer_map, parse_configs, record_test_scoring, with_protocol, write_split_summary
 from snippet_rows import training_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,35 +192,25 @@ def run_eval(args: argparse.Namespace) -> None:
 
 def run_summary(args: argparse.Namespace) -> None:
     """`<results>/<split>-<mode>.{json,md,png}`: the baselines and every `--config`'s fuser runs on one split, each
-    question's outcome, and the intervals over seeds and questions (`sealed.test_summary`)."""
-    folder = args.results / args.split / args.modes[0]
-    baselines = load_report(folder / "baselines")
-    predictions = {m: baselines["results"][m][snippets.BENCHMARK]["predictions"] for m in args.methods}
-    latency = {m: baselines["results"][m][snippets.BENCHMARK]["latency_median_s"] for m in args.methods}
-    configs, protocols = {}, [baselines["protocol"]]
-    for spec in args.config:
-        config, runs = spec.split("=")
-        configs[config] = runs.split(",")
-        for run in configs[config]:
-            report = load_report(folder / run)
-            predictions[run] = report["results"]["c2c"][snippets.BENCHMARK]["predictions"]
-            latency[run] = report["results"]["c2c"][snippets.BENCHMARK]["latency_median_s"]
-            protocols.append(report["protocol"])
-    protocol = {"selected_on": args.selected_on, "scored_split": args.split}
-    if args.split == "test":
-        protocol["test_evaluations"] = max(p["test_evaluations"] for p in protocols)
-    metadata = {**result_metadata(protocol), "config": {"task": task(args), "mode": args.modes[0]}}
-    summary = test_summary(predictions, configs, args.methods, latency, metadata, gap=("receiver", "sharer"))
-    stem = args.results / f"{args.split}-{args.modes[0]}"
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(summary, indent=1) + "\n")
-    lines = [f"# Printed output of `{args.difficulty}` programs: {args.split} split, {args.modes[0]} mode", "",
-             *summary_markdown(summary, {}), ""]  # fmt: skip
-    for config, row in summary["seeds"].items():
-        closed = row["gap_closed"]
-        lines.append(f"- {config}: closes {100 * closed['mean']:.0f}% of the receiver-to-sharer gap (t-interval over "
-                     f"seeds [{100 * closed['seed_t95'][0]:.0f}, {100 * closed['seed_t95'][1]:.0f}]%).")  # fmt: skip
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    question's outcome, and the intervals over seeds and questions, with the share of the receiver-to-sharer gap
+    each configuration closes (`sealed.write_split_summary`)."""
+    mode = args.modes[0]
+    title = f"Printed output of `{args.difficulty}` programs: {args.split} split, {mode} mode"
+    stem = args.results / f"{args.split}-{mode}"
+    summary = write_split_summary(
+        args.results / args.split / mode, snippets.BENCHMARK, args.methods, parse_configs(args.config),
+        {"selected_on": args.selected_on, "scored_split": args.split}, {"task": task(args), "mode": mode}, stem, {},
+        title, gap=("receiver", "sharer"),
+    )  # fmt: skip
+    lines = [
+        f"- {config}: closes {100 * row['gap_closed']['mean']:.0f}% of the receiver-to-sharer gap (t-interval over "
+        f"seeds [{100 * row['gap_closed']['seed_t95'][0]:.0f}, {100 * row['gap_closed']['seed_t95'][1]:.0f}]%)."
+        for config, row in summary["seeds"].items()
+    ]
+    atomic_write_text(
+        stem.with_suffix(".md"), stem.with_suffix(".md").read_text(encoding="utf-8") + "\n".join(lines) + "\n"
+    )
+    print(stem.with_suffix(".md").read_text(encoding="utf-8"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

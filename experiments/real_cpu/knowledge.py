@@ -17,6 +17,7 @@ evaluated on questions about held-out people (the sharer knows both groups):
     python experiments/real_cpu/knowledge.py fuser --token-alignment span ...   # the sharer reads its own tokenization
     python experiments/real_cpu/knowledge.py segmentation --prompt open ...      # reports split by how names are split
     python experiments/real_cpu/knowledge.py seeds --seed-tags TAG TAG-seed1 ... # one fusion's mean over seeds
+    python experiments/real_cpu/knowledge.py sealed --split test --config NAME=RUN,RUN,RUN ...  # the sealed summary
 
 The sharer stages live in `knowledge_sharer.py`, the summaries in `knowledge_reports.py`, what they all share (the
 world, the folders, the common arguments) in `knowledge_setup.py`; this file holds the fuser and evaluation stages
@@ -60,7 +61,7 @@ from c2c_hf.evaluation import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
-from knowledge_reports import seed_mean, segmentation, summarize
+from knowledge_reports import sealed_summary, seed_mean, segmentation, summarize
 from knowledge_setup import (
     METHODS,
     RECEIVER,
@@ -293,10 +294,8 @@ def run_baselines(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "stage",
-        choices=("sharer", "check", "fuser", "reader", "eval", "baselines", "summary", "segmentation", "seeds"),
-    )
+    stages = ("sharer", "check", "fuser", "reader", "eval", "baselines", "summary", "segmentation", "seeds", "sealed")
+    parser.add_argument("stage", choices=stages)
     add_world_arguments(parser)
     add_location_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
@@ -347,6 +346,10 @@ def main() -> None:
     parser.add_argument("--questions-per-fact", type=int, default=8)
     parser.add_argument("--tag", help="suffix of this run's folders (e.g. a longer schedule: --tag long)")
     parser.add_argument("--seed-tags", nargs="+", help="seeds: the runs (tags) of one fusion trained with other seeds")
+    parser.add_argument(
+        "--config", nargs="+", default=[],
+        help="sealed: NAME=RUN,RUN,... (report folders under open/, one fuser seed each), one per configuration",
+    )  # fmt: skip
     parser.add_argument("--compare-tag", help="summary: also pair each fusion with its run of this tag")
     parser.add_argument("--methods", nargs="+", help="eval: default all five; baselines: all but c2c")
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -361,12 +364,14 @@ def main() -> None:
         "validation; not stated in the earlier runs, whose settings were chosen on the test people)",
     )  # fmt: skip
     args = parser.parse_args()
-    args.methods = args.methods or {"eval": METHODS, "baselines": [m for m in METHODS if m != "c2c"]}.get(args.stage)
+    baselines = ["receiver", "sharer", "t2t", "t2t_trained", "routing", "fact_in_prompt"]
+    args.methods = args.methods or {"eval": METHODS, "baselines": [m for m in METHODS if m != "c2c"],
+                                    "sealed": baselines}.get(args.stage)  # fmt: skip
     torch.set_num_threads(args.threads)
     experiment_dirs(args)[0].mkdir(parents=True, exist_ok=True)
     stages = {"sharer": train_sharer, "check": check_sharer, "fuser": train_fuser, "reader": train_reader, "eval": run_eval,
               "baselines": run_baselines, "summary": summarize, "segmentation": segmentation,
-              "seeds": seed_mean}  # fmt: skip
+              "seeds": seed_mean, "sealed": sealed_summary}  # fmt: skip
     stages[args.stage](args)
 
 

@@ -24,7 +24,8 @@ from c2c_hf.evaluation import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
-from knowledge_setup import RECEIVER, experiment_dirs, tagged
+from knowledge_setup import RECEIVER, experiment_dirs, load_world, split_benchmark, split_root, tagged
+from sealed import parse_configs, write_split_summary
 
 ABLATION = {"projection": "projection only (no receiver input, no gate)", "weighted": "+ fusion (receiver input, weight)",
             "gated": "+ gate (C2C)"}  # fmt: skip
@@ -178,3 +179,28 @@ def seed_mean(args: argparse.Namespace) -> None:
               for m, d in paired.items()]  # fmt: skip
     (results / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+SEALED_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t": "text-to-text (the paper's protocol)",
+                "t2t_trained": "trained text-to-text (receiver LoRA on the sharer's hints)", "routing": "routing",
+                "fact_in_prompt": "the fact in the receiver's prompt"}  # fmt: skip
+
+
+def sealed_summary(args: argparse.Namespace) -> None:
+    """`<split root>/open/<split>-summary.{json,md,png}`: the baselines (`--methods`) and each `--config`'s fuser
+    runs, one per fuser seed, on the people of `--split`, every question's outcome, and the intervals over the seeds
+    and over the questions (`sealed.write_split_summary`)."""
+    folder = split_root(args.split, experiment_dirs(args)[1]) / "open"
+    world = load_world(args)
+    config = {"task": "private knowledge: questions about people known to the sharer (LoRA) only; 2 per fact",
+              "world_seed": args.seed, "world": {role: len(p) for role, p in world.entities.items()},
+              "validation_people": args.validation_people, "prompt": "open"}  # fmt: skip
+    title = f"Private-knowledge transfer, world seed {args.seed}: {args.split} people"
+    configs = parse_configs(args.config)
+    summary = write_split_summary(
+        folder, split_benchmark(args.split), args.methods, configs,
+        {"selected_on": args.selected_on, "scored_split": args.split}, config, folder / f"{args.split}-summary",
+        SEALED_NAMES, title,
+    )  # fmt: skip
+    print((folder / f"{args.split}-summary.md").read_text(encoding="utf-8"))
+    print({c: round(100 * row["mean"], 1) for c, row in summary["seeds"].items()})

@@ -17,14 +17,15 @@ W=(--seed 1 --fuser-people 224 --heldout-people 32 --validation-people 16)
 D=("${W[@]}" --sharer dense) R=("${W[@]}" --sharer recall --recall-over dense)
 RUN=$RUNS/seed-1/world-224-32/dense-sharer/recall-sharer REPORT=$RESULTS/seed-1/world-224-32/dense-sharer/recall-sharer
 VALIDATION=(--split validation)
+THREADS=${THREADS:-2}  # the one-process stages' torch threads (1 when another job shares the two cores)
 
 # 1. The sharers (dense LoRA: 600 steps of 16, about 72 min on two threads; recall LoRA: 300 steps over it), each
 #    checked on the validation people (validation/sharer-check.json).
 sharer() {  # RUN_DIR REPORT_DIR STEPS knowledge.py-flags...
   local run=$1 report=$2 steps=$3 && shift 3
-  [ -d $run/sharer-private ] || python $K sharer "${ROOTS[@]}" "$@" --sharer-steps $steps --lora-r 8 --threads 2 \
+  [ -d $run/sharer-private ] || python $K sharer "${ROOTS[@]}" "$@" --sharer-steps $steps --lora-r 8 --threads $THREADS \
     --group-by-length --run-token-mean
-  [ -f $report/validation/sharer-check.json ] || python $K check "${ROOTS[@]}" "$@" "${VALIDATION[@]}"
+  [ -f $report/validation/sharer-check.json ] || python $K check "${ROOTS[@]}" "$@" --threads $THREADS "${VALIDATION[@]}"
 }
 sharer $RUNS/seed-1/world-224-32/dense-sharer $RESULTS/seed-1/world-224-32/dense-sharer 600 "${D[@]}"
 sharer $RUN $REPORT 300 "${R[@]}"
@@ -32,7 +33,7 @@ sharer $RUN $REPORT 300 "${R[@]}"
 # 2. The baselines on the validation people (one process, two threads); routing's classifier is fitted on questions
 #    about fuser-training people.
 B=$REPORT/validation/open/baselines/results.json
-[ -f $B ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads 2 "${VALIDATION[@]}" \
+[ -f $B ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads $THREADS "${VALIDATION[@]}" \
   --methods receiver sharer t2t routing fact_in_prompt
 
 # 3. Candidate fusers (the families of the earlier study), each scored on the validation people only. 37 min a fuser
@@ -56,8 +57,8 @@ wait $first
 #    The trained text-to-text baseline: a receiver LoRA reading the sharer's hints, with the 64-wide fusers' data,
 #    steps, batch and learning rate (`knowledge.py reader`), scored on validation beside them.
 READER=(--prompt open --questions-per-fact 3 --fusion projection --tag h64-top7-span --fuser-steps 900 --fuser-lr 1e-3)
-[ -d $RUN/t2t-reader-open-projection-h64-top7-span ] || python $K reader "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads 2
-grep -qs '"t2t_trained"' $B || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads 2 "${VALIDATION[@]}" \
+[ -d $RUN/t2t-reader-open-projection-h64-top7-span ] || python $K reader "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS
+grep -qs '"t2t_trained"' $B || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${VALIDATION[@]}" \
   --methods t2t_trained
 
 # 4. The test people (after the choice, once per reported configuration: the chosen fuser and the method's full

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from c2c_hf import build_layer_map
-from c2c_hf.evaluation import normal_mean_interval, question_outcomes, t_interval, wilson_interval
+from c2c_hf.atomic import atomic_write_text
+from c2c_hf.evaluation import (
+    load_report,
+    normal_mean_interval,
+    question_outcomes,
+    result_metadata,
+    t_interval,
+    wilson_interval,
+)
 
 
 def record_test_scoring(log: Path, entry: dict, identity: Sequence[str]) -> dict[str, int]:
@@ -171,3 +179,75 @@ def summary_markdown(summary: Mapping[str, Any], names: Mapping[str, str]) -> li
                          f"{interval(d['seed_t95'])} | {interval(d['question_paired95'])} |")  # fmt: skip
             head = mean = ""
     return lines
+
+
+def plot_summary(summary: Mapping[str, Any], names: Mapping[str, str], path: Path, title: str) -> None:
+    """Every baseline's accuracy with its Wilson interval, and each configuration's fuser seeds (dots) with their
+    mean and its t-interval over the seeds, one row each, written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(names.get(b, b), summary["accuracy"][b]["accuracy"], summary["accuracy"][b]["ci95"], [])
+            for b in summary["baselines"]]  # fmt: skip
+    rows += [(names.get(c, c), row["mean"], row["accuracy_seed_t95"],
+              [summary["accuracy"][label]["accuracy"] for label in row["runs"]]) for c, row in summary["seeds"].items()]  # fmt: skip
+    figure, axes = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    for y, (_, centre, (low, high), seeds) in enumerate(rows):
+        colour = "tab:orange" if seeds else "tab:blue"
+        axes.barh(y, 100 * centre, color=colour, alpha=0.35)
+        axes.errorbar(100 * centre, y, xerr=[[100 * (centre - low)], [100 * (high - centre)]], color=colour, capsize=3)
+        axes.scatter([100 * s for s in seeds], [y] * len(seeds), color="black", s=12, zorder=3)
+    axes.set_yticks(range(len(rows)), [row[0] for row in rows])
+    axes.invert_yaxis()
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("accuracy % (blue: Wilson 95%; orange: seeds' mean, t 95% over seeds; dots: seeds)")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def parse_configs(specs: Sequence[str]) -> dict[str, list[str]]:
+    """`NAME=RUN,RUN,...` (one run per fuser seed) -> {NAME: [RUN, ...]}."""
+    configs = {}
+    for spec in specs:
+        name, _, runs = spec.partition("=")
+        if not name or not runs:
+            raise ValueError(f"--config {spec!r}: write NAME=RUN,RUN,... (the report folders of one fuser per seed).")
+        configs[name] = runs.split(",")
+    return configs
+
+
+def write_split_summary(
+    folder: Path,
+    benchmark: str,
+    baselines: Sequence[str],
+    configs: Mapping[str, Sequence[str]],
+    protocol: dict[str, Any],
+    config: Mapping[str, Any],
+    stem: Path,
+    names: Mapping[str, str],
+    title: str,
+    gap: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The `test_summary` of one split's reports under `folder` (`baselines/` for the methods without a fuser, one
+    folder per fuser run, each scoring `benchmark`) -> `<stem>.json`, `.md` and `.png`. On the test split the
+    protocol's `test_evaluations` is the most any of the reports was scored."""
+    reports = {"baselines": load_report(folder / "baselines")} | {
+        run: load_report(folder / run) for runs in configs.values() for run in runs
+    }
+    rows = {m: reports["baselines"]["results"][m][benchmark] for m in baselines}
+    rows |= {run: reports[run]["results"]["c2c"][benchmark] for runs in configs.values() for run in runs}
+    if protocol.get("scored_split") == "test":
+        protocol = {**protocol, "test_evaluations": max(r["protocol"]["test_evaluations"] for r in reports.values())}
+    summary = test_summary(
+        {label: row["predictions"] for label, row in rows.items()}, configs, baselines,
+        {label: row["latency_median_s"] for label, row in rows.items()}, {**result_metadata(protocol), "config": config},
+        gap,
+    )  # fmt: skip
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join([f"# {title}", "", *summary_markdown(summary, names), ""]))
+    plot_summary(summary, names, stem.with_suffix(".png"), title)
+    return summary
