@@ -185,6 +185,9 @@ def test_a_test_summary_s_intervals_are_the_textbook_ones_and_recompute_from_its
     stored = json.loads(json.dumps(summary))
     again = sealed.recompute_summary(stored["outcomes"], stored["configs"], stored["baselines"], stored["gap"])
     assert again == {"accuracy": stored["accuracy"], "seeds": stored["seeds"]}
+    one = sealed.test_summary(predictions, {"c2c": ["s1"]}, ["receiver"], {}, {}, gap=("receiver", "sharer"))["seeds"]
+    assert one["c2c"]["minus"]["receiver"]["seed_t95"] is None and one["c2c"]["accuracy_seed_t95"] is None
+    assert one["c2c"]["minus"]["receiver"]["mean"] == 3 / 8 and one["c2c"]["gap_closed"]["mean"] == pytest.approx(0.6)
     predictions["s2"] = predictions["s2"][:7]
     with pytest.raises(ValueError, match="scored on different questions"):
         sealed.test_summary(predictions, {"c2c": ["s0", "s2"]}, ["receiver"], {}, {})

@@ -202,11 +202,11 @@ def run_summary(args: argparse.Namespace) -> None:
         {"selected_on": args.selected_on, "scored_split": args.split}, {"task": task(args), "mode": mode}, stem, {},
         title, gap=("receiver", "sharer"),
     )  # fmt: skip
-    lines = [
-        f"- {config}: closes {100 * row['gap_closed']['mean']:.0f}% of the receiver-to-sharer gap (t-interval over "
-        f"seeds [{100 * row['gap_closed']['seed_t95'][0]:.0f}, {100 * row['gap_closed']['seed_t95'][1]:.0f}]%)."
-        for config, row in summary["seeds"].items()
-    ]
+    lines = []
+    for config, row in summary["seeds"].items():
+        closed, bounds = row["gap_closed"], row["gap_closed"]["seed_t95"]
+        spread = f"t-interval over seeds [{100 * bounds[0]:.0f}, {100 * bounds[1]:.0f}]%" if bounds else "one seed"
+        lines.append(f"- {config}: closes {100 * closed['mean']:.0f}% of the receiver-to-sharer gap ({spread}).")
     atomic_write_text(
         stem.with_suffix(".md"), stem.with_suffix(".md").read_text(encoding="utf-8") + "\n".join(lines) + "\n"
     )

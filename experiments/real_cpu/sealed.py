@@ -88,10 +88,10 @@ def seed_differences(runs: Sequence[Mapping[str, int]], baseline: Mapping[str, i
                 "A fuser run and its baseline were scored on different questions; score both on one split."
             )
     per_seed = [sum(run[i] - baseline[i] for i in ids) / len(ids) for run in runs]
-    mean, seed_t95 = t_interval(per_seed)
+    mean, seed_t95 = t_interval(per_seed) if len(runs) > 1 else (per_seed[0], None)
     per_question = [statistics.fmean(run[i] for run in runs) - baseline[i] for i in ids]
     _, question_paired95 = normal_mean_interval(per_question, ddof=1)
-    return {"per_seed": per_seed, "mean": mean, "seed_t95": list(seed_t95),
+    return {"per_seed": per_seed, "mean": mean, "seed_t95": list(seed_t95) if seed_t95 else None,
             "question_paired95": list(question_paired95), "n": len(ids)}  # fmt: skip
 
 
@@ -115,9 +115,10 @@ def recompute_summary(
     seeds = {}
     for config, labels in configs.items():
         runs = [vectors[label] for label in labels]
-        mean, interval = t_interval([accuracy[label]["accuracy"] for label in labels])
+        accuracies = [accuracy[label]["accuracy"] for label in labels]
+        mean, interval = t_interval(accuracies) if len(labels) > 1 else (accuracies[0], None)
         seeds[config] = {
-            "runs": list(labels), "mean": mean, "accuracy_seed_t95": list(interval),
+            "runs": list(labels), "mean": mean, "accuracy_seed_t95": list(interval) if interval else None,
             "minus": {baseline: seed_differences(runs, vectors[baseline]) for baseline in baselines},
         }  # fmt: skip
         if gap is not None:
@@ -125,9 +126,9 @@ def recompute_summary(
             if high <= low:
                 raise ValueError(f"No gap to close: {gap[1]} ({high:.3f}) is not above {gap[0]} ({low:.3f}).")
             shares = [(accuracy[label]["accuracy"] - low) / (high - low) for label in labels]
-            share, share_t95 = t_interval(shares)
+            share, share_t95 = t_interval(shares) if len(shares) > 1 else (shares[0], None)
             seeds[config]["gap_closed"] = {"from": gap[0], "to": gap[1], "per_seed": shares, "mean": share,
-                                           "seed_t95": list(share_t95)}  # fmt: skip
+                                           "seed_t95": list(share_t95) if share_t95 else None}  # fmt: skip
     return {"accuracy": accuracy, "seeds": seeds}
 
 
@@ -153,7 +154,10 @@ def points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
 
-def interval(bounds: Sequence[float], signed: bool = True) -> str:
+def interval(bounds: Sequence[float] | None, signed: bool = True) -> str:
+    """`[low, high]` in points (signed: a difference) or percent; "(one seed)" where a seed interval has one value."""
+    if bounds is None:
+        return "(one seed)"
     low, high = bounds
     return f"[{points(low)}, {points(high)}]" if signed else f"[{100 * low:.1f}, {100 * high:.1f}]"
 
@@ -194,7 +198,8 @@ def plot_summary(summary: Mapping[str, Any], names: Mapping[str, str], path: Pat
     rows += [(names.get(c, c), row["mean"], row["accuracy_seed_t95"],
               [summary["accuracy"][label]["accuracy"] for label in row["runs"]]) for c, row in summary["seeds"].items()]  # fmt: skip
     figure, axes = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    for y, (_, centre, (low, high), seeds) in enumerate(rows):
+    for y, (_, centre, bounds, seeds) in enumerate(rows):
+        low, high = bounds or (centre, centre)  # one seed: no interval over seeds
         colour = "tab:orange" if seeds else "tab:blue"
         axes.barh(y, 100 * centre, color=colour, alpha=0.35)
         axes.errorbar(100 * centre, y, xerr=[[100 * (centre - low)], [100 * (high - centre)]], color=colour, capsize=3)
