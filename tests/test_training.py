@@ -53,7 +53,7 @@ def training_args(tmp_path, **overrides) -> TrainingArguments:
     return TrainingArguments(**{**defaults, **overrides})
 
 
-def make_model(fuser_hidden_size: int = 64, seed: int = 0) -> C2CForCausalLM:
+def make_model(fuser_hidden_size: int = 64, seed: int = 0, layer_map: str | list[int] = "terminal") -> C2CForCausalLM:
     torch.manual_seed(seed)
     config = receiver_config()
     # With the default 0.02 init a random receiver's logits span ~1 nat and can never be confident (loss >= ~3.3
@@ -62,8 +62,9 @@ def make_model(fuser_hidden_size: int = 64, seed: int = 0) -> C2CForCausalLM:
     receiver = build(config, seed=0)
     sharer = build(sharer_configs()["llama"], seed=1)
     return C2CForCausalLM.from_base_models(
-        receiver, sharer, fuser_hidden_size=fuser_hidden_size, fuser_dropout=0.0, gate_temperature_end=0.05
-    )
+        receiver, sharer, fuser_hidden_size=fuser_hidden_size, fuser_dropout=0.0, gate_temperature_end=0.05,
+        layer_map=layer_map,
+    )  # fmt: skip
 
 
 def response_loss(model: C2CForCausalLM, features: Dataset) -> float:
@@ -211,8 +212,9 @@ def count_sharer_rows(model: C2CForCausalLM) -> list[int]:
     return rows
 
 
-def test_sharer_cache_memo_equals_running_the_sharer_and_runs_it_once_per_prompt():
-    model = make_model(fuser_hidden_size=16).eval()
+@pytest.mark.parametrize("layer_map", ["terminal", [5, 5, 1, 5]])  # sharer layers 2-5 of 0-5, or only 1 and 5
+def test_sharer_cache_memo_equals_running_the_sharer_and_runs_it_once_per_prompt(layer_map):
+    model = make_model(fuser_hidden_size=16, layer_map=layer_map).eval()
     features = uneven_features(12, seed=3)
     memo = SharerCacheMemo(model)
     plain, memoized = C2CDataCollator(pad_token_id=0), C2CDataCollator(0, sharer_caches=memo)
@@ -231,6 +233,8 @@ def test_sharer_cache_memo_equals_running_the_sharer_and_runs_it_once_per_prompt
         torch.testing.assert_close(memo_out.logits, plain_out.logits, atol=1e-5, rtol=0)
         assert abs(memo_out.loss.item() - plain_out.loss.item()) < 1e-5
     assert len(memo) == 12
+    # it keeps the sharer layers the fuser reads, no others
+    assert {tuple(sorted(kv)) for kv in memo.prompts.values()} == {tuple(sorted(set(model.fuser.layer_map)))}
 
 
 def test_trainer_with_sharer_cache_memo_trains_the_same_fuser(tmp_path):

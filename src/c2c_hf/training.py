@@ -177,7 +177,8 @@ def check_resume_checkpoint(model: C2CForCausalLM, checkpoint: str | os.PathLike
 class SharerCacheMemo:
     """The frozen sharer's KV over each training prompt, computed the first time a batch holds the prompt and reused
     every later time (each further epoch): the sharer then runs once per distinct prompt instead of once per step.
-    Costs memory: every layer's sharer KV of every distinct prompt, kept on the CPU.
+    Costs memory: the sharer KV of every distinct prompt, kept on the CPU, for the sharer layers the fuser reads
+    (those of its layer map) only; a batch's other sharer layers are zeros, which no fuser layer reads.
 
     Give it to the collator, `C2CDataCollator.for_tokenizer(tokenizer, sharer_caches=SharerCacheMemo(model))`: its
     batches then carry a `C2CCache` holding the sharer's KV, which `C2CForCausalLM.forward` fuses instead of running
@@ -188,8 +189,9 @@ class SharerCacheMemo:
 
     def __init__(self, model: C2CForCausalLM):
         self.model = unwrap_c2c(model)
-        # The receiver ids of a prompt's fused tokens -> per sharer layer, its (keys, values), each (H_s, n, D_s).
-        self.prompts: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.read_layers = sorted(set(self.model.fuser.layer_map))  # the sharer layers some receiver layer fuses
+        # The receiver ids of a prompt's fused tokens -> per read sharer layer, its (keys, values), each (H_s, n, D_s).
+        self.prompts: dict[tuple[int, ...], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -211,22 +213,26 @@ class SharerCacheMemo:
                 computed = self.model.sharer_cache_for(ids[new_rows].to(device), mask[new_rows].to(device), num_fused)
             for i, row in enumerate(new_rows):
                 real = slice(num_fused - len(keys[row]), num_fused)  # a left-padded row's real tokens
-                self.prompts[keys[row]] = [
-                    (layer.keys[i, :, real].cpu().clone(), layer.values[i, :, real].cpu().clone())
-                    for layer in computed.layers
-                ]
+                self.prompts[keys[row]] = {
+                    s: (layer.keys[i, :, real].cpu().clone(), layer.values[i, :, real].cpu().clone())
+                    for s, layer in enumerate(computed.layers)
+                    if s in self.read_layers
+                }
+        if num_fused == 0:
+            return C2CCache(self.model.receiver.config, None)
+        sharer_layers, heads, dim = self.model.config.sharer_kv_shape
         layers = []
-        for layer_idx in range(len(self.prompts[keys[0]])):
+        for layer_idx in range(sharer_layers):
             layer_kv = []
             for part in (0, 1):  # keys, values
-                stored = [self.prompts[key][layer_idx][part] for key in keys]  # each (H_s, n, D_s)
-                heads, _, dim = stored[0].shape
-                padded = stored[0].new_zeros(len(keys), heads, num_fused, dim)  # (B, H_s, F, D_s)
-                for row, kv in enumerate(stored):
-                    padded[row, :, num_fused - kv.shape[1] :] = kv
+                padded = torch.zeros(len(keys), heads, num_fused, dim, dtype=self.model.sharer.dtype)  # (B, H_s, F, D_s)
+                if layer_idx in self.read_layers:
+                    for row, key in enumerate(keys):
+                        kv = self.prompts[key][layer_idx][part]  # (H_s, n, D_s)
+                        padded[row, :, num_fused - kv.shape[1] :] = kv
                 layer_kv.append(padded.to(device))
             layers.append(tuple(layer_kv))
-        return C2CCache(self.model.receiver.config, DynamicCache(ddp_cache_data=layers) if layers else None)
+        return C2CCache(self.model.receiver.config, DynamicCache(ddp_cache_data=layers))
 
 
 def kept_labels(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
