@@ -22,19 +22,16 @@ intervals recomputed from them, `sealed.test_summary`). Fusers train and resume 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from c2c_hf import C2CDataCollator, C2CForCausalLM, SharerCacheMemo, build_features, make_trainer
+from c2c_hf import C2CForCausalLM, build_features
 from c2c_hf.atomic import atomic_write_text
 from c2c_hf.evaluation import (
     LM,
@@ -52,7 +49,14 @@ from c2c_hf.evaluation import (
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 import snippets
 from capability_gap import exact_match
-from sealed import layer_map, parse_configs, record_test_scoring, with_protocol, write_split_summary
+from sealed import (
+    layer_map,
+    parse_configs,
+    record_test_scoring,
+    train_fuser_resumably,
+    with_protocol,
+    write_split_summary,
+)
 from snippet_rows import training_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,21 +107,10 @@ def train_fuser(args: argparse.Namespace) -> None:
     features, stats = build_features(rows, receiver_tokenizer, max_length=320)
     print(f"fuser data: {stats}")
     out = args.runs / run_name(args)
-    training = TrainingArguments(
-        output_dir=str(out / "trainer"), max_steps=args.fuser_steps, per_device_train_batch_size=args.fuser_batch_size,
-        learning_rate=args.fuser_lr, weight_decay=0.01, warmup_steps=args.fuser_steps // 10, lr_scheduler_type="linear",
-        max_grad_norm=1.0, logging_steps=10, save_steps=args.save_steps, save_total_limit=2, report_to="none",
-        use_cpu=True, seed=args.fuser_seed, disable_tqdm=True,
+    train_fuser_resumably(
+        model, receiver_tokenizer, features, out, steps=args.fuser_steps, batch_size=args.fuser_batch_size,
+        lr=args.fuser_lr, save_steps=args.save_steps, seed=args.fuser_seed, save_total_limit=2,
     )  # fmt: skip
-    collator = C2CDataCollator.for_tokenizer(receiver_tokenizer, SharerCacheMemo(model))  # the sharer once per prompt
-    trainer = make_trainer(model, training, features, collator)
-    began = time.perf_counter()
-    last = get_last_checkpoint(training.output_dir) if Path(training.output_dir).is_dir() else None
-    trainer.train(resume_from_checkpoint=last)  # None: from scratch
-    model.save_pretrained(out)
-    receiver_tokenizer.save_pretrained(out)
-    atomic_write_text(out / "train-log.json", json.dumps({"log": trainer.state.log_history,
-                                                           "seconds": time.perf_counter() - began}))  # fmt: skip
     print(f"fuser -> {out}")
 
 

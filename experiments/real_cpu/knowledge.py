@@ -34,15 +34,13 @@ import json
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import datasets
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from c2c_hf import C2CDataCollator, C2CForCausalLM, SharerCacheMemo, build_features, make_trainer
+from c2c_hf import C2CForCausalLM, build_features
 from c2c_hf.analysis import gate_map, plot_gates
 from c2c_hf.data import MCItem, format_prompt
 from c2c_hf.demo import FactInPrompt, TrainedTextToText, train_hint_reader
@@ -78,7 +76,7 @@ from knowledge_setup import (
     test_protocol,
 )
 from knowledge_sharer import check_sharer, train_sharer
-from sealed import layer_map, with_protocol
+from sealed import layer_map, train_fuser_resumably, with_protocol
 
 ROUTING_FIT_QUESTIONS = 64  # the routing baseline's classifier: questions about fuser-training people
 
@@ -165,22 +163,10 @@ def train_fuser(args: argparse.Namespace) -> None:
     features, stats = build_features(rows, receiver_tokenizer, max_length=256)
     print(f"fuser data: {stats}")
     out = runs / f"c2c-{run_name(args)}"
-    training = TrainingArguments(
-        output_dir=str(out / "trainer"), max_steps=args.fuser_steps, per_device_train_batch_size=args.fuser_batch_size,
-        learning_rate=args.fuser_lr, weight_decay=0.01, warmup_steps=args.fuser_steps // 10, lr_scheduler_type="linear",
-        max_grad_norm=1.0, logging_steps=10, save_steps=args.save_steps, save_total_limit=None, report_to="none", use_cpu=True,
-        seed=fuser_seed, disable_tqdm=True,
+    train_fuser_resumably(
+        model, receiver_tokenizer, features, out, steps=args.fuser_steps, batch_size=args.fuser_batch_size,
+        lr=args.fuser_lr, save_steps=args.save_steps, seed=fuser_seed, save_total_limit=None,
     )  # fmt: skip
-    collator = C2CDataCollator.for_tokenizer(receiver_tokenizer, SharerCacheMemo(model))  # the sharer once per prompt
-    trainer = make_trainer(model, training, features, collator)
-    began = time.perf_counter()
-    last = get_last_checkpoint(training.output_dir) if Path(training.output_dir).is_dir() else None
-    trainer.train(resume_from_checkpoint=last)  # None: from scratch
-    model.save_pretrained(out)
-    receiver_tokenizer.save_pretrained(out)
-    (out / "train-log.json").write_text(
-        json.dumps({"log": trainer.state.log_history, "seconds": time.perf_counter() - began})
-    )
     print(f"C2C ({args.fusion}) -> {out}")
 
 

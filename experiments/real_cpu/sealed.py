@@ -256,3 +256,34 @@ def write_split_summary(
     atomic_write_text(stem.with_suffix(".md"), "\n".join([f"# {title}", "", *summary_markdown(summary, names), ""]))
     plot_summary(summary, names, stem.with_suffix(".png"), title)
     return summary
+
+
+def train_fuser_resumably(
+    model, receiver_tokenizer, features, out: Path, *, steps: int, batch_size: int, lr: float, save_steps: int,
+    seed: int, save_total_limit: int | None,
+) -> None:
+    """Train `model`'s fuser on `features` with the stock Trainer (linear schedule, a tenth warm-up, the sharer run
+    once per prompt by `SharerCacheMemo`), resuming from the last checkpoint in `out/trainer`; then save the model,
+    the receiver tokenizer and `train-log.json` to `out`."""
+    import time
+
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from c2c_hf import C2CDataCollator, SharerCacheMemo, make_trainer
+
+    training = TrainingArguments(
+        output_dir=str(out / "trainer"), max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+        weight_decay=0.01, warmup_steps=steps // 10, lr_scheduler_type="linear", max_grad_norm=1.0, logging_steps=10,
+        save_steps=save_steps, save_total_limit=save_total_limit, report_to="none", use_cpu=True, seed=seed,
+        disable_tqdm=True,
+    )  # fmt: skip
+    collator = C2CDataCollator.for_tokenizer(receiver_tokenizer, SharerCacheMemo(model))  # the sharer once per prompt
+    trainer = make_trainer(model, training, features, collator)
+    began = time.perf_counter()
+    last = get_last_checkpoint(training.output_dir) if Path(training.output_dir).is_dir() else None
+    trainer.train(resume_from_checkpoint=last)  # None: from scratch
+    model.save_pretrained(out)
+    receiver_tokenizer.save_pretrained(out)
+    log = {"log": trainer.state.log_history, "seconds": time.perf_counter() - began}
+    atomic_write_text(out / "train-log.json", json.dumps(log))
