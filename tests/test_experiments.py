@@ -184,10 +184,69 @@ def test_a_test_summary_s_intervals_are_the_textbook_ones_and_recompute_from_its
     assert closed["per_seed"] == pytest.approx([0.4, 0.6, 0.8]) and closed["mean"] == pytest.approx(0.6)
     stored = json.loads(json.dumps(summary))
     again = sealed.recompute_summary(stored["outcomes"], stored["configs"], stored["baselines"], stored["gap"])
-    assert again == {"accuracy": stored["accuracy"], "seeds": stored["seeds"]}
+    assert again == {"accuracy": stored["accuracy"], "seeds": stored["seeds"], "contrasts": {}}
+    paired = sealed.test_summary(predictions, {"c2c": ["s1", "s2"], "control": ["s0", "s1"]}, ["receiver"], {}, {},
+                                 contrasts=[("c2c", "control")])["contrasts"]["c2c - control"]  # fmt: skip
+    assert paired["per_seed"] == pytest.approx([1 / 8, 1 / 8])  # s1 - s0, s2 - s1
+    by_question = [0, 0, 1 / 2, 0, 0, 0, 0, 1 / 2]  # (s1 + s2) / 2 - (s0 + s1) / 2
+    half = stats.norm.ppf(0.975) * stats.tstd(by_question) / 8**0.5
+    assert paired["question_paired95"] == pytest.approx([1 / 8 - half, 1 / 8 + half])
+    with pytest.raises(ValueError, match="compare with one baseline or one run a seed"):
+        sealed.test_summary(predictions, {"c2c": ["s0", "s1", "s2"], "control": ["s0", "s1"]}, [], {}, {},
+                            contrasts=[("c2c", "control")])  # fmt: skip
     one = sealed.test_summary(predictions, {"c2c": ["s1"]}, ["receiver"], {}, {}, gap=("receiver", "sharer"))["seeds"]
     assert one["c2c"]["minus"]["receiver"]["seed_t95"] is None and one["c2c"]["accuracy_seed_t95"] is None
     assert one["c2c"]["minus"]["receiver"]["mean"] == 3 / 8 and one["c2c"]["gap_closed"]["mean"] == pytest.approx(0.6)
     predictions["s2"] = predictions["s2"][:7]
     with pytest.raises(ValueError, match="scored on different questions"):
         sealed.test_summary(predictions, {"c2c": ["s0", "s2"]}, ["receiver"], {}, {})
+
+
+def test_the_validation_choice_takes_the_best_first_on_a_tie_and_is_frozen_once_written(tmp_path):
+    import sealed
+
+    def candidate(name: str, right: int) -> Path:
+        rows = [{"id": f"q{i}", "gold": "A", "predicted": "A", "correct": i < right} for i in range(4)]
+        folder = tmp_path / name
+        folder.mkdir(exist_ok=True)
+        report = {"results": {"c2c": {"snippets": {"accuracy": right / 4, "predictions": rows}}}}
+        (folder / "results.json").write_text(json.dumps(report))
+        return folder
+
+    candidates = {"projection": candidate("projection", 3), "gated": candidate("gated", 3), "weak": candidate("w", 1)}
+    out = tmp_path / "choice.json"
+    assert sealed.choose_on_validation(candidates, "snippets", out) == "projection"  # the first of two at 75%
+    written = json.loads(out.read_text())
+    assert written["validation_accuracy"] == {"projection": 0.75, "gated": 0.75, "weak": 0.25}
+    assert written["protocol"] == {"selected_on": "validation"} and "git_commit" in written["environment"]
+    candidate("gated", 4)  # rescored after the choice
+    with pytest.raises(RuntimeError, match="a frozen choice cannot change"):
+        sealed.choose_on_validation(candidates, "snippets", out)
+    candidate("gated", 3)
+    assert sealed.choose_on_validation(candidates, "snippets", out) == "projection"
+
+
+def test_every_committed_split_summary_recomputes_from_its_outcomes():
+    """Each committed sealed summary (a JSON with per-question `outcomes`) gives, recomputed from those outcomes
+    alone, the accuracies, Wilson intervals, seed t-intervals, paired intervals and gap shares it reports."""
+    import sealed
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "real-cpu"
+    summaries = [p for p in sorted(results.rglob("*.json")) if "outcomes" in json.loads(p.read_text(encoding="utf-8"))]
+    assert summaries, "no committed summary with per-question outcomes"
+    for path in summaries:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        again = sealed.recompute_summary(stored["outcomes"], stored["configs"], stored["baselines"], stored["gap"],
+                                         stored["contrast_pairs"])  # fmt: skip
+        assert again == {key: stored[key] for key in ("accuracy", "seeds", "contrasts")}, path
+
+
+def test_the_real_model_readme_holds_the_committed_results_tables_and_stays_one_page():
+    """Each generated block of docs/results/real-cpu/README.md is what `readme_tables.py` writes from the committed
+    summaries (rerun the script after a summary changes), and the page stays under 200 lines."""
+    import readme_tables
+
+    text = readme_tables.README.read_text(encoding="utf-8")
+    assert readme_tables.blocks_in(text), "the README has no generated block"
+    assert readme_tables.rewrite(text) == text, "stale tables: run python experiments/real_cpu/readme_tables.py"
+    assert len(text.splitlines()) < 200

@@ -12,7 +12,7 @@ answers' format and the task's priors but can take nothing from the sharer.
     python experiments/real_cpu/capability.py fuser --control ...        # the receiver as its own sharer
     python experiments/real_cpu/capability.py baselines --split validation  # receiver, sharer, t2t, routing
     python experiments/real_cpu/capability.py eval --split validation --run <fuser run name>
-    python experiments/real_cpu/capability.py summary --split test --config c2c=<run>,<run>,<run> ...
+    python experiments/real_cpu/capability.py summary --split test --config NAME=<run>,<run>,<run> control-NAME=...
 
 Reports: `<results>/<split>/<mode>/<run or baselines>/results.{json,md}` (per question, not committed), and the
 summary `<results>/<split>-<mode>.{json,md,png}` (committed: every method's and run's per-question outcomes and the
@@ -188,12 +188,15 @@ def run_summary(args: argparse.Namespace) -> None:
     question's outcome, and the intervals over seeds and questions, with the share of the receiver-to-sharer gap
     each configuration closes (`sealed.write_split_summary`)."""
     mode = args.modes[0]
+    baselines = [m for m in args.methods if m != "routing" or mode == "likelihood"]  # routing ranks likelihoods
     title = f"Printed output of `{args.difficulty}` programs: {args.split} split, {mode} mode"
     stem = args.results / f"{args.split}-{mode}"
+    configs = parse_configs(args.config)
+    controls = [(name, f"control-{name}") for name in configs if f"control-{name}" in configs]  # a fuser - its control
     summary = write_split_summary(
-        args.results / args.split / mode, snippets.BENCHMARK, args.methods, parse_configs(args.config),
+        args.results / args.split / mode, snippets.BENCHMARK, baselines, configs,
         {"selected_on": args.selected_on, "scored_split": args.split}, {"task": task(args), "mode": mode}, stem, {},
-        title, gap=("receiver", "sharer"),
+        title, gap=("receiver", "sharer"), contrasts=controls,
     )  # fmt: skip
     lines = []
     for config, row in summary["seeds"].items():

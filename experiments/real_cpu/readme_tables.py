@@ -13,6 +13,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,19 @@ from sealed import interval, points, summary_markdown
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results" / "real-cpu"
 README = RESULTS / "README.md"
-KNOWLEDGE = "knowledge-sealed/seed-1/world-224-32/dense-sharer/recall-sharer/open/test-summary.json"
-CAPABILITY = "capability/test-likelihood.json"
+KNOWLEDGE_RESULTS = "knowledge-sealed/seed-1/world-224-32/dense-sharer/recall-sharer"
+KNOWLEDGE = f"{KNOWLEDGE_RESULTS}/open/test-summary.json"
+KNOWLEDGE_VALIDATION = f"{KNOWLEDGE_RESULTS}/validation/open/validation-summary.json"
+KNOWLEDGE_CHOICE = f"{KNOWLEDGE_RESULTS}/validation-choice.json"
+CAPABILITY, CAPABILITY_CHOICE = "capability/test-likelihood.json", "capability/validation-choice.json"
+CAPABILITY_VALIDATION = "capability/validation-likelihood.json"
 KNOWLEDGE_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t": "text-to-text (paper's protocol)",
                    "t2t_trained": "trained text-to-text", "routing": "routing", "fact_in_prompt": "fact in the prompt",
-                   "chosen": "C2C, chosen on validation", "full": "C2C, the method's full fuser"}  # fmt: skip
+                   "projection": "C2C, projection only", "gated": "C2C, the method's full fuser"}  # fmt: skip
 CAPABILITY_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t": "text-to-text", "routing": "routing",
-                    "c2c": "C2C", "control": "control: the receiver as its own sharer"}  # fmt: skip
+                    "projection": "C2C, projection only", "gated": "C2C, the method's full fuser",
+                    "control-projection": "control (projection only): the receiver as its own sharer",
+                    "control-gated": "control (full fuser): the receiver as its own sharer"}  # fmt: skip
 
 
 def met(flag: bool) -> str:
@@ -58,6 +65,8 @@ def capability_targets(summary: Mapping[str, Any]) -> list[str]:
     above 0."""
     lines = []
     for config, row in summary["seeds"].items():
+        if config.startswith("control-"):
+            continue  # a control is C2C's reference, not a configuration with a target
         closed, receiver = row["gap_closed"], row["minus"]["receiver"]
         above = receiver["seed_t95"][0] > 0 and receiver["question_paired95"][0] > 0
         lines.append(
@@ -70,20 +79,43 @@ def capability_targets(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-BLOCKS: dict[str, tuple[str, Mapping[str, str], Callable[[Mapping[str, Any]], list[str]]]] = {
-    "knowledge-test": (KNOWLEDGE, KNOWLEDGE_NAMES, knowledge_targets),
-    "capability-test": (CAPABILITY, CAPABILITY_NAMES, capability_targets),
+@dataclass(frozen=True)
+class Block:
+    """A README block: its summary and the choice it rests on (paths under the results folder), the rows' names,
+    the target lines (none on validation) and whether it shows the seeds' differences (one seed a config on
+    validation: the accuracy table says it all)."""
+
+    summary: str
+    choice: str
+    names: Mapping[str, str]
+    targets: Callable[[Mapping[str, Any]], list[str]] | None = None
+    differences: bool = True
+
+
+BLOCKS = {
+    "knowledge-validation": Block(KNOWLEDGE_VALIDATION, KNOWLEDGE_CHOICE, KNOWLEDGE_NAMES, differences=False),
+    "knowledge-test": Block(KNOWLEDGE, KNOWLEDGE_CHOICE, KNOWLEDGE_NAMES, knowledge_targets),
+    "capability-validation": Block(CAPABILITY_VALIDATION, CAPABILITY_CHOICE, CAPABILITY_NAMES, differences=False),
+    "capability-test": Block(CAPABILITY, CAPABILITY_CHOICE, CAPABILITY_NAMES, capability_targets),
 }
 
 
 def block(name: str, results: Path = RESULTS) -> str:
-    """The text of block `name`: its summary's tables, then its targets."""
-    path, names, targets = BLOCKS[name]
-    summary = json.loads((results / path).read_text(encoding="utf-8"))
-    protocol = summary["protocol"]
-    head = (f"`{path}`: chosen on {protocol['selected_on']}, test scored {protocol['test_evaluations']} time(s) per "
-            f"configuration; commit {summary['environment']['git_commit']}.")  # fmt: skip
-    return "\n".join([head, "", *summary_markdown(summary, names), "", *targets(summary)])
+    """The text of block `name`: the validation choice, its summary's tables, then its targets."""
+    spec = BLOCKS[name]
+    summary = json.loads((results / spec.summary).read_text(encoding="utf-8"))
+    choice = json.loads((results / spec.choice).read_text(encoding="utf-8"))
+    candidates = ", ".join(f"{c} {100 * accuracy:.1f}%" for c, accuracy in choice["validation_accuracy"].items())
+    protocol, commit = summary["protocol"], summary["environment"]["git_commit"]
+    if protocol["scored_split"] == "test":
+        head = (f"Chosen on validation: **{choice['chosen']}** ({candidates}). `{spec.summary}`: test scored "
+                f"{protocol['test_evaluations']} time(s) per configuration; commit {commit}.")  # fmt: skip
+    else:
+        head = f"`{spec.summary}` (commit {commit}); the choice, `{spec.choice}`: **{choice['chosen']}**."
+    tables = summary_markdown(summary, spec.names)
+    if not spec.differences:
+        tables = tables[: tables.index("")]  # the accuracy table
+    return "\n".join([head, "", *tables, *(["", *spec.targets(summary)] if spec.targets else [])])
 
 
 def blocks_in(text: str) -> list[str]:

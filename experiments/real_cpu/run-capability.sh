@@ -4,7 +4,7 @@
 # reported configuration (each scoring appended to $RESULTS/test-scorings.jsonl, committed). fp32 bases, one thread
 # a process. Re-run to resume: a finished report is skipped, an unfinished fuser resumes from its checkpoints
 # (runs/ stays on this machine, out of git).
-#   bash experiments/real_cpu/run-capability.sh   # stage 1: the choice, on validation only
+#   bash experiments/real_cpu/run-capability.sh   # stage 1: the choice, on validation only; stage 2: the test split
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RESULTS=${RESULTS:-docs/results/real-cpu/capability} RUNS=${RUNS:-runs/real-cpu/capability}
@@ -29,3 +29,40 @@ candidate gated-h64-top7-span-gate4-seed0 --fusion gated
 #    trained on the task, the receiver's own cache gains more than the sharer's gives. The gated fuser keeps the
 #    receiver's cache and adds the sharer's, so its own control is what a gated C2C must beat.
 candidate control-gated-h64-top7-span-gate4-seed0 --fusion gated --control
+
+# The choice, by the rule fixed before any candidate was scored: the higher likelihood-mode validation accuracy
+# (likelihood is the primary mode; generated answers are near zero for the receiver). Frozen in validation-choice.json.
+V=$RESULTS/validation/likelihood
+CHOSEN=$(python experiments/real_cpu/sealed.py choose --benchmark snippets --out $RESULTS/validation-choice.json \
+  projection-h64-top7-span=$V/projection-h64-top7-span-seed0 gated-h64-top7-span-gate4=$V/gated-h64-top7-span-gate4-seed0)
+echo "chosen on validation: $CHOSEN"
+for mode in likelihood generate; do
+  [ -f $RESULTS/validation-$mode.json ] || $C summary --split validation --modes $mode \
+    --config "projection=projection-h64-top7-span-seed0" "gated=gated-h64-top7-span-gate4-seed0" \
+    "control-projection=control-projection-h64-top7-span-seed0" "control-gated=control-gated-h64-top7-span-gate4-seed0"
+done
+
+# 2. The test split, scored once per configuration and mode: the chosen fuser and its control, fuser seeds 0, 1 and
+#    2, then the baselines. Each mode is its own scoring, so an interrupted run resumes without scoring one twice.
+test_scored() {  # RUN_OR_BASELINES MODE
+  [ -f $RESULTS/test/$2/$1/results.json ]
+}
+SEEDS=(0 1 2)
+for seed in "${SEEDS[@]}"; do
+  for control in "" --control; do
+    run=${control:+control-}$CHOSEN-seed$seed
+    [ -f $RUNS/$run/model.safetensors ] || $C fuser --fusion ${CHOSEN%%-*} --fuser-seed $seed $control
+    for mode in likelihood generate; do
+      test_scored $run $mode || $C eval --split test --run $run --modes $mode
+    done
+  done
+done
+for mode in likelihood generate; do
+  test_scored baselines $mode || $C baselines --split test --modes $mode
+done
+runs() {  # PREFIX -> the runs of every seed, comma-separated
+  local IFS=, && echo "${SEEDS[*]/#/$1$CHOSEN-seed}"
+}
+for mode in likelihood generate; do
+  $C summary --split test --modes $mode --config "${CHOSEN%%-*}=$(runs '')" "control-${CHOSEN%%-*}=$(runs control-)"
+done

@@ -7,7 +7,7 @@
 # $RESULTS/test-scorings.jsonl (committed), which gives each report's protocol.test_evaluations.
 # Re-run to resume: a stage whose report is there is skipped; an unfinished sharer or fuser resumes from its
 # checkpoints (runs/ stays on this machine, out of git).
-#   bash experiments/real_cpu/run-knowledge-sealed.sh   # stages 1-3 (choices, validation people only)
+#   bash experiments/real_cpu/run-knowledge-sealed.sh   # stages 1-3: choices on the validation people; 4: the test people
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 K=experiments/real_cpu/knowledge.py
@@ -36,8 +36,10 @@ B=$REPORT/validation/open/baselines/results.json
 [ -f $B ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads $THREADS "${VALIDATION[@]}" \
   --methods receiver sharer t2t routing fact_in_prompt
 
-# 3. Candidate fusers (the families of the earlier study), each scored on the validation people only. 37 min a fuser
-#    and about 3 min an evaluation, two at a time on one thread each.
+# 3. Two candidate fusers, each scored on the validation people only: the earlier study's best family (projection
+#    only) and the method's full fuser (gated, gates starting open), both 64 wide on the sharer's top seven layers
+#    with span alignment (the settings the earlier world pointed to). 37 min a fuser and about 3 min an evaluation,
+#    two at a time on one thread each; more candidates would not fit the test stage's seeds in the time there was.
 H64=(--layer-map top7 --fuser-hidden-size 64 --fuser-lr 1e-3)
 fuse() {  # FUSION TAG [flags for the fuser and its evaluation]
   local fusion=$1 tag=$2 && shift 2
@@ -51,9 +53,6 @@ fuse() {  # FUSION TAG [flags for the fuser and its evaluation]
 fuse projection h64-top7-span "${H64[@]}" --token-alignment span & first=$!
 fuse gated h64-top7-span-gate4 "${H64[@]}" --token-alignment span --gate-init-logit 4
 wait $first
-fuse projection h64-top7 "${H64[@]}" & first=$!
-fuse projection h16-top2 --layer-map top2 --fuser-hidden-size 16 --fuser-lr 3e-3
-wait $first
 #    The trained text-to-text baseline: a receiver LoRA reading the sharer's hints, with the 64-wide fusers' data,
 #    steps, batch and learning rate (`knowledge.py reader`), scored on validation beside them.
 READER=(--prompt open --questions-per-fact 3 --fusion projection --tag h64-top7-span --fuser-steps 900 --fuser-lr 1e-3)
@@ -61,5 +60,40 @@ READER=(--prompt open --questions-per-fact 3 --fusion projection --tag h64-top7-
 grep -qs '"t2t_trained"' $B || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${VALIDATION[@]}" \
   --methods t2t_trained
 
-# 4. The test people (after the choice, once per reported configuration: the chosen fuser and the method's full
-#    fuser, each with fuser seeds 0, 1, 2, and the baselines) is added here once stage 3's validation reports are in.
+# The choice, by the rule fixed before either candidate was scored: the higher validation accuracy. Frozen in
+# validation-choice.json. The method's full fuser (gated) is reported beside the chosen family either way.
+V=$REPORT/validation/open
+CHOSEN=$(python experiments/real_cpu/sealed.py choose --benchmark validation --out $REPORT/validation-choice.json \
+  projection=$V/projection-h64-top7-span gated=$V/gated-h64-top7-span-gate4)
+echo "chosen on validation: $CHOSEN"
+
+# 4. The test people, scored once per reported configuration: the chosen fuser and the full one, each with fuser
+#    seeds 1 (stage 3's fuser), 2 and 3, then every baseline (text-to-text trained on the hints included).
+TEST=(--split test --selected-on validation)
+test_fuse() {  # FUSION TAG SEED [flags]
+  local fusion=$1 tag=$2 seed=$3 && shift 3
+  [ $seed = 1 ] || { tag=$tag-fseed$seed && set -- "$@" --fuser-seed $seed; }
+  local run=(--prompt open --questions-per-fact 3 --fusion "$fusion" --tag "$tag")
+  [ -f $RUN/c2c-open-$fusion-$tag/model.safetensors ] ||
+    python $K fuser "${ROOTS[@]}" "${R[@]}" "${run[@]}" --fuser-dropout 0.3 --fuser-steps 900 --save-steps 150 \
+      --threads 1 "$@"
+  [ -f $REPORT/open/$fusion-$tag/results.json ] ||
+    python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1 "${TEST[@]}" "$@"
+}
+FAMILIES=(gated)
+[ $CHOSEN = gated ] || FAMILIES=($CHOSEN gated)
+for seed in 1 2 3; do  # two fusers at a time when the chosen family is not the full fuser
+  test_fuse gated h64-top7-span-gate4 $seed "${H64[@]}" --token-alignment span --gate-init-logit 4 & first=$!
+  [ $CHOSEN = gated ] || test_fuse projection h64-top7-span $seed "${H64[@]}" --token-alignment span
+  wait $first
+done
+T=$REPORT/open/baselines/results.json
+[ -f $T ] || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${TEST[@]}" \
+  --methods receiver sharer t2t t2t_trained routing fact_in_prompt
+CONFIGS=()
+for fusion in "${FAMILIES[@]}"; do
+  [ $fusion = gated ] && tag=h64-top7-span-gate4 || tag=h64-top7-span
+  CONFIGS+=("$fusion=$fusion-$tag,$fusion-$tag-fseed2,$fusion-$tag-fseed3")
+done
+python $K sealed "${ROOTS[@]}" "${R[@]}" "${TEST[@]}" --config "${CONFIGS[@]}" \
+  --methods receiver sharer t2t t2t_trained routing fact_in_prompt

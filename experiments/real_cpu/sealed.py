@@ -77,19 +77,23 @@ def outcome_vector(outcomes: Mapping[str, Any]) -> dict[str, int]:
     return {i: int(c) for i, c in zip(outcomes["ids"], outcomes["correct"], strict=True)}
 
 
-def seed_differences(runs: Sequence[Mapping[str, int]], baseline: Mapping[str, int]) -> dict[str, Any]:
-    """The runs (one per fuser seed, {id: 0/1}) minus `baseline` on the same questions: per seed, their mean, the
+def seed_differences(runs: Sequence[Mapping[str, int]], others: Sequence[Mapping[str, int]]) -> dict[str, Any]:
+    """The runs (one per fuser seed, {id: 0/1}) minus `others` on the same questions, `others` being one baseline
+    (no seeds) or one run per seed of another configuration (paired seed by seed): per seed, their mean, the
     t-interval over the seeds (`seed_t95`) and the paired interval over the questions of the seeds' mean outcome
-    (`question_paired95`)."""
-    ids = sorted(baseline)
-    for run in runs:
+    minus the others' mean outcome (`question_paired95`)."""
+    if len(others) not in (1, len(runs)):
+        raise ValueError(f"{len(runs)} fuser runs against {len(others)}: compare with one baseline or one run a seed.")
+    others = list(others) * len(runs) if len(others) == 1 else list(others)
+    ids = sorted(others[0])
+    for run in [*runs, *others]:
         if sorted(run) != ids:
             raise ValueError(
                 "A fuser run and its baseline were scored on different questions; score both on one split."
             )
-    per_seed = [sum(run[i] - baseline[i] for i in ids) / len(ids) for run in runs]
+    per_seed = [sum(run[i] - other[i] for i in ids) / len(ids) for run, other in zip(runs, others)]
     mean, seed_t95 = t_interval(per_seed) if len(runs) > 1 else (per_seed[0], None)
-    per_question = [statistics.fmean(run[i] for run in runs) - baseline[i] for i in ids]
+    per_question = [statistics.fmean(run[i] for run in runs) - statistics.fmean(o[i] for o in others) for i in ids]
     _, question_paired95 = normal_mean_interval(per_question, ddof=1)
     return {"per_seed": per_seed, "mean": mean, "seed_t95": list(seed_t95) if seed_t95 else None,
             "question_paired95": list(question_paired95), "n": len(ids)}  # fmt: skip
@@ -100,12 +104,14 @@ def recompute_summary(
     configs: Mapping[str, Sequence[str]],
     baselines: Iterable[str],
     gap: Sequence[str] | None = None,
+    contrasts: Sequence[Sequence[str]] = (),
 ) -> dict[str, Any]:
     """From per-question `outcomes` (label -> `question_outcomes`): every label's accuracy with its Wilson interval,
     and per configuration (name -> the labels of its fuser seeds) its seeds' accuracies, their mean with a t-interval
     over the seeds, and `seed_differences` to every baseline label. With `gap` = (low, high) baseline labels, also
     the share of the gap from low to high each seed closes, (run - low) / (high - low), with its t-interval over
-    the seeds (`gap_closed`)."""
+    the seeds (`gap_closed`). Each of `contrasts` (configuration A, configuration B) gives A minus B, seed by seed
+    (`contrasts["A - B"]`): a fuser minus its control, say."""
     vectors = {label: outcome_vector(o) for label, o in outcomes.items()}
     accuracy = {}
     for label, vector in vectors.items():
@@ -119,7 +125,7 @@ def recompute_summary(
         mean, interval = t_interval(accuracies) if len(labels) > 1 else (accuracies[0], None)
         seeds[config] = {
             "runs": list(labels), "mean": mean, "accuracy_seed_t95": list(interval) if interval else None,
-            "minus": {baseline: seed_differences(runs, vectors[baseline]) for baseline in baselines},
+            "minus": {baseline: seed_differences(runs, [vectors[baseline]]) for baseline in baselines},
         }  # fmt: skip
         if gap is not None:
             low, high = (accuracy[label]["accuracy"] for label in gap)
@@ -129,7 +135,9 @@ def recompute_summary(
             share, share_t95 = t_interval(shares) if len(shares) > 1 else (shares[0], None)
             seeds[config]["gap_closed"] = {"from": gap[0], "to": gap[1], "per_seed": shares, "mean": share,
                                            "seed_t95": list(share_t95) if share_t95 else None}  # fmt: skip
-    return {"accuracy": accuracy, "seeds": seeds}
+    between = {f"{a} - {b}": seed_differences([vectors[label] for label in configs[a]],
+                                              [vectors[label] for label in configs[b]]) for a, b in contrasts}  # fmt: skip
+    return {"accuracy": accuracy, "seeds": seeds, "contrasts": between}
 
 
 def test_summary(
@@ -139,13 +147,15 @@ def test_summary(
     latency: Mapping[str, float],
     metadata: Mapping[str, Any],
     gap: Sequence[str] | None = None,
+    contrasts: Sequence[Sequence[str]] = (),
 ) -> dict[str, Any]:
     """The committed summary of one split's scoring: `metadata` (environment, protocol, config: what was scored how),
     each label's per-question `outcomes` (from report prediction dicts), its median `latency_median_s`, and the
     numbers `recompute_summary` derives from the outcomes."""
     outcomes = {label: question_outcomes(rows) for label, rows in predictions.items()}
     return {**metadata, "baselines": list(baselines), "configs": {c: list(labels) for c, labels in configs.items()},
-            "gap": list(gap) if gap else None, **recompute_summary(outcomes, configs, baselines, gap),
+            "gap": list(gap) if gap else None, "contrast_pairs": [list(pair) for pair in contrasts],
+            **recompute_summary(outcomes, configs, baselines, gap, contrasts),
             "latency_median_s": dict(latency),
             "outcomes": outcomes}  # fmt: skip
 
@@ -182,6 +192,12 @@ def summary_markdown(summary: Mapping[str, Any], names: Mapping[str, str]) -> li
             lines.append(f"| {head} | {mean} | {names.get(baseline, baseline)} | {points(d['mean'])} | "
                          f"{interval(d['seed_t95'])} | {interval(d['question_paired95'])} |")  # fmt: skip
             head = mean = ""
+    if summary.get("contrasts"):
+        lines += ["", "| contrast, seed by seed | points | t over seeds | paired over questions |", "|---|---|---|---|"]
+        for pair, d in summary["contrasts"].items():
+            a, b = pair.split(" - ")
+            lines.append(f"| {names.get(a, a)} - {names.get(b, b)} | {points(d['mean'])} | {interval(d['seed_t95'])} | "
+                         f"{interval(d['question_paired95'])} |")  # fmt: skip
     return lines
 
 
@@ -236,6 +252,7 @@ def write_split_summary(
     names: Mapping[str, str],
     title: str,
     gap: Sequence[str] | None = None,
+    contrasts: Sequence[Sequence[str]] = (),
 ) -> dict[str, Any]:
     """The `test_summary` of one split's reports under `folder` (`baselines/` for the methods without a fuser, one
     folder per fuser run, each scoring `benchmark`) -> `<stem>.json`, `.md` and `.png`. On the test split the
@@ -250,12 +267,36 @@ def write_split_summary(
     summary = test_summary(
         {label: row["predictions"] for label, row in rows.items()}, configs, baselines,
         {label: row["latency_median_s"] for label, row in rows.items()}, {**result_metadata(protocol), "config": config},
-        gap,
+        gap, contrasts,
     )  # fmt: skip
     atomic_write_text(stem.with_suffix(".json"), json.dumps(summary, indent=1) + "\n")
     atomic_write_text(stem.with_suffix(".md"), "\n".join([f"# {title}", "", *summary_markdown(summary, names), ""]))
     plot_summary(summary, names, stem.with_suffix(".png"), title)
     return summary
+
+
+def choose_on_validation(candidates: Mapping[str, Path], benchmark: str, out: Path) -> str:
+    """The candidate (name -> its validation report folder, scoring `c2c` on `benchmark`) with the highest
+    validation accuracy, the first listed on a tie; the choice and every candidate's accuracy go to `out` (JSON). A
+    choice once written is frozen: called again, it returns the written choice, and raises if the reports now give
+    another one (a candidate retrained or rescored after the choice)."""
+    accuracies = {
+        name: load_report(folder)["results"]["c2c"][benchmark]["accuracy"] for name, folder in candidates.items()
+    }
+    chosen = max(accuracies, key=lambda name: (accuracies[name], -list(accuracies).index(name)))
+    if out.is_file():
+        frozen = json.loads(out.read_text(encoding="utf-8"))
+        if frozen["chosen"] != chosen or frozen["validation_accuracy"] != accuracies:
+            raise RuntimeError(
+                f"{out} chose {frozen['chosen']!r} from {frozen['validation_accuracy']}, but the validation reports "
+                f"now give {accuracies}: a frozen choice cannot change; restore the candidates' reports."
+            )
+        return frozen["chosen"]
+    record = {**result_metadata({"selected_on": "validation"}), "benchmark": benchmark,
+              "rule": "highest validation accuracy, the first listed on a tie",
+              "validation_accuracy": accuracies, "chosen": chosen}  # fmt: skip
+    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+    return chosen
 
 
 def train_fuser_resumably(
@@ -287,3 +328,26 @@ def train_fuser_resumably(
     receiver_tokenizer.save_pretrained(out)
     log = {"log": trainer.state.log_history, "seconds": time.perf_counter() - began}
     atomic_write_text(out / "train-log.json", json.dumps(log))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python sealed.py choose --benchmark B --out CHOICE.json NAME=REPORT_DIR ...`: print the chosen NAME."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("choose",))
+    parser.add_argument("--benchmark", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the choice's JSON (frozen once written)")
+    parser.add_argument("candidates", nargs="+", help="NAME=REPORT_DIR, in order of preference on a tie")
+    args = parser.parse_args(argv)
+    candidates = {}
+    for spec in args.candidates:
+        name, _, folder = spec.partition("=")
+        if not name or not folder:
+            raise SystemExit(f"candidate {spec!r}: write NAME=REPORT_DIR (a validation report's folder).")
+        candidates[name] = Path(folder)
+    print(choose_on_validation(candidates, args.benchmark, args.out))
+
+
+if __name__ == "__main__":
+    main()
