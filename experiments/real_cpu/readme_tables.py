@@ -82,8 +82,8 @@ def capability_targets(summary: Mapping[str, Any]) -> list[str]:
 @dataclass(frozen=True)
 class Block:
     """A README block: its summary and the choice it rests on (paths under the results folder), the rows' names,
-    the target lines (none on validation) and whether it shows the seeds' differences (one seed a config on
-    validation: the accuracy table says it all)."""
+    the target lines (none on validation) and whether it shows each configuration's differences to each baseline
+    (one seed a configuration on validation: the accuracy table and the contrasts say it)."""
 
     summary: str
     choice: str
@@ -104,17 +104,18 @@ def block(name: str, results: Path = RESULTS) -> str:
     """The text of block `name`: the validation choice, its summary's tables, then its targets."""
     spec = BLOCKS[name]
     summary = json.loads((results / spec.summary).read_text(encoding="utf-8"))
+    protocol, commit = summary["protocol"], summary["environment"]["git_commit"]
+    if not (results / spec.choice).is_file():  # validation, while candidates are still being scored
+        head = f"`{spec.summary}` (commit {commit}); no choice yet (`{spec.choice}` is written once all are in)."
+        return "\n".join([head, "", *summary_markdown(summary, spec.names, differences=False)])
     choice = json.loads((results / spec.choice).read_text(encoding="utf-8"))
     candidates = ", ".join(f"{c} {100 * accuracy:.1f}%" for c, accuracy in choice["validation_accuracy"].items())
-    protocol, commit = summary["protocol"], summary["environment"]["git_commit"]
     if protocol["scored_split"] == "test":
         head = (f"Chosen on validation: **{choice['chosen']}** ({candidates}). `{spec.summary}`: test scored "
                 f"{protocol['test_evaluations']} time(s) per configuration; commit {commit}.")  # fmt: skip
     else:
         head = f"`{spec.summary}` (commit {commit}); the choice, `{spec.choice}`: **{choice['chosen']}**."
-    tables = summary_markdown(summary, spec.names)
-    if not spec.differences:
-        tables = tables[: tables.index("")]  # the accuracy table
+    tables = summary_markdown(summary, spec.names, spec.differences)
     return "\n".join([head, "", *tables, *(["", *spec.targets(summary)] if spec.targets else [])])
 
 
