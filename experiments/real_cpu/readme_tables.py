@@ -126,12 +126,12 @@ def blocks_in(text: str) -> list[str]:
 def rewrite(text: str, results: Path = RESULTS) -> str:
     """`text` with every generated block rewritten from its summary."""
     for name in blocks_in(text):
-        start, end = f"<!-- generated: {name} -->\n", f"\n<!-- end: {name} -->"
+        start, end = f"<!-- generated: {name} -->\n", f"<!-- end: {name} -->"
         before, _, rest = text.partition(start)
         _, found, after = rest.partition(end)
         if not found:
-            raise ValueError(f"The README's block {name!r} has no closing line {end.strip()!r}.")
-        text = before + start + block(name, results) + end + after
+            raise ValueError(f"The README's block {name!r} has no closing line {end!r}.")
+        text = before + start + block(name, results) + "\n" + end + after
     return text
 
 
