@@ -64,9 +64,10 @@ def capability_targets(summary: Mapping[str, Any]) -> list[str]:
     """Each configuration's share of the receiver-to-sharer gap, against the target of a third with its intervals
     above 0."""
     lines = []
+    references = {reference for _, reference in summary["contrast_pairs"]}  # controls: C2C's references, no target
     for config, row in summary["seeds"].items():
-        if config.startswith("control-"):
-            continue  # a control is C2C's reference, not a configuration with a target
+        if config in references:
+            continue
         closed, receiver = row["gap_closed"], row["minus"]["receiver"]
         above = receiver["seed_t95"][0] > 0 and receiver["question_paired95"][0] > 0
         lines.append(
