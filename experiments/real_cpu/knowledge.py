@@ -47,6 +47,7 @@ from c2c_hf.demo import FactInPrompt, TrainedTextToText, train_hint_reader
 from c2c_hf.demo.world import ATTRIBUTES, Entity, World
 from c2c_hf.evaluation import (
     LM,
+    MEASUREMENT_PROTOCOL,
     Routing,
     Scoring,
     build_methods,
@@ -55,6 +56,7 @@ from c2c_hf.evaluation import (
     load_report,
     markdown_table,
     merge_reports,
+    result_metadata,
     save_report,
 )
 
@@ -259,6 +261,7 @@ def run_eval(args: argparse.Namespace) -> None:
         questions = [scoring.question(item) for item in items]
         ids, mask = LM(model, AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)).encode(questions)
         gates = gate_map(model, ids, mask)
+        gates = {**result_metadata(MEASUREMENT_PROTOCOL), **gates}  # a measurement of the fuser scored beside it
         (output / "gates.json").write_text(json.dumps(gates, indent=1) + "\n")
         plot_gates(gates, output / "gates.png")
 

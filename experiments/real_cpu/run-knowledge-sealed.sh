@@ -66,6 +66,9 @@ V=$REPORT/validation/open
 CHOSEN=$(python experiments/real_cpu/sealed.py choose --benchmark validation --out $REPORT/validation-choice.json \
   projection=$V/projection-h64-top7-span gated=$V/gated-h64-top7-span-gate4)
 echo "chosen on validation: $CHOSEN"
+#    The validation summary: both candidates (one fuser seed each) beside every baseline, every question's outcome.
+python $K sealed "${ROOTS[@]}" "${R[@]}" "${VALIDATION[@]}" --config projection=projection-h64-top7-span \
+  gated=gated-h64-top7-span-gate4 --methods receiver sharer t2t t2t_trained routing fact_in_prompt
 
 # 4. The test people, scored once per reported configuration: the chosen fuser and the full one, each with fuser
 #    seeds 1 (stage 3's fuser), 2 and 3, then every baseline (text-to-text trained on the hints included).
