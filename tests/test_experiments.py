@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from c2c_hf.data import MCItem
 from c2c_hf.evaluation import Prediction, build_report
@@ -250,3 +251,41 @@ def test_the_real_model_readme_holds_the_committed_results_tables_and_stays_one_
     assert readme_tables.blocks_in(text), "the README has no generated block"
     assert readme_tables.rewrite(text) == text, "stale tables: run python experiments/real_cpu/readme_tables.py"
     assert len(text.splitlines()) < 200
+
+
+def test_a_stored_sharer_adapter_rebuilds_the_trained_sharer_exactly_and_keeps_the_adapters_over_it(tmp_path):
+    """`store_adapter` rounds the LoRA to float16 in place and writes it: the sharer merged in the training session
+    and the one a fresh session rebuilds from the file are the same model; storing again replaces the files and
+    leaves the adapters trained over it (sub-folders) in place."""
+    from knowledge_sharer import store_adapter
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    torch.manual_seed(0)
+    base_weights = Qwen2ForCausalLM(config).state_dict()
+    trained = Qwen2ForCausalLM(config)
+    trained.load_state_dict(base_weights)
+    trained = get_peft_model(trained, LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(0, 0.05)  # a trained adapter: weights float16 does not hold exactly
+    folder = tmp_path / "dense-sharer"
+    (folder / "recall-sharer").mkdir(parents=True)
+    (folder / "recall-sharer" / "adapter_model.safetensors").write_text("the adapter trained over this one")
+    store_adapter(trained, folder, {"losses": [2.0, 1.0]})
+    store_adapter(trained, folder, {"losses": [2.0, 1.0]})  # again: the files are replaced, the sub-folder stays
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "recall-sharer", "training-log.json"
+    ]  # fmt: skip
+    assert (folder / "recall-sharer" / "adapter_model.safetensors").read_text() == "the adapter trained over this one"
+    assert {t.dtype for t in load_file(folder / "adapter_model.safetensors").values()} == {torch.float16}
+    assert json.loads((folder / "training-log.json").read_text()) == {"losses": [2.0, 1.0]}
+    rebuilt = Qwen2ForCausalLM(config)
+    rebuilt.load_state_dict(base_weights)
+    rebuilt = PeftModel.from_pretrained(rebuilt, folder).merge_and_unload()
+    tokens = torch.randint(0, config.vocab_size, (2, 7))
+    assert torch.equal(rebuilt(tokens).logits, trained.merge_and_unload()(tokens).logits)

@@ -299,6 +299,10 @@ def main() -> None:
         help="the sharer's LoRA loss: summed over a batch's tokens, divided by the run's mean tokens per batch "
         "(every token weighs the same, as in ungrouped batches) instead of by the batch's own token count",
     )  # fmt: skip
+    parser.add_argument(
+        "--store-adapters", type=Path,
+        help="sharer: keep the trained adapter (float16) below this root, and rebuild the sharer from it when it is there",
+    )  # fmt: skip
     parser.add_argument("--sharer-steps", type=int, default=200)
     parser.add_argument("--sharer-lr", type=float, default=1.5e-3)
     parser.add_argument("--fusion", default="gated", choices=("gated", "weighted", "projection"))

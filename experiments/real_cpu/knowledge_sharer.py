@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
@@ -119,6 +120,11 @@ def train_sharer(args: argparse.Namespace) -> None:
     under = experiment_dirs(args, args.recall_over)[0] / "sharer-private"
     base = under if args.sharer == "recall" else args.models / SHARER
     model = AutoModelForCausalLM.from_pretrained(base, dtype=args.dtype)
+    stored = stored_adapter_dir(args)
+    if stored and (stored / "adapter_model.safetensors").is_file():
+        merge_and_save(PeftModel.from_pretrained(model, stored), tokenizer, runs / "sharer-private")
+        print(f"sharer with private knowledge rebuilt from the stored adapter {stored} -> {runs / 'sharer-private'}")
+        return
     torch.manual_seed(args.seed)
     checkpoint = last_sharer_checkpoint(runs)
     if checkpoint:
@@ -172,18 +178,56 @@ def train_sharer(args: argparse.Namespace) -> None:
             (checkpoint / "state.pt.partial").replace(checkpoint / "state.pt")  # complete: the older ones can go
             for older in set(runs.glob("sharer-lora-checkpoint-*")) - {checkpoint}:
                 shutil.rmtree(older)
-    out = runs / "sharer-private"
-    model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
-    model.merge_and_unload().save_pretrained(out)
-    tokenizer.save_pretrained(out)
     settings = {name: getattr(args, name) for name in ("sharer", "recall_over", "sharer_tag", "sharer_steps",
                                                        "batch_size", "lora_r", "sharer_lr", "group_by_length",
                                                        "run_token_mean", "dtype", "threads", "seed")}  # fmt: skip
     record = {"environment": environment(), "protocol": {"kind": "training log: no split scored"},
               "settings": settings, "losses": log, "seconds": time.perf_counter() - began}  # fmt: skip
+    if stored:
+        store_adapter(model, stored, record)  # rounds the adapter to float16 in place: the sharer below is the stored one
+    model.save_pretrained(runs / "sharer-lora")  # the adapter alone (peft)
+    merge_and_save(model, tokenizer, runs / "sharer-private")
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "sharer-log.json").write_text(json.dumps(record))
-    print(f"sharer with private knowledge -> {out}")
+    print(f"sharer with private knowledge -> {runs / 'sharer-private'}")
+
+
+def merge_and_save(model: PeftModel, tokenizer: AutoTokenizer, out: Path) -> None:
+    """The sharer with its adapter merged in, saved as a plain checkpoint (`sharer-private/`) that later stages load."""
+    model.merge_and_unload().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def stored_adapter_dir(args: argparse.Namespace) -> Path | None:
+    """Where `--store-adapters` keeps this sharer's adapter: the same sub-folders as its runs (`experiment_dirs`)."""
+    if args.store_adapters is None:
+        return None
+    runs = experiment_dirs(args)[0]
+    return args.store_adapters.resolve() / runs.relative_to(args.runs.resolve())
+
+
+def store_adapter(model: PeftModel, folder: Path, record: dict) -> None:
+    """Keep the trained adapter in `folder` (committed, 9 MB for the rank-8 sharer) so that a later session or a reader
+    rebuilds this exact sharer in a minute instead of training it again: the LoRA weights are rounded to float16 in
+    place (the sharer every later stage loads is the stored one), written with their peft config and the training
+    log into `folder`.partial, whose files then replace those in `folder` (its sub-folders, the adapters trained over
+    this one, stay)."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.copy_(parameter.to(torch.float16))
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    weights = load_file(partial / "adapter_model.safetensors")
+    save_file({name: tensor.to(torch.float16) for name, tensor in weights.items()},
+              partial / "adapter_model.safetensors", metadata={"format": "pt"})  # fmt: skip
+    (partial / "training-log.json").write_text(json.dumps(record) + "\n")
+    (partial / "README.md").unlink(missing_ok=True)  # peft's model-card stub
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in partial.iterdir():
+        file.replace(folder / file.name)
+    partial.rmdir()
 
 
 def check_sharer(args: argparse.Namespace) -> None:

@@ -5,8 +5,10 @@
 # (a dense LoRA, then a recall LoRA over it). Every choice is made on the validation people; the test people are
 # scored only by the last stage, once per reported configuration, and every such scoring is appended to
 # $RESULTS/test-scorings.jsonl (committed), which gives each report's protocol.test_evaluations.
-# Re-run to resume: a stage whose report is there is skipped; an unfinished sharer or fuser resumes from its
-# checkpoints (runs/ stays on this machine, out of git).
+# Re-run to resume, also on a fresh machine: a stage whose report is there is skipped (this study's per-question
+# reports are committed), the sharers are rebuilt from their committed adapters, and an unfinished sharer or fuser
+# resumes from its checkpoints while runs/ (out of git) is still on the machine. A fuser, the reader and the scorings
+# that use them run in one session: their weights are not kept.
 #   bash experiments/real_cpu/run-knowledge-sealed.sh   # stages 1-3: choices on the validation people; 4: the test people
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,13 +20,18 @@ D=("${W[@]}" --sharer dense) R=("${W[@]}" --sharer recall --recall-over dense)
 RUN=$RUNS/seed-1/world-224-32/dense-sharer/recall-sharer REPORT=$RESULTS/seed-1/world-224-32/dense-sharer/recall-sharer
 VALIDATION=(--split validation)
 THREADS=${THREADS:-2}  # the one-process stages' torch threads (1 when another job shares the two cores)
+has_method() {  # REPORT_JSON METHOD: whether the report holds rows of METHOD
+  python -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1]))["results"])' "$1" "$2" 2>/dev/null
+}
 
 # 1. The sharers (dense LoRA: 600 steps of 16, about 72 min on two threads; recall LoRA: 300 steps over it), each
-#    checked on the validation people (validation/sharer-check.json).
+#    checked on the validation people (validation/sharer-check.json). Each adapter is kept (float16, committed) in
+#    $ADAPTERS: where it is, the sharer is rebuilt from it in a minute instead of trained again.
+ADAPTERS=experiments/real_cpu/adapters/knowledge-sealed
 sharer() {  # RUN_DIR REPORT_DIR STEPS knowledge.py-flags...
   local run=$1 report=$2 steps=$3 && shift 3
   [ -d $run/sharer-private ] || python $K sharer "${ROOTS[@]}" "$@" --sharer-steps $steps --lora-r 8 --threads $THREADS \
-    --group-by-length --run-token-mean
+    --group-by-length --run-token-mean --store-adapters $ADAPTERS
   [ -f $report/validation/sharer-check.json ] || python $K check "${ROOTS[@]}" "$@" --threads $THREADS "${VALIDATION[@]}"
 }
 sharer $RUNS/seed-1/world-224-32/dense-sharer $RESULTS/seed-1/world-224-32/dense-sharer 600 "${D[@]}"
@@ -55,9 +62,12 @@ fuse gated h64-top7-span-gate4 "${H64[@]}" --token-alignment span --gate-init-lo
 wait $first
 #    The trained text-to-text baseline: a receiver LoRA reading the sharer's hints, with the 64-wide fusers' data,
 #    steps, batch and learning rate (`knowledge.py reader`), scored on validation beside them.
+#    The reader's weights are not kept: trained here only while its validation or test scoring is still to run.
 READER=(--prompt open --questions-per-fact 3 --fusion projection --tag h64-top7-span --fuser-steps 900 --fuser-lr 1e-3)
-[ -d $RUN/t2t-reader-open-projection-h64-top7-span ] || python $K reader "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS
-grep -qs '"t2t_trained"' $B || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${VALIDATION[@]}" \
+T=$REPORT/open/baselines/results.json
+has_method $B t2t_trained && has_method $T t2t_trained || [ -d $RUN/t2t-reader-open-projection-h64-top7-span ] ||
+  python $K reader "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS
+has_method $B t2t_trained || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${VALIDATION[@]}" \
   --methods t2t_trained
 
 # The choice, by the rule fixed before either candidate was scored: the higher validation accuracy. Frozen in
@@ -71,17 +81,18 @@ python $K sealed "${ROOTS[@]}" "${R[@]}" "${VALIDATION[@]}" --config projection=
   gated=gated-h64-top7-span-gate4 --methods receiver sharer t2t t2t_trained routing fact_in_prompt
 
 # 4. The test people, scored once per reported configuration: the chosen fuser and the full one, each with fuser
-#    seeds 1 (stage 3's fuser), 2 and 3, then every baseline (text-to-text trained on the hints included).
+#    seeds 1 (stage 3's fuser), 2 and 3, and every baseline. First what uses stage 3's weights (seed 1's fusers, the
+#    reader), so that they are scored in the session that trained them.
 TEST=(--split test --selected-on validation)
 test_fuse() {  # FUSION TAG SEED [flags]
   local fusion=$1 tag=$2 seed=$3 && shift 3
   [ $seed = 1 ] || { tag=$tag-fseed$seed && set -- "$@" --fuser-seed $seed; }
   local run=(--prompt open --questions-per-fact 3 --fusion "$fusion" --tag "$tag")
+  [ -f $REPORT/open/$fusion-$tag/results.json ] && return 0
   [ -f $RUN/c2c-open-$fusion-$tag/model.safetensors ] ||
     python $K fuser "${ROOTS[@]}" "${R[@]}" "${run[@]}" --fuser-dropout 0.3 --fuser-steps 900 --save-steps 150 \
       --threads 1 "$@"
-  [ -f $REPORT/open/$fusion-$tag/results.json ] ||
-    python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1 "${TEST[@]}" "$@"
+  python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1 "${TEST[@]}" "$@"
 }
 FAMILIES=(gated)
 [ $CHOSEN = gated ] || FAMILIES=($CHOSEN gated)
@@ -89,10 +100,15 @@ for seed in 1 2 3; do  # two fusers at a time when the chosen family is not the 
   test_fuse gated h64-top7-span-gate4 $seed "${H64[@]}" --token-alignment span --gate-init-logit 4 & first=$!
   [ $CHOSEN = gated ] || test_fuse projection h64-top7-span $seed "${H64[@]}" --token-alignment span
   wait $first
+  if [ $seed = 1 ]; then
+    has_method $T t2t_trained || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS \
+      "${TEST[@]}" --methods t2t_trained
+  fi
 done
-T=$REPORT/open/baselines/results.json
-[ -f $T ] || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${TEST[@]}" \
-  --methods receiver sharer t2t t2t_trained routing fact_in_prompt
+for method in receiver sharer t2t routing fact_in_prompt; do  # one at a time, each kept as it lands
+  has_method $T $method || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${TEST[@]}" \
+    --methods $method
+done
 CONFIGS=()
 for fusion in "${FAMILIES[@]}"; do
   [ $fusion = gated ] && tag=h64-top7-span-gate4 || tag=h64-top7-span
