@@ -3,7 +3,8 @@
 # split's `basic` programs, every choice made on 200 validation programs, the 400 test programs scored once per
 # reported configuration (each scoring appended to $RESULTS/test-scorings.jsonl, committed). fp32 bases, one thread
 # a process. Re-run to resume: a finished report is skipped, an unfinished fuser resumes from its checkpoints
-# (runs/ stays on this machine, out of git).
+# (runs/ stays on this machine, out of git). On a fresh clone (no runs/, no per-question reports) the committed
+# choice and summaries stand for their stages: nothing is trained or scored again, the test split least of all.
 #   bash experiments/real_cpu/run-capability.sh   # stage 1: the choice, on validation only; stage 2: the test split
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,20 +22,26 @@ candidate() {  # RUN_NAME [capability.py fuser flags]
 # 1. Candidates on validation: the knowledge study's best family (projection only, 64 wide, the sharer's top seven
 #    layers, span alignment), the method's full fuser (gated, gates starting open) and each one's control (the
 #    receiver as its own sharer: what a fuser gains from training alone); the baselines beside them.
-candidate projection-h64-top7-span-seed0 --fusion projection
-[ -f $RESULTS/validation/generate/baselines/results.json ] || $C baselines --split validation "${MODES[@]}"
-candidate control-projection-h64-top7-span-seed0 --fusion projection --control
-candidate gated-h64-top7-span-gate4-seed0 --fusion gated
-#    The projection's control beat it on validation (likelihood 59.5 against 48.5%; generate 19.0 against 15.0%):
-#    trained on the task, the receiver's own cache gains more than the sharer's gives. The gated fuser keeps the
-#    receiver's cache and adds the sharer's, so its own control is what a gated C2C must beat.
-candidate control-gated-h64-top7-span-gate4-seed0 --fusion gated --control
+if [ ! -f $RESULTS/validation-choice.json ]; then
+  candidate projection-h64-top7-span-seed0 --fusion projection
+  [ -f $RESULTS/validation/generate/baselines/results.json ] || $C baselines --split validation "${MODES[@]}"
+  candidate control-projection-h64-top7-span-seed0 --fusion projection --control
+  candidate gated-h64-top7-span-gate4-seed0 --fusion gated
+  #  The projection's control beat it on validation (likelihood 59.5 against 48.5%; generate 19.0 against 15.0%):
+  #  trained on the task, the receiver's own cache gains more than the sharer's gives. The gated fuser keeps the
+  #  receiver's cache and adds the sharer's, so its own control is what a gated C2C must beat.
+  candidate control-gated-h64-top7-span-gate4-seed0 --fusion gated --control
+fi
 
 # The choice, by the rule fixed before any candidate was scored: the higher likelihood-mode validation accuracy
 # (likelihood is the primary mode; generated answers are near zero for the receiver). Frozen in validation-choice.json.
 V=$RESULTS/validation/likelihood
-CHOSEN=$(python experiments/real_cpu/sealed.py choose --benchmark snippets --out $RESULTS/validation-choice.json \
-  projection-h64-top7-span=$V/projection-h64-top7-span-seed0 gated-h64-top7-span-gate4=$V/gated-h64-top7-span-gate4-seed0)
+if [ -f $RESULTS/validation-choice.json ]; then
+  CHOSEN=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["chosen"])' $RESULTS/validation-choice.json)
+else
+  CHOSEN=$(python experiments/real_cpu/sealed.py choose --benchmark snippets --out $RESULTS/validation-choice.json \
+    projection-h64-top7-span=$V/projection-h64-top7-span-seed0 gated-h64-top7-span-gate4=$V/gated-h64-top7-span-gate4-seed0)
+fi
 echo "chosen on validation: $CHOSEN"
 for mode in likelihood generate; do
   [ -f $RESULTS/validation-$mode.json ] || $C summary --split validation --modes $mode \
@@ -44,16 +51,17 @@ done
 
 # 2. The test split, scored once per configuration and mode: the chosen fuser and its control, fuser seeds 0, 1 and
 #    2, then the baselines. Each mode is its own scoring, so an interrupted run resumes without scoring one twice.
-test_scored() {  # RUN_OR_BASELINES MODE
-  [ -f $RESULTS/test/$2/$1/results.json ]
+test_scored() {  # RUN_OR_BASELINES MODE: its report is here, or the mode's committed test summary holds it
+  [ -f $RESULTS/test/$2/$1/results.json ] || [ -f $RESULTS/test-$2.json ]
 }
 SEEDS=(0 1 2)
 for seed in "${SEEDS[@]}"; do
   for control in "" --control; do
     run=${control:+control-}$CHOSEN-seed$seed
-    [ -f $RUNS/$run/model.safetensors ] || $C fuser --fusion ${CHOSEN%%-*} --fuser-seed $seed $control
     for mode in likelihood generate; do
-      test_scored $run $mode || $C eval --split test --run $run --modes $mode
+      test_scored $run $mode && continue
+      [ -f $RUNS/$run/model.safetensors ] || $C fuser --fusion ${CHOSEN%%-*} --fuser-seed $seed $control
+      $C eval --split test --run $run --modes $mode
     done
   done
 done
@@ -64,5 +72,6 @@ runs() {  # PREFIX -> the runs of every seed, comma-separated
   local IFS=, && echo "${SEEDS[*]/#/$1$CHOSEN-seed}"
 }
 for mode in likelihood generate; do
-  $C summary --split test --modes $mode --config "${CHOSEN%%-*}=$(runs '')" "control-${CHOSEN%%-*}=$(runs control-)"
+  [ -f $RESULTS/test-$mode.json ] || $C summary --split test --modes $mode \
+    --config "${CHOSEN%%-*}=$(runs '')" "control-${CHOSEN%%-*}=$(runs control-)"
 done
