@@ -222,6 +222,10 @@ def store_adapter(model: PeftModel, folder: Path, record: dict) -> None:
     weights = load_file(partial / "adapter_model.safetensors")
     save_file({name: tensor.to(torch.float16) for name, tensor in weights.items()},
               partial / "adapter_model.safetensors", metadata={"format": "pt"})  # fmt: skip
+    config = json.loads((partial / "adapter_config.json").read_text())  # the base by name, not this machine's path
+    if config.get("base_model_name_or_path"):
+        config["base_model_name_or_path"] = Path(config["base_model_name_or_path"]).name
+    (partial / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (partial / "training-log.json").write_text(json.dumps(record) + "\n")
     (partial / "README.md").unlink(missing_ok=True)  # peft's model-card stub
     folder.mkdir(parents=True, exist_ok=True)

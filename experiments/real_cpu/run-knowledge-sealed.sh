@@ -40,8 +40,10 @@ sharer $RUN $REPORT 300 "${R[@]}"
 # 2. The baselines on the validation people (one process, two threads); routing's classifier is fitted on questions
 #    about fuser-training people.
 B=$REPORT/validation/open/baselines/results.json
-[ -f $B ] || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads $THREADS "${VALIDATION[@]}" \
-  --methods receiver sharer t2t routing fact_in_prompt
+for method in receiver sharer t2t routing fact_in_prompt; do  # one at a time, each kept as it lands
+  has_method $B $method || python $K baselines "${ROOTS[@]}" "${R[@]}" --prompt open --threads $THREADS \
+    "${VALIDATION[@]}" --methods $method
+done
 
 # 3. Two candidate fusers, each scored on the validation people only: the earlier study's best family (projection
 #    only) and the method's full fuser (gated, gates starting open), both 64 wide on the sharer's top seven layers
