@@ -6,7 +6,7 @@
 # scored only by the last stage, once per reported configuration, and every such scoring is appended to
 # $RESULTS/test-scorings.jsonl (committed), which gives each report's protocol.test_evaluations.
 # Re-run to resume, also on a fresh machine: a stage whose report is there is skipped (this study's per-question
-# reports are committed), the sharers are rebuilt from their committed adapters, and an unfinished sharer or fuser
+# reports are committed), the sharers are rebuilt from their adapters in runs/ when there, and an unfinished sharer or fuser
 # resumes from its checkpoints while runs/ (out of git) is still on the machine. A fuser, the reader and the scorings
 # that use them run in one session: their weights are not kept.
 #   bash experiments/real_cpu/run-knowledge-sealed.sh   # stages 1-3: choices on the validation people; 4: the test people
@@ -25,9 +25,9 @@ has_method() {  # REPORT_JSON METHOD: whether the report holds rows of METHOD
 }
 
 # 1. The sharers (dense LoRA: 600 steps of 16, about 72 min on two threads; recall LoRA: 300 steps over it), each
-#    checked on the validation people (validation/sharer-check.json). Each adapter is kept (float16, committed) in
+#    checked on the validation people (validation/sharer-check.json). Each adapter is kept (float16, out of git) in
 #    $ADAPTERS: where it is, the sharer is rebuilt from it in a minute instead of trained again.
-ADAPTERS=experiments/real_cpu/adapters/knowledge-sealed
+ADAPTERS=runs/real-cpu/knowledge-sealed-adapters
 sharer() {  # RUN_DIR REPORT_DIR STEPS knowledge.py-flags...
   local run=$1 report=$2 steps=$3 && shift 3
   [ -d $run/sharer-private ] || python $K sharer "${ROOTS[@]}" "$@" --sharer-steps $steps --lora-r 8 --threads $THREADS \
