@@ -515,7 +515,9 @@ def test_merge_puts_reports_run_apart_side_by_side(items, tmp_path, capsys):
     assert (tmp_path / "merged" / "accuracy_latency.png").stat().st_size > 0
     source = json.loads((tmp_path / "c2c" / "results.json").read_text())["results"]["c2c"]["arc_easy"]
     merged = report["results"]["c2c"]["arc_easy"]
-    assert merged["predictions"] == [{"id": p["id"], "correct": p["correct"]} for p in source["predictions"]]
+    assert merged["predictions"] == [
+        {key: p[key] for key in ("id", "gold", "predicted", "correct")} for p in source["predictions"]
+    ]  # each question's outcome, so that `question_outcomes` works on a merged report
     assert {k: v for k, v in merged.items() if k != "predictions"} == {
         k: v for k, v in source.items() if k != "predictions"
     }  # every summary field kept; the answers stay in the source report only

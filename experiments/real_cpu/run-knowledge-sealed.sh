@@ -6,9 +6,9 @@
 # scored only by the last stage, once per reported configuration, and every such scoring is appended to
 # $RESULTS/test-scorings.jsonl (committed), which gives each report's protocol.test_evaluations.
 # Re-run to resume, also on a fresh machine: a stage whose report is there is skipped (this study's per-question
-# reports are committed), the sharers are rebuilt from their adapters in runs/ when there, and an unfinished sharer or fuser
-# resumes from its checkpoints while runs/ (out of git) is still on the machine. A fuser, the reader and the scorings
-# that use them run in one session: their weights are not kept.
+# reports are committed), the sharers are rebuilt from their adapters (restored from git history, stage 1), and an
+# unfinished sharer or fuser resumes from its checkpoints while runs/ (out of git) is still on the machine. A fuser,
+# the reader and the scorings that use them run in one session: their weights are not kept.
 #   bash experiments/real_cpu/run-knowledge-sealed.sh   # stages 1-3: choices on the validation people; 4: the test people
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,30 +54,32 @@ done
 
 # 3. Two candidate fusers, each scored on the validation people only: the earlier study's best family (projection
 #    only) and the method's full fuser (gated, gates starting open), both 64 wide on the sharer's top seven layers
-#    with span alignment (the settings the earlier world pointed to). 37 min a fuser and about 3 min an evaluation,
-#    two at a time on one thread each; more candidates would not fit the test stage's seeds in the time there was.
+#    with span alignment (the settings the earlier world pointed to). Two at a time on one thread each: 37 min a
+#    fuser on an Intel Xeon, 70 on an AMD EPYC; about 3 min an evaluation.
 H64=(--layer-map top7 --fuser-hidden-size 64 --fuser-lr 1e-3)
-fuse() {  # FUSION TAG [flags for the fuser and its evaluation]
-  local fusion=$1 tag=$2 && shift 2
+fuse() {  # SPLIT FUSION TAG SEED [flags for the fuser and its evaluation]: train (unless there) and score one fuser
+  local split=$1 fusion=$2 tag=$3 seed=$4 && shift 4
+  [ $seed = 1 ] || { tag=$tag-fseed$seed && set -- "$@" --fuser-seed $seed; }
   local run=(--prompt open --questions-per-fact 3 --fusion "$fusion" --tag "$tag")
-  [ -f $REPORT/validation/open/$fusion-$tag/results.json ] && return 0
+  local report=$REPORT/open/$fusion-$tag/results.json scoring=(--split test --selected-on validation)
+  [ $split = test ] || { report=$REPORT/validation/open/$fusion-$tag/results.json && scoring=("${VALIDATION[@]}"); }
+  [ -f $report ] && return 0
   [ -f $RUN/c2c-open-$fusion-$tag/model.safetensors ] ||
     python $K fuser "${ROOTS[@]}" "${R[@]}" "${run[@]}" --fuser-dropout 0.3 --fuser-steps 900 --save-steps 150 \
       --threads 1 "$@"
-  python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1 "${VALIDATION[@]}" "$@"
+  python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1 "${scoring[@]}" "$@"
 }
-fuse projection h64-top7-span "${H64[@]}" --token-alignment span & first=$!
-fuse gated h64-top7-span-gate4 "${H64[@]}" --token-alignment span --gate-init-logit 4
-wait $first
-#    The trained text-to-text baseline: a receiver LoRA reading the sharer's hints, with the 64-wide fusers' data,
-#    steps, batch and learning rate (`knowledge.py reader`), scored on validation beside them.
-#    The reader's weights are not kept: trained here only while its validation or test scoring is still to run.
-READER=(--prompt open --questions-per-fact 3 --fusion projection --tag h64-top7-span --fuser-steps 900 --fuser-lr 1e-3)
-T=$REPORT/open/baselines/results.json
-has_method $B t2t_trained && has_method $T t2t_trained || [ -d $RUN/t2t-reader-open-projection-h64-top7-span ] ||
-  python $K reader "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS
-has_method $B t2t_trained || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${VALIDATION[@]}" \
-  --methods t2t_trained
+gated() { fuse $1 gated h64-top7-span-gate4 $2 "${H64[@]}" --token-alignment span --gate-init-logit 4; }  # SPLIT SEED
+projection() { fuse $1 projection h64-top7-span $2 "${H64[@]}" --token-alignment span; }  # SPLIT SEED
+two_at_a_time() {  # "FUNCTION ARGS"...: each a job, at most two at once; stops the script when one fails
+  local running=0 job
+  for job in "$@"; do
+    if [ $running = 2 ]; then wait -n; running=1; fi
+    $job & running=$((running + 1))
+  done
+  for ((; running > 0; running--)); do wait -n; done
+}
+two_at_a_time "projection validation 1" "gated validation 1"
 
 # The choice, by the rule fixed before either candidate was scored: the higher validation accuracy. Frozen in
 # validation-choice.json. The method's full fuser (gated) is reported beside the chosen family either way.
@@ -85,39 +87,45 @@ V=$REPORT/validation/open
 CHOSEN=$(python experiments/real_cpu/sealed.py choose --benchmark validation --out $REPORT/validation-choice.json \
   projection=$V/projection-h64-top7-span gated=$V/gated-h64-top7-span-gate4)
 echo "chosen on validation: $CHOSEN"
-#    The validation summary: both candidates (one fuser seed each) beside every baseline, every question's outcome.
-python $K sealed "${ROOTS[@]}" "${R[@]}" "${VALIDATION[@]}" --config projection=projection-h64-top7-span \
-  gated=gated-h64-top7-span-gate4 --methods receiver sharer t2t t2t_trained routing fact_in_prompt
-
-# 4. The test people, scored once per reported configuration: the chosen fuser and the full one, each with fuser
-#    seeds 1 (stage 3's fuser), 2 and 3, and every baseline. First what uses stage 3's weights (seed 1's fusers, the
-#    reader), so that they are scored in the session that trained them.
-TEST=(--split test --selected-on validation)
-test_fuse() {  # FUSION TAG SEED [flags]
-  local fusion=$1 tag=$2 seed=$3 && shift 3
-  [ $seed = 1 ] || { tag=$tag-fseed$seed && set -- "$@" --fuser-seed $seed; }
-  local run=(--prompt open --questions-per-fact 3 --fusion "$fusion" --tag "$tag")
-  [ -f $REPORT/open/$fusion-$tag/results.json ] && return 0
-  [ -f $RUN/c2c-open-$fusion-$tag/model.safetensors ] ||
-    python $K fuser "${ROOTS[@]}" "${R[@]}" "${run[@]}" --fuser-dropout 0.3 --fuser-steps 900 --save-steps 150 \
-      --threads 1 "$@"
-  python $K eval "${ROOTS[@]}" "${R[@]}" "${run[@]}" --methods c2c --threads 1 "${TEST[@]}" "$@"
-}
 FAMILIES=(gated)
 [ $CHOSEN = gated ] || FAMILIES=($CHOSEN gated)
-for seed in 1 2 3; do  # two fusers at a time when the chosen family is not the full fuser
-  test_fuse gated h64-top7-span-gate4 $seed "${H64[@]}" --token-alignment span --gate-init-logit 4 & first=$!
-  [ $CHOSEN = gated ] || test_fuse projection h64-top7-span $seed "${H64[@]}" --token-alignment span
-  wait $first
-  if [ $seed = 1 ]; then
-    has_method $T t2t_trained || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS \
-      "${TEST[@]}" --methods t2t_trained
-  fi
-done
-for method in receiver sharer t2t routing fact_in_prompt; do  # one at a time, each kept as it lands
+validation_summary() {  # both candidates (one fuser seed each) beside the baselines scored so far, every question
+  local methods=() method
+  for method in receiver sharer t2t t2t_trained routing fact_in_prompt; do
+    if has_method $B $method; then methods+=($method); fi
+  done
+  python $K sealed "${ROOTS[@]}" "${R[@]}" "${VALIDATION[@]}" --config projection=projection-h64-top7-span \
+    gated=gated-h64-top7-span-gate4 --methods "${methods[@]}"
+}
+validation_summary
+
+# 4. The test people, scored once per reported configuration: the chosen fuser and the full one, each with fuser
+#    seeds 1 (stage 3's fuser), 2 and 3, every baseline, and the trained text-to-text baseline. First what uses stage
+#    3's weights, so that it is scored in the session that trained them; then the baselines that need no training
+#    (one at a time: they share one report); then the reader and the later fuser seeds, two at a time.
+TEST=(--split test --selected-on validation)
+two_at_a_time "${FAMILIES[@]/%/ test 1}"
+READER=(--prompt open --questions-per-fact 3 --fusion projection --tag h64-top7-span --fuser-steps 900 --fuser-lr 1e-3)
+T=$REPORT/open/baselines/results.json
+for method in receiver sharer t2t routing fact_in_prompt; do
   has_method $T $method || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads $THREADS "${TEST[@]}" \
     --methods $method
 done
+#    The trained text-to-text baseline: a receiver LoRA reading the sharer's hints, with the 64-wide fusers' data,
+#    steps, batch and learning rate (`knowledge.py reader`), scored on validation and test. Its weights are not
+#    kept: it is trained only while one of its scorings is still to run, and both run in the session that trains it.
+reader() {
+  has_method $B t2t_trained && has_method $T t2t_trained && return 0
+  [ -d $RUN/t2t-reader-open-projection-h64-top7-span ] || python $K reader "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads 1
+  has_method $B t2t_trained || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads 1 "${VALIDATION[@]}" \
+    --methods t2t_trained
+  has_method $T t2t_trained || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads 1 "${TEST[@]}" \
+    --methods t2t_trained
+}
+two_at_a_time reader "${FAMILIES[@]/%/ test 2}" "${FAMILIES[@]/%/ test 3}"
+
+# The summaries: validation, now with the trained text-to-text baseline, and test (every seed).
+validation_summary
 CONFIGS=()
 for fusion in "${FAMILIES[@]}"; do
   [ $fusion = gated ] && tag=h64-top7-span-gate4 || tag=h64-top7-span

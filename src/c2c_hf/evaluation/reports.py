@@ -109,14 +109,16 @@ MERGE_SETTINGS = (
     "receiver", "sharer", "dtype", "device", "mode", "prompt", "max_new_tokens", "hint_tokens", "batch_size", "limit",
     "seed", "latency",
 )  # fmt: skip
+OUTCOME_FIELDS = ("id", "gold", "predicted", "correct")  # what a merged report keeps of each prediction
 
 
 def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One report from several reports of the same bases, fuser and settings, evaluated apart (e.g. one run per
     method and benchmark, resumable across sessions): their results side by side, methods and benchmarks in canonical
     order, the source configs under `config["merged_from"]` (a merged report contributes its own sources, so the list
-    stays flat). Each prediction keeps only its item id and correctness, what the paired differences need; the full
-    predictions (answers, hints, latencies) stay in the source reports, so a merged table does not store them twice.
+    stays flat). Each prediction keeps only its question's outcome (`OUTCOME_FIELDS`: item id, gold and predicted
+    letters, correctness), what the paired differences and `question_outcomes` need; the rest (answers, hints,
+    latencies) stays in the source reports, so a merged table does not store it twice.
 
     Raises `ValueError` when a setting of `MERGE_SETTINGS` (or the fuser checkpoint of two reports with c2c rows)
     differs, a (method, benchmark) pair appears twice, or two methods were evaluated on different items of one
@@ -140,7 +142,7 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             for benchmark, summary in by_benchmark.items():
                 if benchmark in results.get(method, {}):
                     raise ValueError(f"{method} on {benchmark} appears in two reports; merge only one of them.")
-                slim = [{"id": p["id"], "correct": p["correct"]} for p in summary["predictions"]]
+                slim = [{key: p[key] for key in OUTCOME_FIELDS if key in p} for p in summary["predictions"]]
                 results.setdefault(method, {})[benchmark] = {**summary, "predictions": slim}
     items_seen: dict[str, tuple[str, list[str]]] = {}  # benchmark -> (first method, its item ids in order)
     for method, by_benchmark in results.items():
