@@ -55,7 +55,7 @@ done
 # 3. Two candidate fusers, each scored on the validation people only: the earlier study's best family (projection
 #    only) and the method's full fuser (gated, gates starting open), both 64 wide on the sharer's top seven layers
 #    with span alignment (the settings the earlier world pointed to). Two at a time on one thread each: 37 min a
-#    fuser on an Intel Xeon, 70 on an AMD EPYC; about 3 min an evaluation.
+#    fuser on an Intel Xeon, 50 on an AMD EPYC; 3-6 min an evaluation.
 H64=(--layer-map top7 --fuser-hidden-size 64 --fuser-lr 1e-3)
 fuse() {  # SPLIT FUSION TAG SEED [flags for the fuser and its evaluation]: train (unless there) and score one fuser
   local split=$1 fusion=$2 tag=$3 seed=$4 && shift 4
