@@ -207,8 +207,8 @@ def stored_adapter_dir(args: argparse.Namespace) -> Path | None:
 
 
 def store_adapter(model: PeftModel, folder: Path, record: dict) -> None:
-    """Keep the trained adapter in `folder` (out of git: 9 MB for the rank-8 sharer) so that a later session on this
-    machine rebuilds this exact sharer in a minute instead of training it again: the LoRA weights are rounded to float16 in
+    """Keep the trained adapter in `folder` (out of git: 9 MB for the rank-8 sharer) so that a later session
+    rebuilds this exact sharer in a minute instead of training it again: the LoRA weights are rounded to float16 in
     place (the sharer every later stage loads is the stored one), written with their peft config and the training
     log into `folder`.partial, whose files then replace those in `folder` (its sub-folders, the adapters trained over
     this one, stay)."""
