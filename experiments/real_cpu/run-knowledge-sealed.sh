@@ -122,7 +122,9 @@ reader() {
   has_method $T t2t_trained || python $K baselines "${ROOTS[@]}" "${R[@]}" "${READER[@]}" --threads 1 "${TEST[@]}" \
     --methods t2t_trained
 }
-two_at_a_time reader "${FAMILIES[@]/%/ test 2}" "${FAMILIES[@]/%/ test 3}"
+JOBS=(reader)  # the chosen family's seeds first: a session that ends early leaves the full fuser's to resume
+for fusion in "${FAMILIES[@]}"; do JOBS+=("$fusion test 2" "$fusion test 3"); done
+two_at_a_time "${JOBS[@]}"
 
 # The summaries: validation, now with the trained text-to-text baseline, and test (every seed).
 validation_summary
