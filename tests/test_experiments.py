@@ -242,6 +242,25 @@ def test_every_committed_split_summary_recomputes_from_its_outcomes():
         assert again == {key: stored[key] for key in ("accuracy", "seeds", "contrasts")}, path
 
 
+def test_accuracy_by_fact_is_each_kind_s_share_with_seeds_averaged_and_recomputes_for_the_committed_files():
+    """A kind of fact is a question id's second field; a configuration's accuracy on it is the mean of its seeds';
+    every committed `<split>-by-fact.json` is what its summary's outcomes give."""
+    import knowledge_reports
+
+    ids = ["A/city/0#0", "A/color/0#0", "B/city/1#0", "B/color/2#1"]
+    summary = {"baselines": ["sharer"], "configs": {"projection": ["seed1", "seed2"]},
+               "outcomes": {"sharer": {"ids": ids, "correct": "1101"}, "seed1": {"ids": ids, "correct": "1000"},
+                            "seed2": {"ids": ids, "correct": "1111"}}}  # fmt: skip
+    assert knowledge_reports.accuracy_by_fact(summary) == {
+        "sharer": {"city": 0.5, "color": 1.0}, "projection": {"city": 0.75, "color": 0.5}
+    }
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "real-cpu"
+    for path in sorted(results.rglob("*-by-fact.json")):
+        split_summary = path.with_name(path.name.replace("-by-fact", "-summary"))
+        again = knowledge_reports.accuracy_by_fact(json.loads(split_summary.read_text(encoding="utf-8")))
+        assert json.loads(path.read_text(encoding="utf-8"))["accuracy_by_fact"] == again, path
+
+
 def test_the_real_model_readme_holds_the_committed_results_tables_and_stays_one_page():
     """Each generated block of docs/results/real-cpu/README.md is what `readme_tables.py` writes from the committed
     summaries (rerun the script after a summary changes), and the page stays under 200 lines."""

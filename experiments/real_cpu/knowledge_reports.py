@@ -1,18 +1,21 @@
-"""Summaries of the private-knowledge experiment's held-out reports (`knowledge.py summary | segmentation | seeds`):
-the fusion ablation with its paired differences, accuracy by how the alignment splits names, and a fusion's mean
-over seeds. They read the per-run reports (`results.json`, every answer) and write small tables beside them."""
+"""Summaries of the private-knowledge experiment's reports (`knowledge.py summary | segmentation | seeds | sealed`):
+the fusion ablation with its paired differences, accuracy by how the alignment splits names, a fusion's mean over
+seeds, and a sealed split's summary with its accuracy by kind of fact. They read the per-run reports
+(`results.json`, every answer) and write small tables beside them."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
 from c2c_hf import build_token_map
+from c2c_hf.atomic import atomic_write_text
 from c2c_hf.evaluation import (
     UNSEALED_PROTOCOL,
     format_paired,
@@ -202,5 +205,38 @@ def sealed_summary(args: argparse.Namespace) -> None:
         {"selected_on": args.selected_on, "scored_split": args.split}, config, folder / f"{args.split}-summary",
         SEALED_NAMES, title,
     )  # fmt: skip
+    by_fact = accuracy_by_fact(summary)
+    names = {**SEALED_NAMES, **{c: f"{c} (mean of {len(runs)} seed{'s' * (len(runs) > 1)})" for c, runs in configs.items()}}
+    questions = Counter(question.split("/")[1] for question in summary["outcomes"][args.methods[0]]["ids"])
+    facts = list(next(iter(by_fact.values())))
+    lines = [f"# {title}: accuracy % by kind of fact", "",
+             f"Questions per kind: {', '.join(f'{fact} {questions[fact]}' for fact in facts)}.", "",
+             f"| method | {' | '.join(facts)} |",
+             "|---|" + "---|" * len(facts)]  # fmt: skip
+    lines += [f"| {names[label]} | {' | '.join(f'{100 * row[f]:.1f}' for f in facts)} |" for label, row in by_fact.items()]
+    stem = folder / f"{args.split}-by-fact"
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(
+        {key: summary[key] for key in ("environment", "protocol", "config")} | {"questions": dict(questions), "accuracy_by_fact": by_fact}, indent=1
+    ) + "\n")  # fmt: skip
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print((folder / f"{args.split}-summary.md").read_text(encoding="utf-8"))
+    print("\n".join(lines))
     print({c: round(100 * row["mean"], 1) for c, row in summary["seeds"].items()})
+
+
+def accuracy_by_fact(summary: dict) -> dict[str, dict[str, float]]:
+    """Each baseline's and configuration's accuracy on each kind of fact (a question id's second field: city,
+    colour, ...), from the summary's per-question outcomes; a configuration's is the mean over its seeds. Where C2C
+    falls short of the sharer, this says on which facts."""
+
+    def per_fact(outcome: dict) -> dict[str, float]:
+        hits: dict[str, list[bool]] = {}
+        for question, correct in zip(outcome["ids"], outcome["correct"], strict=True):
+            hits.setdefault(question.split("/")[1], []).append(correct == "1")
+        return {fact: sum(h) / len(h) for fact, h in sorted(hits.items())}
+
+    table = {label: per_fact(summary["outcomes"][label]) for label in summary["baselines"]}
+    for config, runs in summary["configs"].items():
+        seeds = [per_fact(summary["outcomes"][run]) for run in runs]
+        table[config] = {fact: sum(seed[fact] for seed in seeds) / len(seeds) for fact in seeds[0]}
+    return table

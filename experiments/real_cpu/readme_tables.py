@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,8 @@ RESULTS = ROOT / "docs" / "results" / "real-cpu"
 README = RESULTS / "README.md"
 KNOWLEDGE_RESULTS = "knowledge-sealed/seed-1/world-224-32/dense-sharer/recall-sharer"
 KNOWLEDGE = f"{KNOWLEDGE_RESULTS}/open/test-summary.json"
-KNOWLEDGE_VALIDATION = f"{KNOWLEDGE_RESULTS}/validation/open/validation-summary.json"
 KNOWLEDGE_CHOICE = f"{KNOWLEDGE_RESULTS}/validation-choice.json"
 CAPABILITY, CAPABILITY_CHOICE = "capability/test-likelihood.json", "capability/validation-choice.json"
-CAPABILITY_VALIDATION = "capability/validation-likelihood.json"
 KNOWLEDGE_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t": "text-to-text (paper's protocol)",
                    "t2t_trained": "trained text-to-text", "routing": "routing", "fact_in_prompt": "fact in the prompt",
                    "projection": "C2C, projection only", "gated": "C2C, the method's full fuser"}  # fmt: skip
@@ -40,8 +38,14 @@ CAPABILITY_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t
                     "control-gated": "control (full fuser): the receiver as its own sharer"}  # fmt: skip
 
 
-def met(flag: bool) -> str:
-    return "met" if flag else "**missed**"
+def met(flag: bool | None) -> str:
+    """A target's verdict; None where it needs an interval over seeds and one seed is in."""
+    return "not measured: one seed" if flag is None else "met" if flag else "**missed**"
+
+
+def above_zero(seed_t95: Sequence[float] | None) -> bool | None:
+    """Whether an interval over seeds lies above 0 (None for one seed: no interval)."""
+    return None if seed_t95 is None else seed_t95[0] > 0
 
 
 def knowledge_targets(summary: Mapping[str, Any]) -> list[str]:
@@ -54,10 +58,15 @@ def knowledge_targets(summary: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"- {KNOWLEDGE_NAMES.get(config, config)}: C2C - receiver {points(receiver['mean'])} (>= +50: "
             f"{met(receiver['mean'] >= 0.5)}); C2C - text-to-text {points(t2t['mean'])}, t over seeds "
-            f"{interval(t2t['seed_t95'])} (above 0: {met(t2t['seed_t95'][0] > 0)}); latency {latency:.2f}x "
+            f"{interval(t2t['seed_t95'])} (above 0: {met(above_zero(t2t['seed_t95']))}); latency {latency:.2f}x "
             f"text-to-text (<= 0.5x: {met(latency <= 0.5)})."
         )
     return lines
+
+
+def percent(seed_t95: Sequence[float] | None) -> str:
+    """A share's interval over seeds in whole percent."""
+    return "(one seed)" if seed_t95 is None else f"[{100 * seed_t95[0]:.0f}, {100 * seed_t95[1]:.0f}]%"
 
 
 def capability_targets(summary: Mapping[str, Any]) -> list[str]:
@@ -69,10 +78,11 @@ def capability_targets(summary: Mapping[str, Any]) -> list[str]:
         if config in references:
             continue
         closed, receiver = row["gap_closed"], row["minus"]["receiver"]
-        above = receiver["seed_t95"][0] > 0 and receiver["question_paired95"][0] > 0
+        seeds_above = above_zero(receiver["seed_t95"])
+        above = None if seeds_above is None else seeds_above and receiver["question_paired95"][0] > 0
         lines.append(
             f"- {CAPABILITY_NAMES.get(config, config)}: closes {100 * closed['mean']:.0f}% of the gap, t over seeds "
-            f"[{100 * closed['seed_t95'][0]:.0f}, {100 * closed['seed_t95'][1]:.0f}]% (>= 33%: "
+            f"{percent(closed['seed_t95'])} (>= 33%: "
             f"{met(closed['mean'] >= 1 / 3)}); C2C - receiver {points(receiver['mean'])}, t over seeds "
             f"{interval(receiver['seed_t95'])}, paired {interval(receiver['question_paired95'])} (above 0: "
             f"{met(above)})."
@@ -82,42 +92,35 @@ def capability_targets(summary: Mapping[str, Any]) -> list[str]:
 
 @dataclass(frozen=True)
 class Block:
-    """A README block: its summary and the choice it rests on (paths under the results folder), the rows' names,
-    the target lines (none on validation) and whether it shows each configuration's differences to each baseline
-    (one seed a configuration on validation: the accuracy table and the contrasts say it)."""
+    """A README block: a test summary and the validation choice it rests on (paths under the results folder), the
+    rows' names and the target lines. Validation summaries stay in their own files: the block's head line names
+    the choice and each candidate's validation accuracy."""
 
     summary: str
     choice: str
     names: Mapping[str, str]
-    targets: Callable[[Mapping[str, Any]], list[str]] | None = None
-    differences: bool = True
+    targets: Callable[[Mapping[str, Any]], list[str]]
 
 
 BLOCKS = {
-    "knowledge-validation": Block(KNOWLEDGE_VALIDATION, KNOWLEDGE_CHOICE, KNOWLEDGE_NAMES, differences=False),
     "knowledge-test": Block(KNOWLEDGE, KNOWLEDGE_CHOICE, KNOWLEDGE_NAMES, knowledge_targets),
-    "capability-validation": Block(CAPABILITY_VALIDATION, CAPABILITY_CHOICE, CAPABILITY_NAMES, differences=False),
     "capability-test": Block(CAPABILITY, CAPABILITY_CHOICE, CAPABILITY_NAMES, capability_targets),
 }
 
 
 def block(name: str, results: Path = RESULTS) -> str:
-    """The text of block `name`: the validation choice, its summary's tables, then its targets."""
+    """The text of block `name`: the validation choice, its test summary's tables, then its targets."""
     spec = BLOCKS[name]
     summary = json.loads((results / spec.summary).read_text(encoding="utf-8"))
     protocol, commit = summary["protocol"], summary["environment"]["git_commit"]
-    if not (results / spec.choice).is_file():  # validation, while candidates are still being scored
-        head = f"`{spec.summary}` (commit {commit}); no choice yet (`{spec.choice}` is written once all are in)."
-        return "\n".join([head, "", *summary_markdown(summary, spec.names, differences=False)])
+    if protocol["scored_split"] != "test":
+        raise ValueError(f"Block {name!r} reads {spec.summary}, a {protocol['scored_split']!r} summary; a README "
+                         "block shows a test summary (validation summaries stay in their own files).")  # fmt: skip
     choice = json.loads((results / spec.choice).read_text(encoding="utf-8"))
     candidates = ", ".join(f"{c} {100 * accuracy:.1f}%" for c, accuracy in choice["validation_accuracy"].items())
-    if protocol["scored_split"] == "test":
-        head = (f"Chosen on validation: **{choice['chosen']}** ({candidates}). `{spec.summary}`: test scored "
-                f"{protocol['test_evaluations']} time(s) per configuration; commit {commit}.")  # fmt: skip
-    else:
-        head = f"`{spec.summary}` (commit {commit}); the choice, `{spec.choice}`: **{choice['chosen']}**."
-    tables = summary_markdown(summary, spec.names, spec.differences)
-    return "\n".join([head, "", *tables, *(["", *spec.targets(summary)] if spec.targets else [])])
+    head = (f"Chosen on validation: **{choice['chosen']}** ({candidates}). `{spec.summary}`: test scored "
+            f"{protocol['test_evaluations']} time(s) per configuration; commit {commit}.")  # fmt: skip
+    return "\n".join([head, "", *summary_markdown(summary, spec.names), "", *spec.targets(summary)])
 
 
 def blocks_in(text: str) -> list[str]:

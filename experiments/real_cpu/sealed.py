@@ -172,12 +172,10 @@ def interval(bounds: Sequence[float] | None, signed: bool = True) -> str:
     return f"[{points(low)}, {points(high)}]" if signed else f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def summary_markdown(
-    summary: Mapping[str, Any], names: Mapping[str, str], differences: bool = True
-) -> list[str]:
-    """The tables of a test summary: every label's accuracy and latency; each configuration's seeds against each
-    baseline with both intervals (left out with `differences=False`); the contrasts between configurations, if any
-    (`names`: label -> what the row says)."""
+def summary_markdown(summary: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    """The tables of a split's summary: every label's accuracy and latency; each configuration's seeds against each
+    baseline with both intervals; the contrasts between configurations, if any (`names`: label -> what the row
+    says)."""
     lines = ["| method | accuracy % [95% Wilson] | median latency |", "|---|---|---|"]
     for label, row in summary["accuracy"].items():
         latency = summary["latency_median_s"].get(label)
@@ -185,17 +183,16 @@ def summary_markdown(
         lines.append(
             f"| {names.get(label, label)} | {100 * row['accuracy']:.1f} {interval(row['ci95'], False)} | {seconds} |"
         )
-    if differences:
-        lines += ["", "| configuration (seeds) | mean % [t over seeds] | minus | points | t over seeds | paired over questions |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for config, row in summary["seeds"].items():
-            runs = " / ".join(f"{100 * summary['accuracy'][label]['accuracy']:.1f}" for label in row["runs"])
-            head = f"{names.get(config, config)} ({runs})"
-            mean = f"{100 * row['mean']:.1f} {interval(row['accuracy_seed_t95'], False)}"
-            for baseline, d in row["minus"].items():
-                lines.append(f"| {head} | {mean} | {names.get(baseline, baseline)} | {points(d['mean'])} | "
-                             f"{interval(d['seed_t95'])} | {interval(d['question_paired95'])} |")  # fmt: skip
-                head = mean = ""
+    lines += ["", "| configuration (seeds) | mean % [t over seeds] | minus | points | t over seeds | paired over questions |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for config, row in summary["seeds"].items():
+        runs = " / ".join(f"{100 * summary['accuracy'][label]['accuracy']:.1f}" for label in row["runs"])
+        head = f"{names.get(config, config)} ({runs})"
+        mean = f"{100 * row['mean']:.1f} {interval(row['accuracy_seed_t95'], False)}"
+        for baseline, d in row["minus"].items():
+            lines.append(f"| {head} | {mean} | {names.get(baseline, baseline)} | {points(d['mean'])} | "
+                         f"{interval(d['seed_t95'])} | {interval(d['question_paired95'])} |")  # fmt: skip
+            head = mean = ""
     if summary.get("contrasts"):
         lines += ["", "| contrast, seed by seed | points | t over seeds | paired over questions |", "|---|---|---|---|"]
         for pair, d in summary["contrasts"].items():
