@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,6 @@ from c2c_hf.evaluation import (
     UNSEALED_PROTOCOL,
     format_paired,
     load_report,
-    normal_mean_interval,
     paired_difference,
     result_metadata,
     wilson_interval,
@@ -28,7 +28,7 @@ from c2c_hf.evaluation import (
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 from knowledge_setup import RECEIVER, experiment_dirs, load_world, split_benchmark, split_root, tagged
-from sealed import parse_configs, write_split_summary
+from sealed import interval, parse_configs, points, seed_differences, write_split_summary
 
 ABLATION = {"projection": "projection only (no receiver input, no gate)", "weighted": "+ fusion (receiver input, weight)",
             "gated": "+ gate (C2C)"}  # fmt: skip
@@ -155,32 +155,25 @@ def segmentation(args: argparse.Namespace) -> None:
 
 def seed_mean(args: argparse.Namespace) -> None:
     """`open/seeds-<fusion>-<first tag>.{md,json}`: one fusion trained with several seeds (runs `--seed-tags`): each
-    run's accuracy, their mean, and the mean's paired difference to each baseline, per question the mean correctness
-    over the runs minus the baseline's (a normal interval over the questions; the seeds' spread is shown, not in it)."""
+    run's accuracy, their mean, and the mean's difference to each baseline with the two intervals of
+    `sealed.seed_differences`, the t-interval over the seeds and the paired one over the questions."""
     results = experiment_dirs(args)[1] / "open"
     runs = {t: load_report(results / tagged(args.fusion, t))["results"]["c2c"]["heldout"] for t in args.seed_tags}
     baselines = heldout_baseline_rows(results / "baselines")
-    correct = {t: {p["id"]: float(p["correct"]) for p in r["predictions"]} for t, r in runs.items()}
-    ids = sorted(next(iter(correct.values())))
-    mean = {i: sum(c[i] for c in correct.values()) / len(correct) for i in ids}  # per question, over the runs
-    paired = {}
-    for method in ("receiver", "t2t"):
-        baseline = {p["id"]: float(p["correct"]) for p in baselines[method]["predictions"]}
-        if any(c.keys() != baseline.keys() for c in correct.values()):
-            raise ValueError(f"The runs {args.seed_tags} and the {method} baseline were asked different questions.")
-        differences = [mean[i] - baseline[i] for i in ids]
-        centre, (low, high) = normal_mean_interval(differences, ddof=1)  # paired per question, within these runs
-        paired[method] = {"difference": centre, "ci95": [low, high], "n": len(ids)}
+    outcomes = [{p["id"]: int(p["correct"]) for p in run["predictions"]} for run in runs.values()]
+    minus = {method: seed_differences(outcomes, [{p["id"]: int(p["correct"]) for p in baselines[method]["predictions"]}])
+             for method in ("receiver", "t2t")}  # fmt: skip
     summary = {**result_metadata(UNSEALED_PROTOCOL), "fusion": args.fusion, "runs": {t: r["accuracy"] for t, r in runs.items()},
-               "mean": sum(mean.values()) / len(ids), "paired": paired,
+               "mean": statistics.fmean(r["accuracy"] for r in runs.values()), "minus": minus,
                "latency_median_s": {t: r["latency_median_s"] for t, r in runs.items()}}  # fmt: skip
     stem = f"seeds-{tagged(args.fusion, args.seed_tags[0])}"
-    (results / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(results / f"{stem}.json", json.dumps(summary, indent=1) + "\n")
     lines = [f"{args.fusion}, runs {', '.join(f'{t}: {100 * a:.1f}%' for t, a in summary['runs'].items())}; "
-             f"mean {100 * summary['mean']:.1f}%.", "", "| mean over the runs minus | points [95% interval] |", "|---|---|"]  # fmt: skip
-    lines += [f"| {m} | {100 * d['difference']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] |"
-              for m, d in paired.items()]  # fmt: skip
-    (results / f"{stem}.md").write_text("\n".join(lines) + "\n")
+             f"mean {100 * summary['mean']:.1f}%.", "",
+             "| mean over the runs minus | points | t over seeds | paired over questions |", "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {m} | {points(d['mean'])} | {interval(d['seed_t95'])} | {interval(d['question_paired95'])} |"
+              for m, d in minus.items()]  # fmt: skip
+    atomic_write_text(results / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
