@@ -22,13 +22,14 @@ from c2c_hf.evaluation import (
     format_paired,
     load_report,
     paired_difference,
+    question_outcomes,
     result_metadata,
     wilson_interval,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 from knowledge_setup import RECEIVER, experiment_dirs, load_world, split_benchmark, split_root, tagged
-from sealed import interval, parse_configs, points, seed_differences, write_split_summary
+from sealed import interval, outcome_vector, parse_configs, points, seed_differences, write_split_summary
 
 ABLATION = {"projection": "projection only (no receiver input, no gate)", "weighted": "+ fusion (receiver input, weight)",
             "gated": "+ gate (C2C)"}  # fmt: skip
@@ -160,8 +161,8 @@ def seed_mean(args: argparse.Namespace) -> None:
     results = experiment_dirs(args)[1] / "open"
     runs = {t: load_report(results / tagged(args.fusion, t))["results"]["c2c"]["heldout"] for t in args.seed_tags}
     baselines = heldout_baseline_rows(results / "baselines")
-    outcomes = [{p["id"]: int(p["correct"]) for p in run["predictions"]} for run in runs.values()]
-    minus = {method: seed_differences(outcomes, [{p["id"]: int(p["correct"]) for p in baselines[method]["predictions"]}])
+    outcomes = [outcome_vector(question_outcomes(run["predictions"])) for run in runs.values()]
+    minus = {method: seed_differences(outcomes, [outcome_vector(question_outcomes(baselines[method]["predictions"]))])
              for method in ("receiver", "t2t")}  # fmt: skip
     summary = {**result_metadata(UNSEALED_PROTOCOL), "fusion": args.fusion, "runs": {t: r["accuracy"] for t, r in runs.items()},
                "mean": statistics.fmean(r["accuracy"] for r in runs.values()), "minus": minus,
@@ -185,7 +186,8 @@ SEALED_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t": "
 def sealed_summary(args: argparse.Namespace) -> None:
     """`<split root>/open/<split>-summary.{json,md,png}`: the baselines (`--methods`) and each `--config`'s fuser
     runs, one per fuser seed, on the people of `--split`, every question's outcome, and the intervals over the seeds
-    and over the questions (`sealed.write_split_summary`)."""
+    and over the questions (`sealed.write_split_summary`); beside it `<split>-by-fact.{json,md}`
+    (`write_accuracy_by_fact`)."""
     folder = split_root(args.split, experiment_dirs(args)[1]) / "open"
     world = load_world(args)
     config = {"task": "private knowledge: questions about people known to the sharer (LoRA) only; 2 per fact",
@@ -198,34 +200,26 @@ def sealed_summary(args: argparse.Namespace) -> None:
         {"selected_on": args.selected_on, "scored_split": args.split}, config, folder / f"{args.split}-summary",
         SEALED_NAMES, title,
     )  # fmt: skip
-    by_fact = accuracy_by_fact(summary)
-    names = {**SEALED_NAMES, **{c: f"{c} (mean of {len(runs)} seed{'s' * (len(runs) > 1)})" for c, runs in configs.items()}}
-    questions = Counter(question.split("/")[1] for question in summary["outcomes"][args.methods[0]]["ids"])
-    facts = list(next(iter(by_fact.values())))
-    lines = [f"# {title}: accuracy % by kind of fact", "",
-             f"Questions per kind: {', '.join(f'{fact} {questions[fact]}' for fact in facts)}.", "",
-             f"| method | {' | '.join(facts)} |",
-             "|---|" + "---|" * len(facts)]  # fmt: skip
-    lines += [f"| {names[label]} | {' | '.join(f'{100 * row[f]:.1f}' for f in facts)} |" for label, row in by_fact.items()]
-    stem = folder / f"{args.split}-by-fact"
-    atomic_write_text(stem.with_suffix(".json"), json.dumps(
-        {key: summary[key] for key in ("environment", "protocol", "config")} | {"questions": dict(questions), "accuracy_by_fact": by_fact}, indent=1
-    ) + "\n")  # fmt: skip
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    by_fact_lines = write_accuracy_by_fact(summary, folder / f"{args.split}-by-fact", title)
     print((folder / f"{args.split}-summary.md").read_text(encoding="utf-8"))
-    print("\n".join(lines))
+    print("\n".join(by_fact_lines))
     print({c: round(100 * row["mean"], 1) for c, row in summary["seeds"].items()})
 
 
+def fact_kind(question: str) -> str:
+    """The kind of fact a world question asks about: its id's second field (`person/city/phrasing#k` -> city)."""
+    return question.split("/")[1]
+
+
 def accuracy_by_fact(summary: dict) -> dict[str, dict[str, float]]:
-    """Each baseline's and configuration's accuracy on each kind of fact (a question id's second field: city,
-    colour, ...), from the summary's per-question outcomes; a configuration's is the mean over its seeds. Where C2C
-    falls short of the sharer, this says on which facts."""
+    """Each baseline's and configuration's accuracy on each kind of fact (city, colour, ...), from the summary's
+    per-question outcomes; a configuration's is the mean over its seeds. Where C2C falls short of the sharer, this
+    says on which facts."""
 
     def per_fact(outcome: dict) -> dict[str, float]:
-        hits: dict[str, list[bool]] = {}
-        for question, correct in zip(outcome["ids"], outcome["correct"], strict=True):
-            hits.setdefault(question.split("/")[1], []).append(correct == "1")
+        hits: dict[str, list[int]] = {}
+        for question, correct in outcome_vector(outcome).items():
+            hits.setdefault(fact_kind(question), []).append(correct)
         return {fact: sum(h) / len(h) for fact, h in sorted(hits.items())}
 
     table = {label: per_fact(summary["outcomes"][label]) for label in summary["baselines"]}
@@ -233,3 +227,22 @@ def accuracy_by_fact(summary: dict) -> dict[str, dict[str, float]]:
         seeds = [per_fact(summary["outcomes"][run]) for run in runs]
         table[config] = {fact: sum(seed[fact] for seed in seeds) / len(seeds) for fact in seeds[0]}
     return table
+
+
+def write_accuracy_by_fact(summary: dict, stem: Path, title: str) -> list[str]:
+    """`accuracy_by_fact` of a split's summary -> `<stem>.json` (with the summary's environment, protocol and
+    config, and how many questions each kind has) and `<stem>.md`; returns the markdown's lines."""
+    by_fact = accuracy_by_fact(summary)
+    questions = Counter(fact_kind(q) for q in summary["outcomes"][summary["baselines"][0]]["ids"])
+    names = {**SEALED_NAMES, **{c: f"{c} (mean of {len(runs)} seed{'s' * (len(runs) > 1)})"
+                                for c, runs in summary["configs"].items()}}  # fmt: skip
+    facts = list(next(iter(by_fact.values())))
+    lines = [f"# {title}: accuracy % by kind of fact", "",
+             f"Questions per kind: {', '.join(f'{fact} {questions[fact]}' for fact in facts)}.", "",
+             f"| method | {' | '.join(facts)} |", "|---|" + "---|" * len(facts)]  # fmt: skip
+    lines += [f"| {names[label]} | {' | '.join(f'{100 * row[f]:.1f}' for f in facts)} |" for label, row in by_fact.items()]
+    metadata = {key: summary[key] for key in ("environment", "protocol", "config")}
+    record = metadata | {"questions": dict(questions), "accuracy_by_fact": by_fact}
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    return lines
