@@ -350,7 +350,7 @@ def test_a_summary_of_validation_runs_is_over_the_validation_people(tmp_path):
 
 
 @pytest.mark.parametrize("prompt", ["choices", "open"])
-def test_hint_reader_trains_a_merged_copy_on_one_hint_per_fact(tmp_path, monkeypatch, prompt):
+def test_hint_reader_trains_a_merged_copy_on_one_hint_per_fact_or_per_hint_key(tmp_path, monkeypatch, prompt):
     """One sharer hint per fact, asked in the fuser's prompt style; the reader trains on `answer`'s replies."""
     from c2c_hf.demo import bases, hint_reader
     from c2c_hf.demo.bases import build_sharer
@@ -390,6 +390,10 @@ def test_hint_reader_trains_a_merged_copy_on_one_hint_per_fact(tmp_path, monkeyp
     assert all(torch.equal(before[k], v) for k, v in receiver.state_dict().items())  # the receiver itself untouched
     changed = [k for k, v in tuned.state_dict().items() if not torch.equal(before[k], v)]
     assert changed and all(any(t in k for t in ("proj",)) for k in changed)
+    CountingLM.prompts = []
+    train_hint_reader(receiver, receiver_tokenizer, sharer, items, steps=1, batch_size=4, lr=1e-2, rank=4,
+                      hint_tokens=6, seed=0, workdir=str(tmp_path), prompt=prompt, hint_key=lambda item: item.id)
+    assert sorted(CountingLM.prompts) == sorted(hint_request(item, prompt) for item in items)  # one per question
 
 
 def synthetic_report(quick: bool, transfer: dict[str, float], complementary: dict[str, float], latency: dict) -> dict:

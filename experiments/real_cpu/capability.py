@@ -11,7 +11,8 @@ answers' format and the task's priors but can take nothing from the sharer.
     python experiments/real_cpu/capability.py fuser --fusion projection --layer-map top7 --fuser-seed 0
     python experiments/real_cpu/capability.py fuser --control ...        # the receiver as its own sharer
     python experiments/real_cpu/capability.py baselines --split validation  # receiver, sharer, t2t, routing
-    python experiments/real_cpu/capability.py eval --split validation --run <fuser run name>
+    python experiments/real_cpu/capability.py reader --fuser-seed 0          # trained text-to-text (receiver LoRA)
+    python experiments/real_cpu/capability.py eval --split validation --run <fuser or reader run name>
     python experiments/real_cpu/capability.py summary --split test --config NAME=<run>,<run>,<run> control-NAME=...
 
 Reports: `<results>/<split>/<mode>/<run or baselines>/results.{json,md}` (per question, not committed), and the
@@ -22,17 +23,21 @@ intervals recomputed from them, `sealed.test_summary`). Fusers train and resume 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf import C2CForCausalLM, build_features
 from c2c_hf.atomic import atomic_write_text
+from c2c_hf.demo import TrainedTextToText, train_hint_reader
 from c2c_hf.evaluation import (
     LM,
     Direct,
@@ -63,6 +68,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RECEIVER, SHARER = "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"
 MODES = ("likelihood", "generate")
 BASELINES = ("receiver", "sharer", "t2t", "routing")
+READER_RANK = 8  # the trained text-to-text reader's LoRA rank, as in the knowledge study
 ROUTING_FIT = 64  # training-split programs the routing classifier is fitted on
 TASK_IDENTITY = ("task", "config")  # a test scoring's identity: these programs, this configuration
 
@@ -73,6 +79,11 @@ def run_name(args: argparse.Namespace) -> str:
     parts += [args.fusion, f"h{args.fuser_hidden_size}", args.layer_map, args.token_alignment]
     parts += [f"gate{args.gate_init_logit:g}"] if args.fusion == "gated" else []
     return "-".join([*parts, f"seed{args.fuser_seed}"])
+
+
+def reader_run(args: argparse.Namespace) -> str:
+    """`t2t-reader-r8-seed0`: the trained text-to-text reader's folder and report."""
+    return f"t2t-reader-r{READER_RANK}-seed{args.fuser_seed}"
 
 
 def split_items(args: argparse.Namespace) -> list:
@@ -112,6 +123,31 @@ def train_fuser(args: argparse.Namespace) -> None:
         lr=args.fuser_lr, save_steps=args.save_steps, seed=args.fuser_seed, save_total_limit=2,
     )  # fmt: skip
     print(f"fuser -> {out}")
+
+
+def train_reader(args: argparse.Namespace) -> None:
+    """The trained text-to-text baseline (`c2c_hf.demo.train_hint_reader`): a rank-8 LoRA of the receiver, merged,
+    trained to answer the train split's programs from the sharer's written hints (one per program), with the fuser's
+    data (the same programs and replies), steps, batch size and learning rate -> `<runs>/t2t-reader-r8-seed<seed>`,
+    written beside and then renamed, so an interrupted run leaves no reader."""
+    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
+    receiver = AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=torch.float32)
+    sharer = LM(AutoModelForCausalLM.from_pretrained(args.models / SHARER, dtype=torch.float32).eval(),
+                AutoTokenizer.from_pretrained(args.models / SHARER))  # fmt: skip
+    items = snippets.snippet_items(args.task_seed, "train", args.train_size, args.difficulty)
+    with tempfile.TemporaryDirectory() as workdir:
+        reader = train_hint_reader(
+            receiver, receiver_tokenizer, sharer, items, steps=args.fuser_steps, batch_size=args.fuser_batch_size,
+            lr=args.fuser_lr, rank=READER_RANK, hint_tokens=args.hint_tokens, seed=args.fuser_seed, workdir=workdir,
+            prompt="open", hint_batch_size=32, hint_key=lambda item: item.id,
+        )  # fmt: skip
+    out = args.runs / reader_run(args)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    reader.save_pretrained(partial)
+    receiver_tokenizer.save_pretrained(partial)
+    os.replace(partial, out)
+    print(f"trained text-to-text reader -> {out}")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -171,6 +207,18 @@ def run_baselines(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
+    """A run under `--runs` scored on `--split`: a fuser as `c2c`, a trained reader (a plain receiver, `reader`) as
+    `t2t_trained`, the sharer writing its hint as in text-to-text."""
+    if AutoConfig.from_pretrained(args.runs / args.run).model_type != "c2c":
+        reader = LM(AutoModelForCausalLM.from_pretrained(args.runs / args.run, dtype=torch.float32).eval(),
+                    AutoTokenizer.from_pretrained(args.runs / args.run))  # fmt: skip
+        sharer = LM(AutoModelForCausalLM.from_pretrained(args.models / SHARER, dtype=torch.float32).eval(),
+                    AutoTokenizer.from_pretrained(args.models / SHARER))  # fmt: skip
+        for mode in args.modes:
+            scoring = Scoring(mode, args.max_new_tokens, "open")
+            score(args, [TrainedTextToText(reader, sharer, scoring, args.hint_tokens)], mode, args.run,
+                  {"reader_run": args.run, "lora_rank": READER_RANK})  # fmt: skip
+        return
     model = C2CForCausalLM.from_pretrained(args.runs / args.run, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(model.config.receiver_name_or_path)
     settings = {"fuser_run": args.run, "fuser_params": sum(p.numel() for p in model.fuser.parameters()),
@@ -211,7 +259,7 @@ def run_summary(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("fuser", "baselines", "eval", "summary"))
+    parser.add_argument("stage", choices=("fuser", "reader", "baselines", "eval", "summary"))
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "c2c-real-models")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "real-cpu" / "capability")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "real-cpu" / "capability")
@@ -247,7 +295,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.stage == "summary" and len(args.modes) != 1:
         parser.error(f"summary takes one mode, got --modes {' '.join(args.modes)}")
     torch.set_num_threads(args.threads)
-    {"fuser": train_fuser, "baselines": run_baselines, "eval": run_eval, "summary": run_summary}[args.stage](args)
+    stages = {"fuser": train_fuser, "reader": train_reader, "baselines": run_baselines, "eval": run_eval,
+              "summary": run_summary}  # fmt: skip
+    stages[args.stage](args)
 
 
 if __name__ == "__main__":
