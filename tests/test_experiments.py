@@ -162,14 +162,16 @@ def test_a_test_summary_s_intervals_are_the_textbook_ones_and_recompute_from_its
     import sealed
     from scipy import stats
 
+    from c2c_hf.evaluation import question_outcomes
+
     ids = [f"q{i}" for i in range(8)]
 
     def rows(bits: list[int]) -> list[dict]:
         return [{"id": i, "gold": "A", "predicted": "A" if b else "B", "correct": bool(b)} for i, b in zip(ids, bits)]
 
-    predictions = {"receiver": rows([0, 0, 0, 0, 1, 0, 0, 0]), "sharer": rows([1, 1, 1, 1, 1, 0, 1, 0]),
-                   "s0": rows([1, 1, 0, 0, 1, 0, 0, 0]), "s1": rows([1, 0, 1, 0, 1, 1, 0, 0]),
-                   "s2": rows([1, 1, 1, 0, 1, 0, 0, 1])}  # fmt: skip
+    bits = {"receiver": [0, 0, 0, 0, 1, 0, 0, 0], "sharer": [1, 1, 1, 1, 1, 0, 1, 0], "s0": [1, 1, 0, 0, 1, 0, 0, 0],
+            "s1": [1, 0, 1, 0, 1, 1, 0, 0], "s2": [1, 1, 1, 0, 1, 0, 0, 1]}
+    predictions = {label: question_outcomes(rows(b)) for label, b in bits.items()}
     summary = sealed.test_summary(predictions, {"c2c": ["s0", "s1", "s2"]}, ["receiver", "sharer"], {"s0": 0.5},
                                   {"protocol": {"test_evaluations": 1}}, gap=("receiver", "sharer"))  # fmt: skip
     assert summary["accuracy"]["s1"]["accuracy"] == 0.5 and summary["accuracy"]["receiver"]["n"] == 8
@@ -198,7 +200,7 @@ def test_a_test_summary_s_intervals_are_the_textbook_ones_and_recompute_from_its
     one = sealed.test_summary(predictions, {"c2c": ["s1"]}, ["receiver"], {}, {}, gap=("receiver", "sharer"))["seeds"]
     assert one["c2c"]["minus"]["receiver"]["seed_t95"] is None and one["c2c"]["accuracy_seed_t95"] is None
     assert one["c2c"]["minus"]["receiver"]["mean"] == 3 / 8 and one["c2c"]["gap_closed"]["mean"] == pytest.approx(0.6)
-    predictions["s2"] = predictions["s2"][:7]
+    predictions["s2"] = question_outcomes(rows(bits["s2"])[:7])
     with pytest.raises(ValueError, match="scored on different questions"):
         sealed.test_summary(predictions, {"c2c": ["s0", "s2"]}, ["receiver"], {}, {})
 
@@ -225,6 +227,48 @@ def test_the_validation_choice_takes_the_best_first_on_a_tie_and_is_frozen_once_
         sealed.choose_on_validation(candidates, "snippets", out)
     candidate("gated", 3)
     assert sealed.choose_on_validation(candidates, "snippets", out) == "projection"
+
+
+def test_a_split_summary_reads_extra_baseline_folders_and_carries_labels_whose_reports_are_elsewhere(tmp_path):
+    """A baseline comes from the first baseline folder that scored it; a label whose report is not on this machine
+    is read from the earlier summary's outcomes, with the commit it was scored at; one found nowhere is an error."""
+    import sealed
+
+    def report(name: str, bits: dict[str, list[int]], evaluations: int, latency: float = 0.5) -> None:
+        def rows(b: list[int]) -> list[dict]:
+            return [{"id": f"q{i}", "gold": "A", "predicted": "A" if x else "B", "correct": bool(x)}
+                    for i, x in enumerate(b)]  # fmt: skip
+
+        results = {m: {"snippets": {"predictions": rows(b), "latency_median_s": latency}} for m, b in bits.items()}
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / "results.json").write_text(
+            json.dumps({"protocol": {"test_evaluations": evaluations}, "results": results}))
+
+    report("baselines", {"receiver": [0, 0, 1, 0], "sharer": [1, 1, 1, 0]}, 1)
+    report("s0", {"c2c": [1, 0, 1, 0]}, 1)
+    report("s1", {"c2c": [1, 1, 1, 0]}, 2)
+    stem = tmp_path / "test-likelihood"
+
+    def write(baselines: list[str], reports: tuple[str, ...] = ("baselines",)) -> dict:
+        return sealed.write_split_summary(tmp_path, "snippets", baselines, {"c2c": ["s0", "s1"]},
+                                          {"selected_on": "validation", "scored_split": "test"}, {}, stem, {}, "t",
+                                          gap=("receiver", "sharer"), baseline_reports=reports)  # fmt: skip
+
+    first = write(["receiver", "sharer"])
+    assert first["protocol"]["test_evaluations"] == 2 and "carried" not in first
+    for name in ("baselines", "s1"):  # scored on another machine: only the summary came back
+        (tmp_path / name / "results.json").unlink()
+    report("reader", {"t2t_trained": [1, 1, 0, 1]}, 1, latency=0.7)
+    second = write(["receiver", "sharer", "t2t_trained"], ("baselines", "reader"))
+    commit = first["environment"]["git_commit"]
+    assert second["carried"] == {"receiver": commit, "sharer": commit, "s1": commit}
+    assert second["outcomes"]["s1"] == first["outcomes"]["s1"] and second["latency_median_s"]["t2t_trained"] == 0.7
+    assert second["seeds"]["c2c"]["minus"]["receiver"] == first["seeds"]["c2c"]["minus"]["receiver"]
+    assert second["seeds"]["c2c"]["minus"]["t2t_trained"]["per_seed"] == [-1 / 4, 0.0]
+    assert second["protocol"]["test_evaluations"] == 2  # the earlier summary's count stands for its labels
+    assert json.loads(stem.with_suffix(".json").read_text())["carried"]["s1"] == commit
+    with pytest.raises(FileNotFoundError, match=r"'routing': no report under .* scored it and .* does not hold it"):
+        write(["receiver", "routing"])
 
 
 def test_every_committed_split_summary_recomputes_from_its_outcomes():

@@ -232,11 +232,16 @@ def run_eval(args: argparse.Namespace) -> None:
 
 
 def run_summary(args: argparse.Namespace) -> None:
-    """`<results>/<split>-<mode>.{json,md,png}`: the baselines and every `--config`'s fuser runs on one split, each
-    question's outcome, and the intervals over seeds and questions, with the share of the receiver-to-sharer gap
-    each configuration closes (`sealed.write_split_summary`)."""
+    """`<results>/<split>-<mode>.{json,md,png}`: the baselines (with `--reader`, that run's trained text-to-text)
+    and every `--config`'s fuser runs on one split, each question's outcome, and the intervals over seeds and
+    questions, with the share of the receiver-to-sharer gap each configuration closes (`sealed.write_split_summary`;
+    a report scored on another machine is carried from the summary already written)."""
     mode = args.modes[0]
     baselines = [m for m in args.methods if m != "routing" or mode == "likelihood"]  # routing ranks likelihoods
+    reports = ["baselines"]
+    if args.reader:
+        baselines.append("t2t_trained")
+        reports.append(args.reader)
     title = f"Printed output of `{args.difficulty}` programs: {args.split} split, {mode} mode"
     stem = args.results / f"{args.split}-{mode}"
     configs = parse_configs(args.config)
@@ -244,7 +249,7 @@ def run_summary(args: argparse.Namespace) -> None:
     summary = write_split_summary(
         args.results / args.split / mode, snippets.BENCHMARK, baselines, configs,
         {"selected_on": args.selected_on, "scored_split": args.split}, {"task": task(args), "mode": mode}, stem, {},
-        title, gap=("receiver", "sharer"), contrasts=controls,
+        title, gap=("receiver", "sharer"), contrasts=controls, baseline_reports=reports,
     )  # fmt: skip
     lines = []
     for config, row in summary["seeds"].items():
@@ -289,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--save-steps", type=int, default=100)
     parser.add_argument("--run", help="eval: the fuser run's folder name under --runs")
     parser.add_argument("--config", nargs="*", default=[], help="summary: NAME=RUN,RUN,... (one run per fuser seed)")
+    parser.add_argument("--reader", help="summary: the trained text-to-text reader's run, a baseline (t2t_trained)")
     args = parser.parse_args(argv)
     if args.stage == "eval" and not args.run:
         parser.error("eval needs --run, the fuser's folder name under --runs")

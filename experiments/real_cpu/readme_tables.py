@@ -32,7 +32,8 @@ CAPABILITY, CAPABILITY_CHOICE = "capability/test-likelihood.json", "capability/v
 KNOWLEDGE_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t": "text-to-text (paper's protocol)",
                    "t2t_trained": "trained text-to-text", "routing": "routing", "fact_in_prompt": "fact in the prompt",
                    "projection": "C2C, projection only", "gated": "C2C, the method's full fuser"}  # fmt: skip
-CAPABILITY_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t": "text-to-text", "routing": "routing",
+CAPABILITY_NAMES = {"receiver": "receiver alone", "sharer": "sharer alone", "t2t": "text-to-text",
+                    "t2t_trained": "trained text-to-text", "routing": "routing",
                     "projection": "C2C, projection only", "gated": "C2C, the method's full fuser",
                     "control-projection": "control (projection only): the receiver as its own sharer",
                     "control-gated": "control (full fuser): the receiver as its own sharer"}  # fmt: skip

@@ -5,7 +5,8 @@
 # a process. Re-run to resume: a finished report is skipped, an unfinished fuser resumes from its checkpoints
 # (runs/ stays on this machine, out of git). On a fresh clone (no runs/, no per-question reports) the committed
 # choice and summaries stand for their stages: nothing is trained or scored again, the test split least of all.
-#   bash experiments/real_cpu/run-capability.sh   # stage 1: the choice, on validation only; stage 2: the test split
+#   bash experiments/real_cpu/run-capability.sh   # stage 1: the choice, on validation only; the trained
+#   text-to-text reader (a baseline) on validation; stage 2: the test split
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RESULTS=${RESULTS:-docs/results/real-cpu/capability} RUNS=${RUNS:-runs/real-cpu/capability}
@@ -43,11 +44,25 @@ else
     projection-h64-top7-span=$V/projection-h64-top7-span-seed0 gated-h64-top7-span-gate4=$V/gated-h64-top7-span-gate4-seed0)
 fi
 echo "chosen on validation: $CHOSEN"
-for mode in likelihood generate; do
-  [ -f $RESULTS/validation-$mode.json ] || $C summary --split validation --modes $mode \
-    --config "projection=projection-h64-top7-span-seed0" "gated=gated-h64-top7-span-gate4-seed0" \
-    "control-projection=control-projection-h64-top7-span-seed0" "control-gated=control-gated-h64-top7-span-gate4-seed0"
-done
+
+# The trained text-to-text baseline (no choice rests on it): the receiver with a rank-8 LoRA trained on the
+# sharer's hints with the fuser's data, steps and learning rate (capability.py reader), likelihood mode only.
+READER=t2t-reader-r8-seed0
+summarised() {  # SUMMARY_JSON LABEL: the committed summary holds LABEL's per-question outcomes
+  [ -f $1 ] && python -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1]))["outcomes"])' $1 $2
+}
+reader_eval() {  # SPLIT: the reader scored on SPLIT unless its report or summary is here
+  summarised $RESULTS/$1-likelihood.json t2t_trained || [ -f $RESULTS/$1/likelihood/$READER/results.json ] || {
+    [ -f $RUNS/$READER/config.json ] || $C reader --fuser-seed 0
+    $C eval --split $1 --run $READER --modes likelihood
+  }
+}
+VALIDATION_CONFIGS=("projection=projection-h64-top7-span-seed0" "gated=gated-h64-top7-span-gate4-seed0"
+  "control-projection=control-projection-h64-top7-span-seed0" "control-gated=control-gated-h64-top7-span-gate4-seed0")
+reader_eval validation
+summarised $RESULTS/validation-likelihood.json t2t_trained ||
+  $C summary --split validation --modes likelihood --reader $READER --config "${VALIDATION_CONFIGS[@]}"
+[ -f $RESULTS/validation-generate.json ] || $C summary --split validation --modes generate --config "${VALIDATION_CONFIGS[@]}"
 
 # 2. The test split, scored once per configuration and mode: the chosen fuser and its control, fuser seeds 0, 1 and
 #    2, then the baselines. Each mode is its own scoring, so an interrupted run resumes without scoring one twice.
@@ -68,10 +83,11 @@ done
 for mode in likelihood generate; do
   test_scored baselines $mode || $C baselines --split test --modes $mode
 done
+reader_eval test
 runs() {  # PREFIX -> the runs of every seed, comma-separated
   local IFS=, && echo "${SEEDS[*]/#/$1$CHOSEN-seed}"
 }
-for mode in likelihood generate; do
-  [ -f $RESULTS/test-$mode.json ] || $C summary --split test --modes $mode \
-    --config "${CHOSEN%%-*}=$(runs '')" "control-${CHOSEN%%-*}=$(runs control-)"
-done
+TEST_CONFIGS=("${CHOSEN%%-*}=$(runs '')" "control-${CHOSEN%%-*}=$(runs control-)")
+summarised $RESULTS/test-likelihood.json t2t_trained ||
+  $C summary --split test --modes likelihood --reader $READER --config "${TEST_CONFIGS[@]}"
+[ -f $RESULTS/test-generate.json ] || $C summary --split test --modes generate --config "${TEST_CONFIGS[@]}"

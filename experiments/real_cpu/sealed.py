@@ -141,7 +141,7 @@ def recompute_summary(
 
 
 def test_summary(
-    predictions: Mapping[str, Sequence[Mapping[str, Any]]],
+    outcomes: Mapping[str, Mapping[str, Any]],
     configs: Mapping[str, Sequence[str]],
     baselines: Sequence[str],
     latency: Mapping[str, float],
@@ -150,9 +150,8 @@ def test_summary(
     contrasts: Sequence[Sequence[str]] = (),
 ) -> dict[str, Any]:
     """The committed summary of one split's scoring: `metadata` (environment, protocol, config: what was scored how),
-    each label's per-question `outcomes` (from report prediction dicts), its median `latency_median_s`, and the
-    numbers `recompute_summary` derives from the outcomes."""
-    outcomes = {label: question_outcomes(rows) for label, rows in predictions.items()}
+    each label's per-question `outcomes` (`question_outcomes`), its median `latency_median_s`, and the numbers
+    `recompute_summary` derives from the outcomes."""
     return {**metadata, "baselines": list(baselines), "configs": {c: list(labels) for c, labels in configs.items()},
             "gap": list(gap) if gap else None, "contrast_pairs": [list(pair) for pair in contrasts],
             **recompute_summary(outcomes, configs, baselines, gap, contrasts),
@@ -254,22 +253,44 @@ def write_split_summary(
     title: str,
     gap: Sequence[str] | None = None,
     contrasts: Sequence[Sequence[str]] = (),
+    baseline_reports: Sequence[str] = ("baselines",),
 ) -> dict[str, Any]:
-    """The `test_summary` of one split's reports under `folder` (`baselines/` for the methods without a fuser, one
-    folder per fuser run, each scoring `benchmark`) -> `<stem>.json`, `.md` and `.png`. On the test split the
-    protocol's `test_evaluations` is the most any of the reports was scored."""
-    reports = {"baselines": load_report(folder / "baselines")} | {
-        run: load_report(folder / run) for runs in configs.values() for run in runs
-    }
-    rows = {m: reports["baselines"]["results"][m][benchmark] for m in baselines}
-    rows |= {run: reports[run]["results"]["c2c"][benchmark] for runs in configs.values() for run in runs}
+    """The `test_summary` of one split's reports under `folder` -> `<stem>.json`, `.md` and `.png`. Each baseline
+    is read from the first of the `baseline_reports` folders that scored it, each fuser run from its own folder (as
+    `c2c`), on `benchmark`. A label whose report is not on this machine (per-question reports of a run that landed
+    on another machine stay out of git) is read from the summary already at `<stem>.json`, which holds every
+    question's outcome; the new summary names the commit each such label was scored at (`carried`). On the test
+    split the protocol's `test_evaluations` is the most any report (or the earlier summary) was scored."""
+    runs = [run for labels in configs.values() for run in labels]
+    reports = {name: load_report(folder / name) for name in [*baseline_reports, *runs]
+               if (folder / name / "results.json").is_file()}  # fmt: skip
+    earlier_path = stem.with_suffix(".json")
+    earlier = json.loads(earlier_path.read_text(encoding="utf-8")) if earlier_path.is_file() else {}
+    outcomes, latency, sources, carried = {}, {}, set(), {}
+    for label in [*baselines, *runs]:
+        if label in baselines:
+            source = next((n for n in baseline_reports if label in reports.get(n, {}).get("results", {})), None)
+            method = label
+        else:
+            source, method = (label if label in reports else None), "c2c"
+        if source is not None:
+            row = reports[source]["results"][method][benchmark]
+            outcomes[label], latency[label] = question_outcomes(row["predictions"]), row["latency_median_s"]
+            sources.add(source)
+        elif label in earlier.get("outcomes", {}):
+            outcomes[label], latency[label] = earlier["outcomes"][label], earlier["latency_median_s"][label]
+            carried[label] = earlier.get("carried", {}).get(label, earlier["environment"]["git_commit"])
+        else:
+            raise FileNotFoundError(
+                f"{label!r}: no report under {folder} scored it and {earlier_path} does not hold it; score it first."
+            )
     if protocol.get("scored_split") == "test":
-        protocol = {**protocol, "test_evaluations": max(r["protocol"]["test_evaluations"] for r in reports.values())}
+        counts = [reports[name]["protocol"]["test_evaluations"] for name in sources]
+        counts += [earlier["protocol"]["test_evaluations"]] if carried else []
+        protocol = {**protocol, "test_evaluations": max(counts)}
     summary = test_summary(
-        {label: row["predictions"] for label, row in rows.items()}, configs, baselines,
-        {label: row["latency_median_s"] for label, row in rows.items()}, {**result_metadata(protocol), "config": config},
-        gap, contrasts,
-    )  # fmt: skip
+        outcomes, configs, baselines, latency, {**result_metadata(protocol), "config": config}, gap, contrasts
+    ) | ({"carried": carried} if carried else {})
     atomic_write_text(stem.with_suffix(".json"), json.dumps(summary, indent=1) + "\n")
     atomic_write_text(stem.with_suffix(".md"), "\n".join([f"# {title}", "", *summary_markdown(summary, names), ""]))
     plot_summary(summary, names, stem.with_suffix(".png"), title)
