@@ -23,8 +23,6 @@ intervals recomputed from them, `sealed.test_summary`). Fusers train and resume 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -36,7 +34,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from c2c_hf import C2CForCausalLM, build_features
-from c2c_hf.atomic import atomic_write_text
+from c2c_hf.atomic import atomic_folder, atomic_write_text
 from c2c_hf.demo import TrainedTextToText, train_hint_reader
 from c2c_hf.evaluation import (
     LM,
@@ -53,7 +51,7 @@ from c2c_hf.evaluation import (
 
 sys.path.insert(0, str(Path(__file__).parent))  # this folder's scripts
 import snippets
-from capability_gap import exact_match
+from capability_gap import exact_match, load_lm
 from sealed import (
     layer_map,
     parse_configs,
@@ -129,11 +127,10 @@ def train_reader(args: argparse.Namespace) -> None:
     """The trained text-to-text baseline (`c2c_hf.demo.train_hint_reader`): a rank-8 LoRA of the receiver, merged,
     trained to answer the train split's programs from the sharer's written hints (one per program), with the fuser's
     data (the same programs and replies), steps, batch size and learning rate -> `<runs>/t2t-reader-r8-seed<seed>`,
-    written beside and then renamed, so an interrupted run leaves no reader."""
+    saved atomically, so an interrupted run leaves no reader."""
     receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
     receiver = AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=torch.float32)
-    sharer = LM(AutoModelForCausalLM.from_pretrained(args.models / SHARER, dtype=torch.float32).eval(),
-                AutoTokenizer.from_pretrained(args.models / SHARER))  # fmt: skip
+    sharer = load_lm(args.models / SHARER)
     items = snippets.snippet_items(args.task_seed, "train", args.train_size, args.difficulty)
     with tempfile.TemporaryDirectory() as workdir:
         reader = train_hint_reader(
@@ -142,11 +139,9 @@ def train_reader(args: argparse.Namespace) -> None:
             prompt="open", hint_batch_size=32, hint_key=lambda item: item.id,
         )  # fmt: skip
     out = args.runs / reader_run(args)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    reader.save_pretrained(partial)
-    receiver_tokenizer.save_pretrained(partial)
-    os.replace(partial, out)
+    with atomic_folder(out) as folder:
+        reader.save_pretrained(folder)
+        receiver_tokenizer.save_pretrained(folder)
     print(f"trained text-to-text reader -> {out}")
 
 
@@ -185,12 +180,7 @@ def score(args: argparse.Namespace, methods: list[Method], mode: str, name: str,
 
 
 def run_baselines(args: argparse.Namespace) -> None:
-    receiver_tokenizer = AutoTokenizer.from_pretrained(args.models / RECEIVER)
-    sharer_tokenizer = AutoTokenizer.from_pretrained(args.models / SHARER)
-    receiver = LM(AutoModelForCausalLM.from_pretrained(args.models / RECEIVER, dtype=torch.float32).eval(),
-                  receiver_tokenizer)  # fmt: skip
-    sharer = LM(AutoModelForCausalLM.from_pretrained(args.models / SHARER, dtype=torch.float32).eval(),
-                sharer_tokenizer)  # fmt: skip
+    receiver, sharer = load_lm(args.models / RECEIVER), load_lm(args.models / SHARER)
     for mode in args.modes:
         scoring = Scoring(mode, args.max_new_tokens, "open")
         methods: list[Method] = [Direct(name, lm, scoring) for name, lm in (("receiver", receiver), ("sharer", sharer))
@@ -210,10 +200,7 @@ def run_eval(args: argparse.Namespace) -> None:
     """A run under `--runs` scored on `--split`: a fuser as `c2c`, a trained reader (a plain receiver, `reader`) as
     `t2t_trained`, the sharer writing its hint as in text-to-text."""
     if AutoConfig.from_pretrained(args.runs / args.run).model_type != "c2c":
-        reader = LM(AutoModelForCausalLM.from_pretrained(args.runs / args.run, dtype=torch.float32).eval(),
-                    AutoTokenizer.from_pretrained(args.runs / args.run))  # fmt: skip
-        sharer = LM(AutoModelForCausalLM.from_pretrained(args.models / SHARER, dtype=torch.float32).eval(),
-                    AutoTokenizer.from_pretrained(args.models / SHARER))  # fmt: skip
+        reader, sharer = load_lm(args.runs / args.run), load_lm(args.models / SHARER)
         for mode in args.modes:
             scoring = Scoring(mode, args.max_new_tokens, "open")
             score(args, [TrainedTextToText(reader, sharer, scoring, args.hint_tokens)], mode, args.run,

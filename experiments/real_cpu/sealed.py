@@ -260,8 +260,8 @@ def write_split_summary(
     `c2c`), on `benchmark`. A label whose report is not on this machine (per-question reports of a run that landed
     on another machine stay out of git) is read from the summary already at `<stem>.json`, which holds every
     question's outcome; the new summary names, per such label, the commit of the summary it was read from
-    (`carried`; the test log has the commit of each scoring). On the test
-    split the protocol's `test_evaluations` is the most any report (or the earlier summary) was scored."""
+    (`carried`; the test log has the commit of each scoring). On the test split the protocol's `test_evaluations`
+    is the most any report (or the earlier summary) was scored."""
     runs = [run for labels in configs.values() for run in labels]
     reports = {name: load_report(folder / name) for name in [*baseline_reports, *runs]
                if (folder / name / "results.json").is_file()}  # fmt: skip

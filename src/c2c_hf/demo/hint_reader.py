@@ -45,6 +45,11 @@ def sharer_hints(
     return hints
 
 
+def _fact_key(item: MCItem) -> str:
+    """`person/attribute` of a world question id (`person/attribute/phrasing#k`)."""
+    return "/".join(item.id.split("/")[:2])
+
+
 def train_hint_reader(
     receiver: PreTrainedModel,
     receiver_tokenizer: PreTrainedTokenizerBase,
@@ -64,28 +69,28 @@ def train_hint_reader(
     prompt: str = "choices",
     answer: Callable[[MCItem], str] = answer_text,
     hint_batch_size: int = 64,
-    hint_key: Callable[[MCItem], str] | None = None,
+    hint_key: Callable[[MCItem], str] = _fact_key,
 ) -> PreTrainedModel:
     """A copy of `receiver` with a rank-`rank` LoRA trained (then merged) to answer `items` from the sharer's hints.
 
     The sharer writes one hint per `hint_key` (by default a world fact, `person/attribute` of the question id: the
     first question on it, as it writes a person's whole profile whatever the question's phrasing; `lambda item:
-    item.id` for a hint per question) and every question with that key is read with it; `steps` x `batch_size` examples are drawn
-    from the questions in a seeded shuffle, and trained with the demo's pretraining loop (loss on the answer only).
+    item.id` for a hint per question) and every question with that key is read with it; `steps` x `batch_size`
+    examples are drawn from the questions in a seeded shuffle, and trained with the demo's pretraining loop (loss on
+    the answer only).
     `until_learnt` (the fuser's rule, given a probe) makes the schedule the fuser's "until learnt" one, probed on the
     first `probe_questions` of `items` read with their hints; `steps` is then its cap. `prompt` ("choices" or
     "open") and `answer` (the reply trained on) follow the fuser's data: the demo's answer the choice's text.
     """
-    key = hint_key or _fact_key
     first_per_key: dict[str, MCItem] = {}
     for item in items:
-        first_per_key.setdefault(key(item), item)
+        first_per_key.setdefault(hint_key(item), item)
     hints = sharer_hints(sharer, list(first_per_key.values()), hint_tokens, hint_batch_size, prompt)
     rng = random.Random(f"hint-reader-{seed}")
     drawn = [items[i % len(items)] for i in range(steps * batch_size)]
     rng.shuffle(drawn)
     examples = [
-        encode_chat(receiver_tokenizer, hinted_prompt(item, hints[first_per_key[key(item)].id], prompt),
+        encode_chat(receiver_tokenizer, hinted_prompt(item, hints[first_per_key[hint_key(item)].id], prompt),
                     answer(item), prompt_weight=0.0)
         for item in drawn
     ]  # fmt: skip
@@ -95,17 +100,12 @@ def train_hint_reader(
     schedule = None
     if until_learnt is not None:
         probe = list(items[:probe_questions])
-        texts = [hinted_prompt(item, hints[first_per_key[key(item)].id], prompt) for item in probe]
+        texts = [hinted_prompt(item, hints[first_per_key[hint_key(item)].id], prompt) for item in probe]
         reader = LM(tuned, receiver_tokenizer)
         schedule = until_learnt(lambda: answer_accuracy(reader, probe, texts, 8, prompt))
     pretrain(tuned, examples, steps=steps, batch_size=batch_size, lr=lr, pad_token_id=receiver_tokenizer.pad_token_id,
              seed=seed, workdir=workdir, progress=progress, until_learnt=schedule)  # fmt: skip
     return tuned.merge_and_unload().eval()
-
-
-def _fact_key(item: MCItem) -> str:
-    """`person/attribute` of a world question id (`person/attribute/phrasing#k`)."""
-    return "/".join(item.id.split("/")[:2])
 
 
 __all__ = ["LORA_TARGETS", "TrainedTextToText", "sharer_hints", "train_hint_reader"]
